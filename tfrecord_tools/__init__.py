@@ -1,0 +1,1 @@
+"""Offline conversion of videos into RGB + optical-flow TFRecords (MediaSequence layout)."""
