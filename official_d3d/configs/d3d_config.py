@@ -7,7 +7,7 @@
 import dataclasses
 import json
 import os
-from typing import Tuple
+from typing import List, Tuple
 
 import tensorflow as tf
 
@@ -77,13 +77,14 @@ class TrainConfig:
   step_boundaries: Tuple[int, ...] = ()  # for 'step': learning rate x decay_rate at each boundary
   decay_rate: float = 0.1
   label_smoothing: float = 0.0
-  train_steps: int = 1000
+  train_steps: int = 1000  # a multiple of steps_per_loop
   steps_per_loop: int = 100  # steps between checkpoints and summaries
-  eval_steps: int = 0  # 0: the whole evaluation set
+  eval_interval: int = 0  # train_and_eval: steps between evaluations during training (0: only at the end)
+  eval_steps: int = 0  # batches per evaluation; 0: the whole evaluation set
   distribution_strategy: str = 'one_device'
   tpu_address: str = ''
   mixed_precision: str = 'float32'
-  jit_compile: bool = False
+  jit_compile: bool = True  # XLA on GPU; ignored on CPU (slow to compile) and TPU (always compiled)
   max_checkpoints: int = 3
 
 
@@ -93,6 +94,12 @@ class ExperimentConfig:
   stream: str = 'd3d'
   model_dir: str = ''
   teacher_checkpoint: str = ''  # model_dir (or checkpoint path) of a trained flow teacher; required for 'd3d'
+  # model_dir (or checkpoint path) of a trained network to start from, e.g. Kinetics-400 before UCF-101; weights
+  # whose shapes differ (the classifier, for another class count) start fresh.
+  init_checkpoint: str = ''
+  # Evaluation only: the model_dir of a flow network to late-fuse with this RGB (or D3D) network.
+  fusion_model_dir: str = ''
+  fusion_flow_weight: float = 0.5  # two-stream probabilities = (1 - w) x RGB + w x flow
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   distillation: DistillationConfig = dataclasses.field(default_factory=DistillationConfig)
@@ -114,6 +121,15 @@ class ExperimentConfig:
       raise ValueError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
     if self.data.num_frames < 1 or self.data.stride < 1:
       raise ValueError('data.num_frames and data.stride must be positive')
+    train = self.train
+    if train.steps_per_loop < 1 or train.train_steps < 1 or train.train_steps % train.steps_per_loop:
+      raise ValueError(f'train.train_steps={train.train_steps} must be a positive multiple of '
+                       f'train.steps_per_loop={train.steps_per_loop}')
+    if train.eval_interval < 0 or train.eval_interval % train.steps_per_loop:
+      raise ValueError(f'train.eval_interval={train.eval_interval} must be a multiple of '
+                       f'train.steps_per_loop={train.steps_per_loop}')
+    if not 0.0 <= self.fusion_flow_weight <= 1.0:
+      raise ValueError(f'fusion_flow_weight must be in [0, 1], got {self.fusion_flow_weight}')
     return self
 
 
@@ -140,6 +156,20 @@ def to_dict(config: ExperimentConfig) -> dict:
 
 def from_dict(values: dict) -> ExperimentConfig:
   return _from_dict(ExperimentConfig, values)
+
+
+def differences(config: ExperimentConfig, other: ExperimentConfig) -> List[str]:
+  """Dotted names of the settings that differ, e.g. ['data.num_frames', 'train.learning_rate']."""
+  def flatten(values, prefix=''):
+    flat = {}
+    for name, value in values.items():
+      if isinstance(value, dict):
+        flat.update(flatten(value, f'{prefix}{name}.'))
+      else:
+        flat[prefix + name] = value
+    return flat
+  mine, theirs = flatten(to_dict(config)), flatten(to_dict(other))
+  return sorted(name for name in mine if mine[name] != theirs[name])
 
 
 def save(config: ExperimentConfig, model_dir: str) -> str:

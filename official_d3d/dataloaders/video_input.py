@@ -1,0 +1,206 @@
+"""tf.data input pipeline: SequenceExample records -> batches of RGB and flow clips with their labels.
+
+Training samples one clip per video at a random position and applies one random scale, crop and flip to all the
+requested modalities, so that RGB and flow stay aligned frame by frame and pixel by pixel. Evaluation takes
+`num_eval_clips x num_eval_crops` deterministic views per video. Only the requested modalities are parsed, and only
+the sampled frames are decoded.
+"""
+
+import dataclasses
+from typing import Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import schema
+from official_d3d.ops import video_ops
+
+AUTOTUNE = tf.data.AUTOTUNE
+MAX_INTERLEAVED_FILES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Modality:
+  """Where a modality's frames are stored and what the network receives."""
+  feature_key: str
+  channels: int
+  is_flow: bool
+
+
+MODALITIES = {
+    'rgb': Modality(feature_key=schema.IMAGE_ENCODED, channels=3, is_flow=False),
+    'flow': Modality(feature_key=schema.FLOW_ENCODED, channels=2, is_flow=True),
+}
+
+
+def parse_example(serialized, modalities: Sequence[str]) -> Tuple[Dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
+  """Serialized SequenceExample -> (encoded frames `[N]` per modality, int32 label, media id)."""
+  context, sequences = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features={
+          schema.LABEL_INDEX: tf.io.FixedLenFeature([], tf.int64),
+          schema.MEDIA_ID: tf.io.FixedLenFeature([], tf.string, default_value=''),
+      },
+      sequence_features={
+          MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string) for name in modalities
+      })
+  encoded = {name: sequences[MODALITIES[name].feature_key] for name in modalities}
+  return encoded, tf.cast(context[schema.LABEL_INDEX], tf.int32), context[schema.MEDIA_ID]
+
+
+def count_video_frames(encoded: Dict[str, tf.Tensor], media_id) -> tf.Tensor:
+  """Frames in the video; fails, naming the video, when it has none or its modalities differ in length."""
+  lengths = [tf.shape(frames)[0] for frames in encoded.values()]
+  checks = [tf.debugging.Assert(lengths[0] > 0, ['video has no frames:', media_id])]
+  checks += [tf.debugging.Assert(tf.equal(length, lengths[0]), ['RGB and flow frame counts differ in', media_id])
+             for length in lengths[1:]]
+  with tf.control_dependencies(checks):
+    return tf.identity(lengths[0])
+
+
+def gather_and_decode(encoded, indices, channels=3):
+  """Gathers the encoded images at `indices` (any shape, flattened) and decodes only those: uint8 `[N, H, W, C]`."""
+  return video_ops.decode_frames(tf.gather(encoded, tf.reshape(indices, [-1])), channels=channels)
+
+
+def decode_clip(encoded, indices, modality: Modality):
+  """The frames at `indices`, decoded and normalised to [-1, 1]: float32 `[N, H, W, modality.channels]`."""
+  return video_ops.normalize_frames(gather_and_decode(encoded, indices), modality.is_flow)
+
+
+def _augment(frames, modality, window, flip, data_config):
+  """Crops the window, resizes it to the crop size and (maybe) flips: one modality, parameters shared by all."""
+  offset_y, offset_x, window_size = window
+  clip = video_ops.normalize_frames(video_ops.crop(frames, offset_y, offset_x, window_size), modality.is_flow)
+  size = data_config.crop_size
+  clip = video_ops.resize(clip, size, size, is_flow=modality.is_flow)
+  clip = tf.cond(flip, lambda: video_ops.horizontal_flip(clip, modality.is_flow), lambda: clip)
+  return tf.ensure_shape(clip, [data_config.num_frames, size, size, modality.channels])
+
+
+def decode_train_example(serialized, seed, data_config: d3d_config.DataConfig, modalities: Sequence[str]):
+  """One record -> ({modality: float32 `[T, S, S, C]`}, int32 label): random clip, scale, crop and flip.
+
+  `seed` (int `[2]`) drives every random choice, so one record and seed always give the same clip. The frame size
+  is read from the first modality: the writer stores RGB and flow at one size.
+  """
+  encoded, label, media_id = parse_example(serialized, modalities)
+  num_video_frames = count_video_frames(encoded, media_id)
+  start_seed, window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+
+  start = video_ops.random_clip_start(num_video_frames, data_config.num_frames, data_config.stride, start_seed)
+  indices = video_ops.sample_clip_indices(num_video_frames, data_config.num_frames, data_config.stride, start)
+  frames = {name: gather_and_decode(encoded[name], indices) for name in modalities}
+
+  frame_shape = tf.shape(frames[modalities[0]])
+  window = video_ops.random_scale_jitter_window(frame_shape[1], frame_shape[2], data_config.crop_size,
+                                                *data_config.train_resize_range, window_seed)
+  flip = tf.logical_and(data_config.random_flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
+  features = {name: _augment(frames[name], MODALITIES[name], window, flip, data_config) for name in modalities}
+  return features, label
+
+
+def decode_eval_example(serialized, data_config: d3d_config.DataConfig, modalities: Sequence[str]):
+  """One record -> ({modality: float32 `[V, T, S, S, C]`}, int32 label), V = num_eval_clips x num_eval_crops.
+
+  Views are ordered clip-major: (clip 0, crop 0), (clip 0, crop 1), ... Clips are evenly spaced in time; crops
+  are evenly spaced along the long side of the frame after its short side is resized to `eval_resize`.
+  """
+  encoded, label, media_id = parse_example(serialized, modalities)
+  num_video_frames = count_video_frames(encoded, media_id)
+  num_clips, num_crops = data_config.num_eval_clips, data_config.num_eval_crops
+  num_frames, size = data_config.num_frames, data_config.crop_size
+  starts = video_ops.evenly_spaced_clip_starts(num_video_frames, num_frames, data_config.stride, num_clips)
+  indices = video_ops.sample_clip_indices(num_video_frames, num_frames, data_config.stride, starts)
+
+  features = {}
+  for name in modalities:
+    modality = MODALITIES[name]
+    frames = decode_clip(encoded[name], indices, modality)
+    frames = video_ops.resize_short_side(frames, data_config.eval_resize, modality.is_flow)
+    offsets_y, offsets_x = video_ops.evenly_spaced_crop_offsets(
+        tf.shape(frames)[1], tf.shape(frames)[2], size, num_crops)
+    crops = tf.stack([video_ops.crop(frames, offsets_y[i], offsets_x[i], size) for i in range(num_crops)], axis=1)
+    crops = tf.reshape(crops, [num_clips, num_frames, num_crops, size, size, modality.channels])
+    views = tf.reshape(tf.transpose(crops, [0, 2, 1, 3, 4, 5]),
+                       [num_clips * num_crops, num_frames, size, size, modality.channels])
+    features[name] = views
+  return features, label
+
+
+def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], short_side: int) -> None:
+  """Raises ValueError naming the setting that cannot give a batch of clips."""
+  unknown = [name for name in modalities if name not in MODALITIES]
+  if not modalities or unknown or len(set(modalities)) != len(modalities):
+    raise ValueError(f'modalities must be distinct names from {sorted(MODALITIES)}, got {tuple(modalities)}')
+  min_side, max_side = data_config.train_resize_range
+  if min_side > max_side:
+    raise ValueError(f'data.train_resize_range must be (min, max), got {data_config.train_resize_range}')
+  if short_side < data_config.crop_size:
+    raise ValueError(f'frames resized to a short side of {short_side} are smaller than '
+                     f'data.crop_size={data_config.crop_size}')
+  if data_config.num_eval_clips < 1 or data_config.num_eval_crops < 1:
+    raise ValueError('data.num_eval_clips and data.num_eval_crops must be positive')
+
+
+def list_shard_files(pattern: str, setting: str, input_context: Optional[tf.distribute.InputContext]):
+  """Sorted files of a comma-separated list of globs; this input pipeline's share of them under tf.distribute."""
+  files = sorted({path for glob in pattern.split(',') if glob.strip() for path in tf.io.gfile.glob(glob.strip())})
+  if not files:
+    raise ValueError(f'data.{setting}={pattern!r} matches no files')
+  if input_context is None or input_context.num_input_pipelines == 1:
+    return files
+  if len(files) < input_context.num_input_pipelines:
+    raise ValueError(f'data.{setting}={pattern!r} matches {len(files)} files, fewer than the '
+                     f'{input_context.num_input_pipelines} input pipelines: write at least that many shards')
+  return files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+
+
+def _batch_size(batch_size: int, input_context: Optional[tf.distribute.InputContext]) -> int:
+  return input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
+
+
+def build_train_dataset(data_config: d3d_config.DataConfig,
+                        modalities: Sequence[str] = ('rgb', 'flow'),
+                        input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Endless, shuffled batches ({modality: float32 `[B, T, S, S, C]`}, int32 labels `[B]`) for training.
+
+  B is `global_batch_size`, or the per-replica batch when `input_context` is given (then each input pipeline reads
+  its own subset of the shards).
+  """
+  modalities = tuple(modalities)
+  check_config(data_config, modalities, data_config.train_resize_range[0])
+  files = list_shard_files(data_config.train_pattern, 'train_pattern', input_context)
+  seed = data_config.seed
+
+  records = (tf.data.Dataset.from_tensor_slices(files)
+             .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+             .repeat()
+             .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_INTERLEAVED_FILES),
+                         num_parallel_calls=AUTOTUNE, deterministic=False)
+             .shuffle(data_config.shuffle_buffer, seed=seed))
+  example_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+  dataset = (tf.data.Dataset.zip((records, example_seeds))
+             .map(lambda record, example_seed: decode_train_example(record, example_seed, data_config, modalities),
+                  num_parallel_calls=AUTOTUNE, deterministic=False)
+             .batch(_batch_size(data_config.global_batch_size, input_context), drop_remainder=True)
+             .prefetch(AUTOTUNE))
+  options = tf.data.Options()
+  options.deterministic = False
+  return dataset.with_options(options)
+
+
+def build_eval_dataset(data_config: d3d_config.DataConfig,
+                       modalities: Sequence[str] = ('rgb',),
+                       input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """One pass, in file order, of ({modality: float32 `[B, V, T, S, S, C]`}, int32 labels `[B]`); last batch kept.
+
+  V = num_eval_clips x num_eval_crops views per video, to be averaged into one video-level prediction.
+  """
+  modalities = tuple(modalities)
+  check_config(data_config, modalities, data_config.eval_resize)
+  files = list_shard_files(data_config.eval_pattern, 'eval_pattern', input_context)
+  return (tf.data.TFRecordDataset(files)
+          .map(lambda record: decode_eval_example(record, data_config, modalities), num_parallel_calls=AUTOTUNE)
+          .batch(_batch_size(data_config.eval_batch_size, input_context), drop_remainder=False)
+          .prefetch(AUTOTUNE))

@@ -1,0 +1,85 @@
+"""Video-level evaluation: multi-view aggregation, top-k and per-class accuracy, two-stream fusion, JSON reports.
+
+A video is scored by averaging the softmax probabilities of its `num_eval_clips x num_eval_crops` views (the usual
+protocol of I3D, S3D and D3D); a two-stream prediction is a weighted average of the RGB and flow networks' video
+probabilities. The TensorFlow part runs inside the models' `test_step` / `predict_step`; the NumPy part turns the
+collected predictions into a report.
+"""
+
+import json
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+TOP_K = (1, 5)
+
+
+def multi_view_probabilities(network, clips: tf.Tensor) -> tf.Tensor:
+  """Video probabilities float32 `[B, K]` of clips `[B, T, H, W, C]` or views `[B, V, T, H, W, C]`.
+
+  Views are folded into the batch for one forward pass, and their softmax probabilities averaged per video.
+  """
+  if clips.shape.rank == 5:
+    return tf.nn.softmax(tf.cast(network(clips, training=False)['logits'], tf.float32))
+  if clips.shape.rank != 6:
+    raise ValueError(f'clips must be [B, T, H, W, C] or [B, V, T, H, W, C], got shape {clips.shape}')
+  shape = tf.shape(clips)
+  batch_size, num_views = shape[0], shape[1]
+  folded = tf.reshape(clips, tf.concat([[batch_size * num_views], shape[2:]], axis=0))
+  logits = tf.cast(network(folded, training=False)['logits'], tf.float32)
+  probabilities = tf.reshape(tf.nn.softmax(logits), [batch_size, num_views, -1])
+  return tf.reduce_mean(probabilities, axis=1)
+
+
+def fuse_probabilities(probabilities: Sequence, weights: Sequence[float]):
+  """Weighted average of per-stream probabilities (late fusion); the weights are normalised to sum to 1."""
+  if len(probabilities) != len(weights) or not probabilities:
+    raise ValueError(f'{len(probabilities)} streams for {len(weights)} fusion weights')
+  if any(w < 0 for w in weights) or sum(weights) <= 0:
+    raise ValueError(f'fusion weights must be non-negative with a positive sum, got {list(weights)}')
+  total = float(sum(weights))
+  return sum(p * (w / total) for p, w in zip(probabilities, weights))
+
+
+def top_k_correct(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+  """Boolean `[N]`: the label is among the k most probable classes (ties counted in the label's favour)."""
+  label_probability = probabilities[np.arange(len(labels)), labels]
+  num_better = np.sum(probabilities > label_probability[:, None], axis=1)
+  return num_better < k
+
+
+def classification_metrics(probabilities, labels, class_names: Optional[Sequence[str]] = None) -> Dict:
+  """Video-level top-1 / top-5, mean per-class accuracy and each class's top-1 accuracy, from `[N, K]` and `[N]`."""
+  probabilities = np.asarray(probabilities, np.float64)
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  if probabilities.ndim != 2 or len(probabilities) != len(labels):
+    raise ValueError(f'probabilities {probabilities.shape} and labels {labels.shape} do not match')
+  num_classes = probabilities.shape[1]
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f'labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()}')
+  names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f'{len(names)} class names for {num_classes} classes')
+
+  metrics = {'num_videos': int(len(labels))}
+  for k in TOP_K:
+    metrics[f'top_{k}'] = float(np.mean(top_k_correct(probabilities, labels, k))) if len(labels) else 0.0
+  correct = top_k_correct(probabilities, labels, 1)
+  per_class = {names[c]: float(np.mean(correct[labels == c])) for c in range(num_classes) if np.any(labels == c)}
+  metrics['mean_class_accuracy'] = float(np.mean(list(per_class.values()))) if per_class else 0.0
+  metrics['per_class_accuracy'] = per_class
+  return metrics
+
+
+def collect_predictions(model, dataset, steps: Optional[int] = None):
+  """(probabilities `[N, K]`, labels `[N]`) over a dataset, through the model's `predict_step` (any strategy)."""
+  outputs = model.predict(dataset, steps=steps or None, verbose=0)
+  return outputs['probabilities'], outputs['labels']
+
+
+def write_metrics(metrics: Mapping, path: str) -> str:
+  """Writes metrics as indented JSON on any file system TensorFlow knows."""
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  return path

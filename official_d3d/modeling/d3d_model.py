@@ -1,0 +1,226 @@
+"""Keras models that train and evaluate S3D-G networks: one stream, the D3D student, and two-stream late fusion.
+
+`VideoClassifier` owns the one training step: cross-entropy on one modality, plus whatever `auxiliary_losses` a
+subclass adds. `D3DModel` adds distillation from a frozen flow teacher. Every model evaluates on RGB (or its own
+modality) alone, averaging the softmax over the views of a video.
+
+Distributed training: per-example losses are averaged over the *global* batch (`tf.nn.compute_average_loss`), so the
+gradients that tf.distribute sums across replicas are those of the global-batch mean. Mixed precision: losses are
+computed in float32, and the loss is scaled by `optimizer.scale_loss` (a no-op except under `mixed_float16`, where
+`compile` wraps the optimizer in a `LossScaleOptimizer` that unscales the gradients and skips non-finite steps).
+
+Default distillation (`DistillationConfig`): L2 between the student's and the teacher's logits, weight 1, no head.
+The paper tunes the student "to predict the outputs of the temporal stream", and its released D3D checkpoint loads
+into the plain S3D-G graph: the student's own logits regress onto the teacher's, so no extra layer exists at
+inference. The alternatives (pooled features as target, temperature KL, a distillation head) are options.
+"""
+
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from official_d3d import evaluation
+from official_d3d.configs import d3d_config
+
+
+def select_modality(inputs, modality: str) -> tf.Tensor:
+  """The clips of one modality from a feature dict (or the clips themselves)."""
+  if isinstance(inputs, dict):
+    if modality not in inputs:
+      raise ValueError(f'the model reads {modality!r} clips, but the input only has {sorted(inputs)}')
+    return inputs[modality]
+  return inputs
+
+
+def _output_size(network, input_channels: int, output: str) -> int:
+  """Length of a network's 'logits' or 'features' vector."""
+  return network.compute_output_shape((None, None, None, None, input_channels))[output][-1]
+
+
+def _per_example_distillation(prediction, target, loss: str, temperature: float) -> tf.Tensor:
+  """`[B]` distillation losses: mean squared error over the last axis, or T^2 x KL(teacher || student) at T."""
+  if loss == 'l2':
+    return tf.reduce_mean(tf.square(prediction - target), axis=-1)
+  if loss == 'kl':
+    teacher_log_probs = tf.nn.log_softmax(target / temperature)
+    student_log_probs = tf.nn.log_softmax(prediction / temperature)
+    kl = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
+    # T^2 keeps the gradient magnitude independent of the temperature (Hinton et al. 2015).
+    return kl * temperature**2
+  raise ValueError(f'distillation loss must be one of {d3d_config.DISTILL_LOSSES}, got {loss!r}')
+
+
+class VideoClassifier(keras.Model):
+  """Trains `network` on one modality with cross-entropy; evaluates on multi-view clips.
+
+  Logs `loss`, `cls_loss`, `top_1`, `top_5` in training and `loss` (cross-entropy of the video-level
+  probabilities), `top_1`, `top_5` in evaluation. `predict` returns video probabilities and labels.
+  """
+
+  def __init__(self, network: keras.Model, modality: str = 'rgb', label_smoothing: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.network = network
+    self.modality = modality
+    self.label_smoothing = label_smoothing
+    self.loss_tracker = keras.metrics.Mean(name='loss')
+    self.cls_loss_tracker = keras.metrics.Mean(name='cls_loss')
+    self.top_1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1, name='top_1')
+    self.top_5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name='top_5')
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.cls_loss_tracker, self.top_1, self.top_5]
+
+  def call(self, inputs, training=False):
+    return self.network(select_modality(inputs, self.modality), training=training)
+
+  @property
+  def auxiliary_trackers(self) -> Dict[str, keras.metrics.Mean]:
+    """Metrics of the `auxiliary_losses`, by the same names."""
+    return {}
+
+  def training_targets(self, inputs) -> Optional[tf.Tensor]:
+    """What the auxiliary losses compare the network with, computed before (outside) the gradient tape."""
+    del inputs  # A plain classifier has no targets beyond its labels.
+    return None
+
+  def auxiliary_losses(self, outputs, targets) -> Dict[str, tf.Tensor]:
+    """Weighted per-example losses `[B]` added to the cross-entropy, by log name; none for a plain classifier."""
+    del outputs, targets  # A plain classifier has none.
+    return {}
+
+  def _cross_entropy(self, labels, logits) -> tf.Tensor:
+    num_classes = tf.shape(logits)[-1]
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    return keras.losses.categorical_crossentropy(
+        one_hot, tf.cast(logits, tf.float32), from_logits=True, label_smoothing=self.label_smoothing)
+
+  def train_step(self, data):
+    inputs, labels = data
+    targets = self.training_targets(inputs)
+    with tf.GradientTape() as tape:
+      outputs = self(inputs, training=True)
+      cls_loss = self._cross_entropy(labels, outputs['logits'])
+      auxiliary = self.auxiliary_losses(outputs, targets)
+      per_example_loss = tf.add_n([cls_loss] + list(auxiliary.values()))
+      loss = tf.nn.compute_average_loss(per_example_loss)  # Divides by the global batch size.
+      if self.losses:  # Regularisers of the layers, if any: summed once across replicas.
+        loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in self.losses]))
+      scaled_loss = self.optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, self.trainable_variables)
+    self.optimizer.apply(gradients, self.trainable_variables)
+
+    self.loss_tracker.update_state(per_example_loss)
+    self.cls_loss_tracker.update_state(cls_loss)
+    for name, values in auxiliary.items():
+      self.auxiliary_trackers[name].update_state(values)
+    self.top_1.update_state(labels, outputs['logits'])
+    self.top_5.update_state(labels, outputs['logits'])
+    return {m.name: m.result() for m in self.metrics}
+
+  def video_probabilities(self, inputs) -> tf.Tensor:
+    """float32 `[B, K]`: the softmax averaged over each video's views."""
+    return evaluation.multi_view_probabilities(self.network, select_modality(inputs, self.modality))
+
+  def test_step(self, data):
+    inputs, labels = data
+    probabilities = self.video_probabilities(inputs)
+    labels = tf.cast(labels, tf.int32)
+    label_probability = tf.gather(probabilities, labels, axis=1, batch_dims=1)
+    self.loss_tracker.update_state(-tf.math.log(tf.maximum(label_probability, keras.config.epsilon())))
+    self.top_1.update_state(labels, probabilities)
+    self.top_5.update_state(labels, probabilities)
+    return {m.name: m.result() for m in (self.loss_tracker, self.top_1, self.top_5)}
+
+  def prediction_outputs(self, inputs) -> Dict[str, tf.Tensor]:
+    """What `predict` returns for each video besides its label: at least 'probabilities'."""
+    return {'probabilities': self.video_probabilities(inputs)}
+
+  def predict_step(self, data):
+    inputs, labels = data if isinstance(data, tuple) else (data, None)
+    outputs = self.prediction_outputs(inputs)
+    if labels is not None:
+      outputs['labels'] = labels
+    return outputs
+
+
+class D3DModel(VideoClassifier):
+  """The D3D student (`network`, on RGB) trained with cross-entropy + weight x distillation from a frozen teacher.
+
+  The teacher runs on flow in inference mode (batch norm uses its moving statistics) outside the gradient tape, so
+  it neither trains nor costs backward memory. It is frozen here, before `compile` captures the trainable set.
+  With `use_head`, a linear layer on the student's pooled features predicts the target; it is training-only and is
+  not part of the exported network.
+  """
+
+  def __init__(self, student: keras.Model, teacher: keras.Model, distillation: d3d_config.DistillationConfig,
+               label_smoothing: float = 0.0, **kwargs):
+    super().__init__(student, modality='rgb', label_smoothing=label_smoothing, **kwargs)
+    if distillation.loss == 'kl' and distillation.target != 'logits':
+      raise ValueError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
+    self.teacher = teacher
+    self.teacher.trainable = False
+    self.distillation = distillation
+    self.distill_loss_tracker = keras.metrics.Mean(name='distill_loss')
+
+    teacher_size = _output_size(teacher, 2, distillation.target)
+    student_size = _output_size(student, 3, distillation.target)
+    self.head = None
+    if distillation.use_head:
+      self.head = keras.layers.Dense(teacher_size, dtype='float32', name='distillation_head')
+      self.head.build((None, _output_size(student, 3, 'features')))
+    elif student_size != teacher_size:
+      raise ValueError(f'the student\'s {distillation.target} have {student_size} values and the teacher\'s '
+                       f'{teacher_size}: set distillation.use_head=true to map one onto the other')
+
+  @property
+  def metrics(self):
+    return super().metrics + [self.distill_loss_tracker]
+
+  @property
+  def auxiliary_trackers(self):
+    return {'distill_loss': self.distill_loss_tracker}
+
+  def training_targets(self, inputs):
+    """The teacher's logits or features on the flow clips, float32, with no gradient."""
+    outputs = self.teacher(select_modality(inputs, 'flow'), training=False)
+    return tf.stop_gradient(tf.cast(outputs[self.distillation.target], tf.float32))
+
+  def auxiliary_losses(self, outputs, targets):
+    config = self.distillation
+    prediction = self.head(outputs['features']) if self.head is not None else outputs[config.target]
+    distill_loss = _per_example_distillation(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
+    return {'distill_loss': config.weight * distill_loss}
+
+
+class LateFusionClassifier(VideoClassifier):
+  """Two-stream evaluation: the weighted average of the RGB and flow networks' video probabilities."""
+
+  def __init__(self, rgb_network: keras.Model, flow_network: keras.Model, flow_weight: float = 0.5, **kwargs):
+    super().__init__(rgb_network, modality='rgb', **kwargs)
+    if not 0.0 <= flow_weight <= 1.0:
+      raise ValueError(f'flow_weight must be in [0, 1], got {flow_weight}')
+    self.flow_network = flow_network
+    self.flow_weight = flow_weight
+
+  def stream_probabilities(self, inputs) -> Dict[str, tf.Tensor]:
+    """Each stream's video probabilities `[B, K]`, by modality."""
+    return {'rgb': evaluation.multi_view_probabilities(self.network, select_modality(inputs, 'rgb')),
+            'flow': evaluation.multi_view_probabilities(self.flow_network, select_modality(inputs, 'flow'))}
+
+  def _fuse(self, streams):
+    return evaluation.fuse_probabilities([streams['rgb'], streams['flow']], [1.0 - self.flow_weight, self.flow_weight])
+
+  def video_probabilities(self, inputs):
+    return self._fuse(self.stream_probabilities(inputs))
+
+  def prediction_outputs(self, inputs):
+    """The fused 'probabilities', and each stream's own: 'rgb_probabilities', 'flow_probabilities'."""
+    streams = self.stream_probabilities(inputs)
+    outputs = {f'{name}_probabilities': probabilities for name, probabilities in streams.items()}
+    outputs['probabilities'] = self._fuse(streams)
+    return outputs
+
+  def train_step(self, data):
+    raise NotImplementedError('LateFusionClassifier combines trained networks: train each stream on its own')

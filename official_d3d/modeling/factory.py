@@ -1,0 +1,150 @@
+"""Builds the networks and models of an experiment, and restores trained networks from their model_dir.
+
+Checkpoints hold `tf.train.Checkpoint(model=..., optimizer=..., step=...)`; every model keeps its inference network
+in the attribute `network` (the flow teacher, the RGB baseline or the D3D student), so any run's network can be
+restored on its own, for a teacher, an initialisation, an evaluation or an export.
+"""
+
+import json
+import os
+from typing import Tuple
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import label_map
+from official_d3d.modeling import d3d_model
+from official_d3d.modeling.backbones import s3dg
+
+INPUT_CHANNELS = {'rgb': 3, 'flow': 2}
+IMPORTED_WEIGHTS_SUFFIX = '.weights.h5'
+
+
+def stream_modality(stream: str) -> str:
+  """The modality a stream's network reads at inference: the flow teacher reads flow, the others RGB."""
+  return 'flow' if stream == 'flow' else 'rgb'
+
+
+def train_modalities(stream: str) -> Tuple[str, ...]:
+  """What training reads: the D3D student also needs flow, for its teacher."""
+  return ('rgb', 'flow') if stream == 'd3d' else (stream_modality(stream),)
+
+
+def resolve_num_classes(data_config: d3d_config.DataConfig) -> int:
+  """`data.num_classes`, or the length of `data.label_map`; both given must agree."""
+  from_label_map = len(label_map.read_label_map(data_config.label_map)) if data_config.label_map else 0
+  if data_config.num_classes and from_label_map and data_config.num_classes != from_label_map:
+    raise ValueError(f'data.num_classes={data_config.num_classes} but {data_config.label_map} lists '
+                     f'{from_label_map} classes')
+  num_classes = data_config.num_classes or from_label_map
+  if num_classes < 1:
+    raise ValueError('set data.label_map (or data.num_classes): the number of classes is unknown')
+  return num_classes
+
+
+def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.Model:
+  """An S3D-G for one modality, built (weights created) so that checkpoints can be restored into it at once."""
+  network = s3dg.build_s3dg(config.model, resolve_num_classes(config.data), INPUT_CHANNELS[modality],
+                            name=f's3dg_{modality}')
+  network.build((None, None, None, None, INPUT_CHANNELS[modality]))
+  return network
+
+
+def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
+  """The model a run trains: a one-stream classifier, or for 'd3d' the student with its restored, frozen teacher."""
+  network = build_network(config, stream_modality(config.stream))
+  if config.init_checkpoint:
+    initialize_from(network, config.init_checkpoint)
+  if config.stream != 'd3d':
+    return d3d_model.VideoClassifier(network, stream_modality(config.stream), config.train.label_smoothing)
+  if not config.teacher_checkpoint:
+    raise ValueError('stream=d3d needs teacher_checkpoint: the model_dir of a trained flow stream')
+  teacher, teacher_config = restore_network(config.teacher_checkpoint)
+  if teacher_config.stream != 'flow':
+    raise ValueError(f'teacher_checkpoint {config.teacher_checkpoint} holds a {teacher_config.stream!r} stream, '
+                     'not a flow teacher')
+  if teacher_config.data.num_classes != resolve_num_classes(config.data):
+    raise ValueError(f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
+                     f'this run {resolve_num_classes(config.data)}')
+  return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
+
+
+def find_checkpoint(path: str) -> Tuple[str, str]:
+  """(checkpoint prefix, model_dir) of a model_dir (its latest checkpoint) or of a checkpoint prefix in one."""
+  if tf.io.gfile.isdir(path):
+    prefix = tf.train.latest_checkpoint(path)
+    if prefix is None:
+      raise FileNotFoundError(f'no checkpoint in {path}: has training saved one yet?')
+    return prefix, path
+  if not tf.io.gfile.exists(path + '.index'):
+    raise FileNotFoundError(f'{path} is neither a model_dir nor a checkpoint prefix ({path}.index not found)')
+  return path, os.path.dirname(path)
+
+
+def restore_weights(network: keras.Model, prefix: str) -> None:
+  """Loads the weights of the `network` of the model saved at `prefix`; every weight must be found."""
+  status = tf.train.Checkpoint(model=tf.train.Checkpoint(network=network)).restore(prefix)
+  status.expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as error:
+    raise ValueError(f'checkpoint {prefix} does not match the network its config.json describes: {error}') from error
+
+
+def _restore_imported_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
+  """A network saved by `official_d3d.tools.import_slim_checkpoint`: `<name>.weights.h5` and `<name>.json`."""
+  description_path = path[:-len(IMPORTED_WEIGHTS_SUFFIX)] + '.json'
+  if not tf.io.gfile.exists(description_path):
+    raise FileNotFoundError(f'{description_path} not found: it describes the network of {path}')
+  with tf.io.gfile.GFile(description_path) as f:
+    description = json.load(f)
+  try:
+    config = d3d_config.ExperimentConfig(
+        stream='flow' if description['input_channels'] == INPUT_CHANNELS['flow'] else 'rgb',
+        data=d3d_config.DataConfig(num_classes=description['num_classes']),
+        model=d3d_config.ModelConfig(**description['model']))
+  except (KeyError, TypeError) as error:
+    raise ValueError(f'{description_path} is not a network description of import_slim_checkpoint: {error}') from error
+  network = build_network(config, stream_modality(config.stream))
+  network.load_weights(path)
+  return network, config
+
+
+def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
+  """(trained network, its config) from a model_dir, a checkpoint prefix with config.json beside it, or imported
+  TF-slim weights (`.weights.h5`, see `official_d3d.tools.import_slim_checkpoint`)."""
+  if path.endswith(IMPORTED_WEIGHTS_SUFFIX):
+    return _restore_imported_network(path)
+  prefix, model_dir = find_checkpoint(path)
+  config = d3d_config.load(model_dir)
+  network = build_network(config, stream_modality(config.stream))
+  restore_weights(network, prefix)
+  return network, config
+
+
+def load_inference_network(model_dir: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
+  """The network to export or evaluate (for 'd3d', the RGB student) with its config: dict of 'logits', 'features'."""
+  return restore_network(model_dir)
+
+
+def initialize_from(network: keras.Model, path: str) -> None:
+  """Copies a trained network's weights into `network`, except those whose shapes differ (e.g. another class count).
+
+  This is fine-tuning's start, e.g. UCF-101 from Kinetics-400. The architectures must otherwise be the same.
+  """
+  source, _ = restore_network(path)
+  if len(source.weights) != len(network.weights):
+    raise ValueError(f'init_checkpoint {path}: its network has {len(source.weights)} weights, this one '
+                     f'{len(network.weights)}: the model settings differ')
+  skipped = []
+  for source_weight, weight in zip(source.weights, network.weights):
+    if tuple(source_weight.shape) == tuple(weight.shape):
+      weight.assign(source_weight)
+    else:
+      skipped.append(weight.path)
+  if len(skipped) == len(network.weights):
+    raise ValueError(f'init_checkpoint {path}: no weight has the shape of this network\'s')
+  logging.info('Initialised %d weights from %s; %d start fresh: %s', len(network.weights) - len(skipped), path,
+               len(skipped), skipped)

@@ -1,0 +1,146 @@
+"""Tensor transforms of video clips: frame index sampling, decoding, resizing, cropping, flipping, normalisation.
+
+Each function does one step on one clip so that the input pipeline and the serving signatures compose the same
+pieces. Clips are `[T, H, W, C]`. RGB clips are float in [-1, 1] after `normalize_rgb`; flow clips are float
+`[T, H, W, 2]` in [-1, 1] (pixels / bound) after `flow_quantization.decode_normalized_flow`. Geometric transforms
+take `is_flow`, because a flow field changes with the geometry: a resize scales its components, a horizontal flip
+negates its x component (REFERENCE.md section 3).
+"""
+
+import tensorflow as tf
+
+from official_d3d.ops import flow_quantization
+
+
+def clip_span(num_frames, stride):
+  """Number of video frames a clip of `num_frames` frames at `stride` covers, first to last."""
+  return (num_frames - 1) * stride + 1
+
+
+def sample_clip_indices(num_video_frames, num_frames, stride, start):
+  """Indices `[num_frames]` int32 of a clip starting at `start`; they wrap around (loop the video) past its end.
+
+  `start` may be a vector of starts, giving `[num_starts, num_frames]`.
+  """
+  start = tf.convert_to_tensor(start, tf.int32)
+  offsets = tf.range(num_frames, dtype=tf.int32) * stride
+  return tf.math.floormod(start[..., tf.newaxis] + offsets, tf.cast(num_video_frames, tf.int32))
+
+
+def random_clip_start(num_video_frames, num_frames, stride, seed):
+  """Uniform start so that the clip fits in the video (0 when it cannot: the clip then loops)."""
+  last_start = tf.maximum(tf.cast(num_video_frames, tf.int32) - clip_span(num_frames, stride), 0)
+  return tf.random.stateless_uniform([], seed, minval=0, maxval=last_start + 1, dtype=tf.int32)
+
+
+def evenly_spaced_clip_starts(num_video_frames, num_frames, stride, num_clips):
+  """Starts `[num_clips]` of clips spread evenly from the first to the last frame; the centre clip when 1."""
+  last_start = tf.maximum(tf.cast(num_video_frames, tf.int32) - clip_span(num_frames, stride), 0)
+  if num_clips == 1:
+    return last_start[tf.newaxis] // 2
+  positions = tf.linspace(0.0, tf.cast(last_start, tf.float32), num_clips)
+  return tf.cast(tf.round(positions), tf.int32)
+
+
+def decode_frames(encoded, channels=3):
+  """Encoded images `[N]` (JPEG or PNG) -> uint8 `[N, H, W, channels]`; all frames of a video share one size."""
+  return tf.map_fn(
+      lambda image: tf.io.decode_image(image, channels=channels, dtype=tf.uint8, expand_animations=False),
+      encoded,
+      fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+
+
+def normalize_rgb(frames):
+  """uint8 RGB -> float32 in [-1, 1]."""
+  return tf.cast(frames, tf.float32) / 127.5 - 1.0
+
+
+def normalize_frames(frames, is_flow):
+  """Decoded uint8 frames -> the network's float32 [-1, 1] input: RGB `[..., 3]`, or flow `[..., 2]`."""
+  return flow_quantization.decode_normalized_flow(frames) if is_flow else normalize_rgb(frames)
+
+
+def short_side_size(height, width, short_side):
+  """(height, width) int32 after resizing the shorter side to `short_side`, keeping the aspect ratio."""
+  height = tf.cast(height, tf.float32)
+  width = tf.cast(width, tf.float32)
+  scale = tf.cast(short_side, tf.float32) / tf.minimum(height, width)
+  return (tf.cast(tf.round(height * scale), tf.int32), tf.cast(tf.round(width * scale), tf.int32))
+
+
+def resize(frames, height, width, is_flow=False):
+  """Bilinear resize of float `[T, H, W, C]` to `[T, height, width, C]`; no work when the size is unchanged.
+
+  A flow's x and y components are multiplied by the width and height scale factors, then clipped to [-1, 1] as the
+  stored flow was truncated to +-bound.
+  """
+  old_height, old_width = tf.shape(frames)[1], tf.shape(frames)[2]
+
+  def resized():
+    images = tf.image.resize(frames, tf.stack([height, width]), method='bilinear')
+    if not is_flow:
+      return images
+    scale = tf.stack([tf.cast(width, tf.float32) / tf.cast(old_width, tf.float32),
+                      tf.cast(height, tf.float32) / tf.cast(old_height, tf.float32)])
+    return tf.clip_by_value(images * scale, -1.0, 1.0)
+
+  unchanged = tf.logical_and(tf.equal(height, old_height), tf.equal(width, old_width))
+  return tf.cond(unchanged, lambda: tf.identity(frames), resized)
+
+
+def resize_short_side(frames, short_side, is_flow=False):
+  """Resizes float `[T, H, W, C]` so the shorter side is `short_side` (flow values scaled with it)."""
+  height, width = short_side_size(tf.shape(frames)[1], tf.shape(frames)[2], short_side)
+  return resize(frames, height, width, is_flow)
+
+
+def crop(frames, offset_y, offset_x, size):
+  """Square crop `[T, size, size, C]` with its top-left corner at (offset_y, offset_x); fails if it overflows."""
+  return tf.image.crop_to_bounding_box(frames, offset_y, offset_x, size, size)
+
+
+def center_crop(frames, size):
+  """Square crop `[T, size, size, C]` at the centre of the frames."""
+  return crop(frames, (tf.shape(frames)[1] - size) // 2, (tf.shape(frames)[2] - size) // 2, size)
+
+
+def random_scale_jitter_window(height, width, crop_size, min_short_side, max_short_side, seed):
+  """(offset_y, offset_x, window_size) of a random square window that, resized to `crop_size`, is a scale-jittered crop.
+
+  Resizing the short side to a random `short_side` in [min_short_side, max_short_side] and cropping `crop_size`
+  pixels shows the same as cropping `crop_size * short / short_side` pixels and resizing those to `crop_size` (up to
+  rounding), at a fraction of the cost: only the window is resized.
+  """
+  size_seed, y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  short_side = tf.random.stateless_uniform(
+      [], size_seed, minval=min_short_side, maxval=max_short_side + 1, dtype=tf.int32)
+  short = tf.cast(tf.minimum(height, width), tf.float32)
+  window = tf.cast(tf.round(crop_size * short / tf.cast(short_side, tf.float32)), tf.int32)
+  offset_y = tf.random.stateless_uniform([], y_seed, minval=0, maxval=height - window + 1, dtype=tf.int32)
+  offset_x = tf.random.stateless_uniform([], x_seed, minval=0, maxval=width - window + 1, dtype=tf.int32)
+  return offset_y, offset_x, window
+
+
+def evenly_spaced_crop_offsets(height, width, size, num_crops):
+  """Offsets (y `[num_crops]`, x `[num_crops]`) of crops spread along the long side, centred on the short side."""
+  if num_crops == 1:
+    return tf.reshape((height - size) // 2, [1]), tf.reshape((width - size) // 2, [1])
+  positions = tf.linspace(0.0, 1.0, num_crops)
+
+  def spread(extent):
+    return tf.cast(tf.round(positions * tf.cast(extent - size, tf.float32)), tf.int32)
+
+  def centred(extent):
+    return tf.fill([num_crops], (extent - size) // 2)
+
+  return tf.cond(height > width,
+                 lambda: (spread(height), centred(width)),
+                 lambda: (centred(height), spread(width)))
+
+
+def horizontal_flip(frames, is_flow=False):
+  """Mirrors `[T, H, W, C]` left-right; a flow's x component changes sign as the motion mirrors too."""
+  flipped = tf.reverse(frames, axis=[2])
+  if not is_flow:
+    return flipped
+  return flipped * tf.constant([-1.0, 1.0], flipped.dtype)

@@ -1,0 +1,319 @@
+r"""Trains and evaluates the flow teacher, the RGB baseline and the D3D student.
+
+  python -m official_d3d.train --flagfile=official_d3d/configs/experiments/ucf101_d3d.flags \
+      --model_dir=/tmp/ucf101_d3d --mode=train_and_eval
+
+Flags only fill `official_d3d.configs.d3d_config.ExperimentConfig` (one flag per field, documented there; the
+distillation fields take a `distill_` prefix). The resolved config is written to `<model_dir>/config.json`; a run
+restarted on the same model_dir resumes from its latest checkpoint, after checking that the config still matches.
+Evaluation writes `<model_dir>/eval_metrics.json`, and with `--fusion_model_dir` also
+`<model_dir>/two_stream_metrics.json`. TensorBoard summaries go to `<model_dir>/logs`.
+
+The library functions `run_experiment` and `evaluate_two_stream` are what the flags drive; scripts may call them.
+"""
+
+import contextlib
+import dataclasses
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import tensorflow as tf
+
+from official_d3d import evaluation
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import label_map
+from official_d3d.dataloaders import video_input
+from official_d3d.modeling import d3d_model
+from official_d3d.modeling import factory
+from official_d3d.modeling import optimization
+
+MODES = ('train', 'eval', 'train_and_eval')
+EVAL_METRICS_FILENAME = 'eval_metrics.json'
+TWO_STREAM_METRICS_FILENAME = 'two_stream_metrics.json'
+LOGS_DIRNAME = 'logs'
+# Settings a resumed run may change: where and how it evaluates, and the hardware it runs on.
+RESUMABLE_CHANGES = ('model_dir', 'fusion_model_dir', 'fusion_flow_weight', 'data.eval_pattern',
+                     'data.eval_batch_size', 'data.eval_resize', 'data.num_eval_clips', 'data.num_eval_crops',
+                     'train.eval_steps', 'train.eval_interval', 'train.distribution_strategy', 'train.tpu_address',
+                     'train.jit_compile', 'train.max_checkpoints')
+# Settings that define the trained network: an evaluation must agree with its model_dir on these.
+NETWORK_SETTINGS = ('stream', 'data.num_classes', 'model.')
+
+
+def build_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strategy:
+  """The tf.distribute strategy; 'one_device' is TensorFlow's default strategy (first GPU, else CPU)."""
+  name = train_config.distribution_strategy
+  if name == 'one_device':
+    return tf.distribute.get_strategy()
+  if name == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  if name == 'multi_worker_mirrored':
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == 'tpu':
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=train_config.tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f'train.distribution_strategy must be one of {d3d_config.STRATEGIES}, got {name!r}')
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Keras' global dtype policy for the layers built inside; the previous one is restored after."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
+def resolve_config(config: d3d_config.ExperimentConfig) -> d3d_config.ExperimentConfig:
+  """A validated copy with the class count filled in from the label map."""
+  config = d3d_config.from_dict(d3d_config.to_dict(config)).validate()
+  config.data.num_classes = factory.resolve_num_classes(config.data)
+  return config
+
+
+def check_saved_config(config: d3d_config.ExperimentConfig, allowed: Sequence[str] = RESUMABLE_CHANGES,
+                       checked: Optional[Sequence[str]] = None) -> None:
+  """Raises if `<model_dir>/config.json` exists and disagrees with `config` outside the `allowed` settings."""
+  path = os.path.join(config.model_dir, d3d_config.CONFIG_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return
+  changed = [name for name in d3d_config.differences(config, d3d_config.load(config.model_dir))
+             if name not in allowed and (checked is None or name.startswith(tuple(checked)))]
+  if changed:
+    raise ValueError(f'{path} was written by a run with other settings ({", ".join(changed)}): use a new '
+                     'model_dir, or the same settings to resume')
+
+
+class CheckpointEveryLoop(keras.callbacks.Callback):
+  """Saves model, optimizer and step count after each loop of `steps_per_loop` steps (one Keras epoch)."""
+
+  def __init__(self, manager: tf.train.CheckpointManager, step: tf.Variable, steps_per_loop: int):
+    super().__init__()
+    self.manager = manager
+    self.step = step
+    self.steps_per_loop = steps_per_loop
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.step.assign((epoch + 1) * self.steps_per_loop)
+    path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+    logging.info('Step %d: saved %s', int(self.step.numpy()), path)
+
+
+def _eval_dataset(strategy, config, modalities):
+  def dataset_fn(input_context):
+    dataset = video_input.build_eval_dataset(config.data, modalities, input_context)
+    return dataset.take(config.train.eval_steps) if config.train.eval_steps else dataset
+  return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _class_names(data_config):
+  return label_map.read_label_map(data_config.label_map) if data_config.label_map else None
+
+
+def _write_eval_summaries(model_dir: str, metrics: Dict, step: int) -> None:
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, LOGS_DIRNAME, 'eval'))
+  with writer.as_default():
+    for name in ('top_1', 'top_5', 'mean_class_accuracy'):
+      tf.summary.scalar(name, metrics[name], step=step)
+  writer.close()
+
+
+def evaluate_model(model: d3d_model.VideoClassifier, config: d3d_config.ExperimentConfig, strategy,
+                   step: int) -> Dict:
+  """Video-level metrics of a model on the evaluation set, written to `<model_dir>/eval_metrics.json`."""
+  dataset = _eval_dataset(strategy, config, (factory.stream_modality(config.stream),))
+  probabilities, labels = evaluation.collect_predictions(model, dataset)
+  metrics = evaluation.classification_metrics(probabilities, labels, _class_names(config.data))
+  metrics.update(step=step, stream=config.stream,
+                 num_views=config.data.num_eval_clips * config.data.num_eval_crops)
+  evaluation.write_metrics(metrics, os.path.join(config.model_dir, EVAL_METRICS_FILENAME))
+  _write_eval_summaries(config.model_dir, metrics, step)
+  logging.info('Step %d: top-1 %.4f, top-5 %.4f over %d videos', step, metrics['top_1'], metrics['top_5'],
+               metrics['num_videos'])
+  return metrics
+
+
+def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
+                        data_config: Optional[d3d_config.DataConfig] = None, flow_weight: float = 0.5,
+                        eval_steps: int = 0, output_path: Optional[str] = None,
+                        strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """Late fusion of an RGB (or D3D) network and a flow network: {'rgb', 'flow', 'two_stream'} video metrics.
+
+  One pass over the evaluation set (`data_config`, by default the RGB run's) reads both modalities; each video's
+  probabilities are averaged over its views, then fused as (1 - flow_weight) x RGB + flow_weight x flow.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    rgb_network, rgb_config = factory.load_inference_network(rgb_model_dir)
+    flow_network, flow_config = factory.load_inference_network(flow_model_dir)
+    if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
+      raise ValueError(f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
+                       f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
+    if rgb_config.data.num_classes != flow_config.data.num_classes:
+      raise ValueError(f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
+                       f'{flow_config.data.num_classes}')
+    model = d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight)
+    model.compile()
+  data_config = data_config or rgb_config.data
+  config = dataclasses.replace(rgb_config, data=data_config,
+                               train=dataclasses.replace(rgb_config.train, eval_steps=eval_steps))
+  outputs = model.predict(_eval_dataset(strategy, config, ('rgb', 'flow')), verbose=0)
+  class_names = _class_names(data_config)
+  metrics = {name: evaluation.classification_metrics(outputs[key], outputs['labels'], class_names)
+             for name, key in (('rgb', 'rgb_probabilities'), ('flow', 'flow_probabilities'),
+                               ('two_stream', 'probabilities'))}
+  metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight)
+  if output_path:
+    evaluation.write_metrics(metrics, output_path)
+  return metrics
+
+
+def _jit_compile(config) -> bool:
+  return config.train.jit_compile and bool(tf.config.list_logical_devices('GPU'))
+
+
+def _train(model, config, strategy, step, manager, callbacks) -> Dict:
+  steps_per_loop = config.train.steps_per_loop
+  initial_loop = int(step.numpy()) // steps_per_loop
+  num_loops = config.train.train_steps // steps_per_loop
+  if initial_loop >= num_loops:
+    logging.info('Training already reached step %d of %d', int(step.numpy()), config.train.train_steps)
+    return {}
+  train_dataset = strategy.distribute_datasets_from_function(
+      lambda context: video_input.build_train_dataset(config.data, factory.train_modalities(config.stream), context))
+  validation = {}
+  if config.train.eval_interval:
+    validation = dict(validation_data=_eval_dataset(strategy, config, (factory.stream_modality(config.stream),)),
+                      validation_freq=config.train.eval_interval // steps_per_loop)
+  callbacks = [CheckpointEveryLoop(manager, step, steps_per_loop),
+               keras.callbacks.TensorBoard(os.path.join(config.model_dir, LOGS_DIRNAME)), *callbacks]
+  history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
+                      callbacks=callbacks, shuffle=False, verbose=2, **validation)
+  return history.history
+
+
+def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_eval',
+                   callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict:
+  """Trains and/or evaluates one stream in `config.model_dir`; resumes from its latest checkpoint.
+
+  Returns {'history': per-loop training logs (from this invocation), 'step': the step reached, 'eval': video-level
+  metrics, 'two_stream': fusion metrics when `fusion_model_dir` is set}.
+  """
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if not config.model_dir:
+    raise ValueError('model_dir is required: checkpoints, config.json and metrics are written there')
+  config = resolve_config(config)
+  training = mode != 'eval'
+  if training:
+    check_saved_config(config)
+    d3d_config.save(config, config.model_dir)
+  else:
+    check_saved_config(config, allowed=(), checked=NETWORK_SETTINGS)
+
+  strategy = build_strategy(config.train)
+  results = {}
+  with precision_policy(config.train.mixed_precision):
+    with strategy.scope():
+      step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+      if training:
+        model = factory.build_model(config)
+        model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=_jit_compile(config))
+        # Optimizer slots exist before a restore, so that the checkpoint fills them instead of deferring.
+        model.optimizer.build(model.trainable_variables)
+      else:  # The trained network alone: a D3D student evaluates without its teacher.
+        network, _ = factory.load_inference_network(config.model_dir)
+        model = d3d_model.VideoClassifier(network, factory.stream_modality(config.stream))
+        model.compile(jit_compile=_jit_compile(config))
+
+    if training:
+      checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step)
+      manager = tf.train.CheckpointManager(checkpoint, config.model_dir, max_to_keep=config.train.max_checkpoints)
+      if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info('Resumed from %s at step %d', manager.latest_checkpoint, int(step.numpy()))
+      results['history'] = _train(model, config, strategy, step, manager, callbacks)
+    else:
+      prefix, _ = factory.find_checkpoint(config.model_dir)
+      tf.train.Checkpoint(step=step).restore(prefix).expect_partial()
+    results['step'] = int(step.numpy())
+    if mode != 'train':
+      results['eval'] = evaluate_model(model, config, strategy, results['step'])
+      if config.fusion_model_dir:
+        results['two_stream'] = evaluate_two_stream(
+            config.model_dir, config.fusion_model_dir, config.data, config.fusion_flow_weight,
+            config.train.eval_steps, os.path.join(config.model_dir, TWO_STREAM_METRICS_FILENAME), strategy)
+  return results
+
+
+# Flags: one per config field, named as the field (the distillation section's with a `distill_` prefix).
+SECTION_FLAG_PREFIXES = {'data': '', 'model': '', 'distillation': 'distill_', 'train': ''}
+
+
+def _config_fields():
+  """(flag name, section or None, field) for every leaf field of ExperimentConfig."""
+  for field in dataclasses.fields(d3d_config.ExperimentConfig):
+    default = getattr(d3d_config.ExperimentConfig(), field.name)
+    if dataclasses.is_dataclass(default):
+      prefix = SECTION_FLAG_PREFIXES[field.name]
+      for leaf in dataclasses.fields(default):
+        yield prefix + leaf.name, field.name, leaf
+    else:
+      yield field.name, None, field
+
+
+def _field_default(section, field):
+  config = d3d_config.ExperimentConfig()
+  return getattr(getattr(config, section) if section else config, field.name)
+
+
+def define_flags() -> None:
+  """Defines --mode and one flag per config field, with the dataclass default."""
+  flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
+  for flag_name, section, field in _config_fields():
+    default = _field_default(section, field)
+    help_text = f'{section + "." if section else ""}{field.name}: see official_d3d/configs/d3d_config.py'
+    if isinstance(default, bool):
+      flags.DEFINE_bool(flag_name, default, help_text)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(flag_name, default, help_text)
+    elif isinstance(default, float):
+      flags.DEFINE_float(flag_name, default, help_text)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(flag_name, [str(v) for v in default], help_text + ' (comma-separated integers)')
+    else:
+      flags.DEFINE_string(flag_name, default, help_text)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> d3d_config.ExperimentConfig:
+  """The ExperimentConfig the flags describe."""
+  config = d3d_config.ExperimentConfig()
+  for flag_name, section, field in _config_fields():
+    value = flag_values[flag_name].value
+    if isinstance(_field_default(section, field), tuple):
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError as error:
+        raise ValueError(f'--{flag_name} takes comma-separated integers, got {value}') from error
+    setattr(getattr(config, section) if section else config, field.name, value)
+  return config
+
+
+def main(argv):
+  del argv  # Everything comes in through flags.
+  results = run_experiment(config_from_flags(), flags.FLAGS.mode)
+  if 'eval' in results:
+    logging.info('Evaluation: %s', {k: v for k, v in results['eval'].items() if k != 'per_class_accuracy'})
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

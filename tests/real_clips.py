@@ -1,0 +1,33 @@
+"""Small network inputs cut from a real video: RGB and optical-flow clips in [-1, 1], shaped for S3D-G."""
+
+import pathlib
+
+import cv2
+import numpy as np
+
+FLOW_LIMIT = 20.0  # pixels, as the records store it (REFERENCE.md section 3)
+
+
+def _frames(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
+  capture = cv2.VideoCapture(str(video))
+  frames = []
+  while len(frames) < num_frames:
+    ok, frame = capture.read()
+    if not ok:
+      raise ValueError(f'{video} has fewer than {num_frames} frames')
+    frames.append(cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+  capture.release()
+  return np.stack(frames)
+
+
+def rgb_clip(video: pathlib.Path, num_frames: int, size: int, batch: int = 1) -> np.ndarray:
+  """[batch, num_frames, size, size, 3] float32; batch element i starts i frames later."""
+  frames = _frames(video, num_frames + batch - 1, size).astype(np.float32) / 127.5 - 1.0
+  return np.stack([frames[i:i + num_frames] for i in range(batch)])
+
+
+def flow_clip(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
+  """[1, num_frames, size, size, 2] float32: Farneback flow between consecutive frames, +-20 px -> [-1, 1]."""
+  gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in _frames(video, num_frames + 1, size)]
+  flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in zip(gray, gray[1:])]
+  return (np.clip(np.stack(flows), -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT)[None].astype(np.float32)

@@ -1,0 +1,256 @@
+"""End-to-end conversions of real and synthetic videos, read back with plain TensorFlow parsing."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import synthetic_videos
+from official_d3d.dataloaders import label_map
+from official_d3d.dataloaders import schema
+from official_d3d.ops import flow_quantization
+from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
+from tfrecord_tools import manifests
+from tfrecord_tools import sequence_example
+from tfrecord_tools import video_io
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_CONTEXT_FEATURES = {
+    schema.MEDIA_ID: tf.io.FixedLenFeature([], tf.string),
+    schema.DATA_PATH: tf.io.FixedLenFeature([], tf.string),
+    schema.LABEL_INDEX: tf.io.FixedLenFeature([], tf.int64),
+    schema.LABEL_STRING: tf.io.FixedLenFeature([], tf.string),
+    schema.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+    schema.IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+    schema.IMAGE_FRAME_RATE: tf.io.FixedLenFeature([], tf.float32),
+    schema.CLIP_START_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+    schema.CLIP_END_TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+    schema.FLOW_BOUND: tf.io.FixedLenFeature([], tf.float32),
+}
+_SEQUENCE_FEATURES = {
+    schema.IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string),
+    schema.IMAGE_TIMESTAMP: tf.io.FixedLenSequenceFeature([], tf.int64),
+    schema.FLOW_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string),
+}
+
+
+def parse(record):
+  """SequenceExample bytes -> dict of NumPy values, decoded with TensorFlow's own ops only."""
+  context, sequence = tf.io.parse_single_sequence_example(record, _CONTEXT_FEATURES, _SEQUENCE_FEATURES)
+  example = {k: v.numpy() for k, v in {**context, **sequence}.items()}
+  example['rgb'] = np.stack([tf.io.decode_image(f).numpy() for f in sequence[schema.IMAGE_ENCODED]])
+  example['flow'] = np.stack([tf.io.decode_image(f).numpy() for f in sequence[schema.FLOW_ENCODED]])
+  return example
+
+
+def read_shards(output_dir, name, num_shards):
+  """Records of each shard, in order."""
+  paths = convert_lib.shard_paths(str(output_dir), name, num_shards)
+  return [[r.numpy() for r in tf.data.TFRecordDataset(p)] for p in paths]
+
+
+def write_csv(path, rows):
+  path.write_text('path,label,start,end\n' + ''.join(f'{p},{label},{s},{e}\n' for p, label, s, e in rows))
+  return path
+
+
+def make_config(csv_path, output_dir, **overrides):
+  settings = dict(source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
+                  name='clips', num_shards=2, num_workers=1,
+                  decode=video_io.DecodeConfig(fps=25, short_side=64, max_frames=6))
+  settings.update(overrides)
+  return convert_lib.ConversionConfig(**settings)
+
+
+def run_cli(args, **popen_kwargs):
+  command = [sys.executable, '-m', 'tfrecord_tools.convert'] + args
+  return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **popen_kwargs)
+
+
+@pytest.fixture()
+def four_clips(tmp_path, bikes_video, bunny_video):
+  """Four one-second clips of the two real videos, two classes."""
+  return write_csv(tmp_path / 'clips.csv', [(bikes_video, 'bike', 0, 1), (bikes_video, 'bike', 1, 2),
+                                            (bunny_video, 'bunny', 0, 1), (bunny_video, 'bunny', 1, 2)])
+
+
+def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunny_video):
+  csv_path = write_csv(tmp_path / 'list.csv', [(bikes_video.name, 'bike', '', ''), (bunny_video.name, 'bunny', '', '')])
+  source = manifests.SourceConfig(source='csv', input=str(csv_path), video_root=str(bikes_video.parent))
+  config = make_config(csv_path, tmp_path / 'out', source=source,
+                       decode=video_io.DecodeConfig(short_side=64, max_frames=8))
+
+  report = convert_lib.run_local(config)
+
+  assert (report['videos_written'], report['videos_failed'], report['frames_written']) == (2, 0, 16)
+  assert convert_lib.exit_status(report) == convert_lib.EXIT_OK
+  assert label_map.read_label_map(str(tmp_path / 'out' / 'label_map.txt')) == ['bike', 'bunny']
+  shards = read_shards(tmp_path / 'out', 'clips', 2)
+  assert [len(s) for s in shards] == [1, 1]
+  examples = {e[schema.MEDIA_ID].decode(): e for e in map(parse, [r for s in shards for r in s])}
+  expected = {'bikes': (0, b'bike', 151, bikes_video), 'bigbuckbunny': (1, b'bunny', 114, bunny_video)}
+  for media_id, (label_index, label, width, video_path) in expected.items():
+    example = examples[media_id]
+    assert (example[schema.LABEL_INDEX], example[schema.LABEL_STRING]) == (label_index, label)
+    assert (example[schema.IMAGE_HEIGHT], example[schema.IMAGE_WIDTH]) == (64, width)
+    assert example[schema.IMAGE_FRAME_RATE] == 25.0
+    assert example[schema.DATA_PATH].decode() == str(video_path)
+    np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], np.arange(8) * 40_000)
+    assert (example[schema.CLIP_START_TIMESTAMP], example[schema.CLIP_END_TIMESTAMP]) == (0, 280_000)
+    assert example['rgb'].shape == (8, 64, width, 3) and example['flow'].shape == (8, 64, width, 3)
+    decoded = video_io.read_video(str(video_path), config.decode).frames
+    mse = np.mean((example['rgb'].astype(float) - decoded) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 30  # PSNR of JPEG quality 95 on small, detailed frames
+    np.testing.assert_array_equal(example['flow'][-1], example['flow'][-2])  # the last frame repeats
+
+
+def test_known_translation_gives_that_flow(tmp_path):
+  dx, dy = 2, -1
+  frames = synthetic_videos.translating_texture(6, 64, 96, dx, dy)
+  video = synthetic_videos.write_video(tmp_path / 'moving.avi', frames)
+  csv_path = write_csv(tmp_path / 'list.csv', [(video, 'moving', '', '')])
+  encoding = sequence_example.EncodingConfig(flow_format='png')
+  config = make_config(csv_path, tmp_path / 'out', num_shards=1, encoding=encoding,
+                       decode=video_io.DecodeConfig(short_side=64))
+
+  convert_lib.run_local(config)
+
+  [[record]] = read_shards(tmp_path / 'out', 'clips', 1)
+  example = parse(record)
+  np.testing.assert_array_equal(example['rgb'].shape, frames.shape)
+  stored_flow = flow_quantization.dequantize_flow(example['flow'], encoding.flow_bound)
+  interior = stored_flow[:, 8:-8, 8:-8]
+  tolerance = flow_quantization.max_quantization_error(encoding.flow_bound) + 0.1
+  np.testing.assert_allclose(interior[..., 0].mean(axis=(1, 2)), dx, atol=tolerance)
+  np.testing.assert_allclose(interior[..., 1].mean(axis=(1, 2)), dy, atol=tolerance)
+
+  # The stored flow is the backend's flow, within the quantisation bound.
+  backend = flow_backends.create_backend(config.flow)
+  flow = backend.video_flow(video_io.read_video(str(video), config.decode).frames)
+  error = np.abs(stored_flow - np.clip(flow, -encoding.flow_bound, encoding.flow_bound))
+  assert error.max() <= flow_quantization.max_quantization_error(encoding.flow_bound) + 1e-4
+
+
+def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
+  bad = synthetic_videos.write_bad_inputs(tmp_path / 'bad', bikes_video)
+  csv_path = write_csv(tmp_path / 'list.csv', [(bikes_video, 'bike', 0, 1)] + [(p, 'bike', '', '')
+                                                                               for p, _ in bad.values()])
+  output_dir = tmp_path / 'out'
+
+  process = run_cli([f'--input={csv_path}', f'--output_dir={output_dir}', '--name=mixed', '--num_shards=3',
+                     '--num_workers=2', '--short_side=48', '--max_frames=6'])
+  stdout, stderr = process.communicate(timeout=300)
+
+  assert process.returncode == convert_lib.EXIT_VIDEOS_FAILED, stderr
+  report = convert_lib._read_json(convert_lib.report_path(str(output_dir), 'mixed'))
+  assert (report['videos_written'], report['videos_failed']) == (1, len(bad))
+  reasons = {f['path']: f['reason'] for f in report['failures']}
+  for path, reason in bad.values():
+    assert reason in reasons[str(path)]
+  assert '"videos_failed": 6' in stdout
+  records = [r for shard in read_shards(output_dir, 'mixed', 3) for r in shard]
+  assert [parse(r)[schema.MEDIA_ID].decode() for r in records] == [str(bikes_video)[:-4] + '_0.000_1.000']
+
+
+def _state_files(folder):
+  return sorted(p.name for p in folder.iterdir() if p.name.startswith('.'))
+
+
+def test_killed_conversion_resumes_to_the_clean_result(tmp_path, four_clips):
+  clean_config = make_config(four_clips, tmp_path / 'clean', num_shards=4)
+  convert_lib.run_local(clean_config)
+  clean = read_shards(tmp_path / 'clean', 'clips', 4)
+  assert [len(s) for s in clean] == [1, 1, 1, 1]
+
+  killed_dir = tmp_path / 'killed'
+  process = run_cli([f'--input={four_clips}', f'--output_dir={killed_dir}', '--name=clips', '--num_shards=4',
+                     '--num_workers=1', '--short_side=64', '--max_frames=6'], start_new_session=True)
+  first_shard = pathlib.Path(convert_lib.shard_paths(str(killed_dir), 'clips', 4)[0])
+  deadline = time.monotonic() + 240
+  while not first_shard.exists() and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.communicate()
+  finished = sorted(killed_dir.glob('clips-*.tfrecord'))
+  assert first_shard in finished and len(finished) < 4, 'the kill should land in the middle of the job'
+
+  report = convert_lib.run_local(make_config(four_clips, killed_dir, num_shards=4))
+
+  assert read_shards(killed_dir, 'clips', 4) == clean
+  assert report['videos_written'] == 4 and report['frames_written'] == 24
+  assert report['frames_this_run'] < 24  # the shards finished before the kill were kept
+  assert not [name for name in _state_files(killed_dir) if not name.endswith('.done.json')]
+
+
+def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, four_clips):
+  output_dir = tmp_path / 'out'
+  config = make_config(four_clips, output_dir, num_shards=4)
+  convert_lib.run_local(config)
+  clean = read_shards(output_dir, 'clips', 4)
+  paths = [pathlib.Path(p) for p in convert_lib.shard_paths(str(output_dir), 'clips', 4)]
+  kept_mtime = paths[0].stat().st_mtime_ns
+
+  paths[1].unlink()  # killed before the rename, with a stale temporary file left behind
+  (output_dir / f'.{paths[1].name}.incomplete').write_bytes(b'half a record')
+  pathlib.Path(convert_lib.summary_path(str(paths[2]))).unlink()  # killed between summary and rename
+  report = convert_lib.run_local(config)
+
+  assert read_shards(output_dir, 'clips', 4) == clean
+  assert paths[0].stat().st_mtime_ns == kept_mtime
+  assert report['frames_this_run'] == 12 and report['videos_written'] == 4
+  assert not (output_dir / f'.{paths[1].name}.incomplete').exists()
+
+
+def test_changed_settings_or_classes_are_refused(tmp_path, four_clips, bikes_video):
+  output_dir = tmp_path / 'out'
+  convert_lib.prepare_job(make_config(four_clips, output_dir))
+  with pytest.raises(convert_lib.ConversionSetupError, match='differing: decode'):
+    convert_lib.prepare_job(make_config(four_clips, output_dir, decode=video_io.DecodeConfig(fps=10)))
+  with pytest.raises(convert_lib.ConversionSetupError, match='differing: num_shards'):
+    convert_lib.prepare_job(make_config(four_clips, output_dir, num_shards=3))
+
+  other_classes = write_csv(tmp_path / 'test.csv', [(bikes_video, 'bike', 2, 3)])
+  with pytest.raises(convert_lib.ConversionSetupError, match='--label_map='):
+    convert_lib.prepare_job(make_config(other_classes, output_dir, name='test'))
+  job = convert_lib.prepare_job(make_config(other_classes, output_dir, name='test',
+                                            label_map=str(output_dir / 'label_map.txt')))
+  assert job.tasks[0][1] == 0 and job.class_names == ['bike', 'bunny']
+
+
+def test_usage_errors_exit_with_2(tmp_path):
+  process = run_cli([f'--output_dir={tmp_path}', '--fps=25'])
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == convert_lib.EXIT_USAGE
+  assert 'input' in stderr
+
+
+def test_shards_are_contiguous_blocks_of_sorted_videos():
+  tasks = [(manifests.VideoEntry(path=f'{i}.mp4', label='a', media_id=f'{i:02d}'), 0) for i in range(10)]
+  shards = convert_lib.assign_shards(tasks, 4)
+  assert [[t[0].media_id for t in s] for s in shards] == [['00', '01'], ['02', '03', '04'], ['05', '06'],
+                                                          ['07', '08', '09']]
+  assert [len(s) for s in convert_lib.assign_shards(tasks[:2], 3)] == [0, 1, 1]
+
+
+def test_tvl1_parameters_reach_opencv():
+  params = flow_backends.TVL1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2, use_initial_flow=True)
+  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=params))
+  tvl1 = backend._tvl1
+  assert (tvl1.getTau(), tvl1.getLambda(), tvl1.getScalesNumber(), tvl1.getWarpingsNumber(),
+          tvl1.getUseInitialFlow()) == pytest.approx((0.2, 0.1, 3, 2, True))
+  frames = synthetic_videos.translating_texture(3, 48, 64, 1, 0)
+  flow = backend.video_flow(frames)
+  assert flow.shape == (3, 48, 64, 2) and flow.dtype == np.float32
+  assert abs(np.median(flow[1, ..., 0]) - 1) < 0.2
+  assert flow_backends.create_backend(flow_backends.FlowConfig(backend='none')) is None
+  assert cv2.optflow.DualTVL1OpticalFlow_create().getTau() == flow_backends.TVL1Params().tau

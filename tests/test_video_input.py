@@ -1,0 +1,292 @@
+"""Input pipeline on real records: frames of the bikes video with a known flow field, written and read back.
+
+The stored flow encodes where each value came from: its y component is the frame index, its x component grows
+with the column. So after the pipeline the flow tells which frames were sampled and which columns were cropped, and
+the RGB clip must show the stored frames at exactly those frames and that crop.
+"""
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import schema
+from official_d3d.dataloaders import video_input
+from official_d3d.ops import flow_quantization
+from official_d3d.ops import video_ops
+from tfrecord_tools import sequence_example
+
+HEIGHT, WIDTH = 48, 64
+BOUND = schema.DEFAULT_FLOW_BOUND
+FIRST_INDEX_FLOW = -15.0  # pixels of flow y at frame 0; frame t stores FIRST_INDEX_FLOW + t
+COLUMN_FLOW_SLOPE = 0.25  # pixels of flow x per column
+FIRST_COLUMN_FLOW = -4.0  # pixels of flow x at column 0: the field is not symmetric, so a flip shows
+
+
+@pytest.fixture(scope='module')
+def bikes_frames(bikes_video):
+  """24 real frames, RGB uint8 [24, 48, 64, 3]."""
+  capture = cv2.VideoCapture(str(bikes_video))
+  frames = []
+  while len(frames) < 24:
+    ok, bgr = capture.read()
+    assert ok, f'could not read frame {len(frames)} of {bikes_video}'
+    small = cv2.resize(bgr, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+  capture.release()
+  return np.stack(frames)
+
+
+def known_flow(num_frames):
+  """Flow in pixels [T, H, W, 2]: x = FIRST_COLUMN_FLOW + slope * column, y = FIRST_INDEX_FLOW + frame index."""
+  columns = FIRST_COLUMN_FLOW + COLUMN_FLOW_SLOPE * np.arange(WIDTH, dtype=np.float32)
+  flow = np.zeros([num_frames, HEIGHT, WIDTH, 2], np.float32)
+  flow[..., 0] = columns
+  flow[..., 1] = FIRST_INDEX_FLOW + np.arange(num_frames, dtype=np.float32)[:, None, None]
+  return flow
+
+
+def stored_flow(num_frames):
+  """What the network should see of `known_flow` before any transform: quantised, in [-1, 1]."""
+  images = flow_quantization.quantize_flow(known_flow(num_frames), BOUND)
+  return flow_quantization.decode_normalized_flow(images).numpy()
+
+
+def make_example(frames, label, with_flow=True, flow_format='png'):
+  num_frames = len(frames)
+  return sequence_example.build_sequence_example(
+      media_id=f'bikes_{label}', label_index=label, label_string=f'class_{label}', frames=frames,
+      timestamps_us=[40000 * t for t in range(num_frames)], frame_rate=25.0,
+      flow=known_flow(num_frames) if with_flow else None,
+      encoding=sequence_example.EncodingConfig(flow_format=flow_format))
+
+
+def write_shard(path, examples):
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for example in examples:
+      writer.write(example.SerializeToString())
+  return str(path)
+
+
+def stored_rgb(example):
+  """The stored JPEG frames of a record decoded and normalised, as the pipeline must see them [T, H, W, 3]."""
+  encoded = example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature
+  return np.stack([video_ops.normalize_rgb(tf.io.decode_jpeg(f.bytes_list.value[0])).numpy() for f in encoded])
+
+
+def frame_indices_from_flow(flow_clip):
+  """Frame index [T] each flow frame came from, read back from its y component (averaged: JPEG flow is noisy)."""
+  return np.rint(flow_clip[..., 1].mean(axis=(1, 2)) * BOUND - FIRST_INDEX_FLOW).astype(int)
+
+
+def small_config(**overrides):
+  values = dict(num_frames=4, stride=1, crop_size=32, train_resize_range=(HEIGHT, HEIGHT), eval_resize=HEIGHT,
+                global_batch_size=4, eval_batch_size=2, shuffle_buffer=8, seed=3)
+  values.update(overrides)
+  return d3d_config.DataConfig(**values)
+
+
+def find_crop(rgb_clip, frames, size):
+  """(offset_y, offset_x, flipped) of the crop of `frames` equal to `rgb_clip`; fails when there is none."""
+  for flipped in (False, True):
+    view = frames[:, :, ::-1] if flipped else frames
+    for offset_y in range(frames.shape[1] - size + 1):
+      for offset_x in range(frames.shape[2] - size + 1):
+        if np.allclose(view[:, offset_y:offset_y + size, offset_x:offset_x + size], rgb_clip, atol=1e-5):
+          x = frames.shape[2] - size - offset_x if flipped else offset_x
+          return offset_y, x, flipped
+  raise AssertionError('the RGB clip is no crop of the stored frames at the indices its flow names')
+
+
+def expected_flow_crop(flow, offset_y, offset_x, flipped, size):
+  cropped = flow[:, offset_y:offset_y + size, offset_x:offset_x + size]
+  return cropped[:, :, ::-1] * np.array([-1.0, 1.0], np.float32) if flipped else cropped
+
+
+@pytest.fixture(scope='module')
+def shards(tmp_path_factory, bikes_frames):
+  """Three shards of two videos each (labels 0..5, lengths 20 and 24 frames), PNG and JPEG flow."""
+  root = tmp_path_factory.mktemp('records')
+  examples = [make_example(bikes_frames[:20 + 4 * (label % 2)], label, flow_format=('png', 'jpeg')[label // 4])
+              for label in range(6)]
+  paths = [write_shard(root / f'train-{i:05d}-of-00003.tfrecord', examples[2 * i:2 * i + 2]) for i in range(3)]
+  return {'pattern': str(root / 'train-*'), 'paths': paths, 'examples': examples}
+
+
+def take(dataset, num_batches):
+  return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset.take(num_batches)]
+
+
+def test_sample_clip_indices_wrap_around_short_videos():
+  np.testing.assert_array_equal(video_ops.sample_clip_indices(5, 8, 1, 0), [0, 1, 2, 3, 4, 0, 1, 2])
+  np.testing.assert_array_equal(video_ops.sample_clip_indices(10, 4, 3, 2), [2, 5, 8, 1])
+  np.testing.assert_array_equal(video_ops.sample_clip_indices(10, 2, 2, [0, 3]), [[0, 2], [3, 5]])
+
+
+def test_evenly_spaced_clip_starts():
+  np.testing.assert_array_equal(video_ops.evenly_spaced_clip_starts(20, 4, 2, 3), [0, 6, 13])
+  np.testing.assert_array_equal(video_ops.evenly_spaced_clip_starts(20, 4, 2, 1), [6])  # centre: (20 - 7) // 2
+  np.testing.assert_array_equal(video_ops.evenly_spaced_clip_starts(5, 8, 1, 2), [0, 0])
+
+
+def test_horizontal_flip_mirrors_rgb_and_flow_alike_and_negates_flow_x(bikes_frames):
+  rgb = video_ops.normalize_rgb(bikes_frames[:2]).numpy()
+  flow = stored_flow(2)
+  flipped_rgb = video_ops.horizontal_flip(rgb).numpy()
+  flipped_flow = video_ops.horizontal_flip(flow, is_flow=True).numpy()
+  np.testing.assert_array_equal(flipped_rgb, rgb[:, :, ::-1])
+  np.testing.assert_array_equal(flipped_flow[..., 0], -flow[:, :, ::-1, 0])
+  np.testing.assert_array_equal(flipped_flow[..., 1], flow[:, :, ::-1, 1])
+  assert not np.allclose(flipped_flow, flow)
+
+
+def test_resize_scales_flow_by_each_axis_factor_and_clips():
+  flow = np.zeros([1, HEIGHT, WIDTH, 2], np.float32) + np.array([0.1, 0.3], np.float32)
+  doubled = video_ops.resize(flow, 2 * HEIGHT, 2 * WIDTH, is_flow=True).numpy()
+  np.testing.assert_allclose(doubled[..., 0], 0.2, atol=1e-6)
+  np.testing.assert_allclose(doubled[..., 1], 0.6, atol=1e-6)
+  squeezed = video_ops.resize(flow, HEIGHT // 2, 4 * WIDTH, is_flow=True).numpy()
+  np.testing.assert_allclose(squeezed[..., 0], 0.4, atol=1e-6)
+  np.testing.assert_allclose(squeezed[..., 1], 0.15, atol=1e-6)
+  clipped = video_ops.resize(flow, 4 * HEIGHT, 4 * WIDTH, is_flow=True).numpy()
+  np.testing.assert_allclose(clipped[..., 1], 1.0)
+  rgb = video_ops.resize(flow, 2 * HEIGHT, 2 * WIDTH).numpy()
+  np.testing.assert_allclose(rgb[..., 1], 0.3, atol=1e-6)  # an image is resized, not rescaled
+
+
+def test_resize_short_side_keeps_aspect_ratio():
+  frames = tf.zeros([2, HEIGHT, WIDTH, 3])
+  assert video_ops.resize_short_side(frames, 96).shape == (2, 96, 128, 3)
+  assert video_ops.center_crop(video_ops.resize_short_side(frames, 36), 32).shape == (2, 32, 32, 3)
+
+
+def test_train_batches_share_indices_crop_and_flip_across_rgb_and_flow(shards):
+  config = small_config(train_pattern=shards['pattern'], stride=2)
+  dataset = video_input.build_train_dataset(config)
+  flips = set()
+  for features, labels in take(dataset, 4):
+    assert features['rgb'].shape == (4, 4, 32, 32, 3) and features['rgb'].dtype == np.float32
+    assert features['flow'].shape == (4, 4, 32, 32, 2) and features['flow'].dtype == np.float32
+    assert labels.shape == (4,) and labels.dtype == np.int32
+    assert features['rgb'].min() >= -1.0 and features['rgb'].max() <= 1.0
+    for rgb_clip, flow_clip, label in zip(features['rgb'], features['flow'], labels):
+      example = shards['examples'][label]
+      num_video_frames = len(example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature)
+      indices = frame_indices_from_flow(flow_clip)
+      np.testing.assert_array_equal(np.diff(indices), 2)
+      assert indices[-1] < num_video_frames
+      offset_y, offset_x, flipped = find_crop(rgb_clip, stored_rgb(example)[indices], 32)
+      flips.add(flipped)
+      stored = stored_flow(num_video_frames)[indices]
+      tolerance = 1e-6 if label < 4 else 5 / 127.5  # PNG flow is exact, JPEG flow within a few levels
+      np.testing.assert_allclose(flow_clip, expected_flow_crop(stored, offset_y, offset_x, flipped, 32),
+                                 atol=tolerance)
+  assert flips == {False, True}
+
+
+def test_train_scale_jitter_rescales_flow(shards):
+  scale = 32 / round(32 * HEIGHT / 60)  # short side 48 -> 60: a 26 px window resized to the 32 px crop
+  config = small_config(train_pattern=shards['pattern'], train_resize_range=(60, 60), random_flip=False)
+  features, labels = take(video_input.build_train_dataset(config, modalities=('flow',)), 1)[0]
+  for flow_clip, label in zip(features['flow'], labels):
+    if label >= 4:
+      continue  # JPEG flow: the exact values are checked on PNG records
+    indices = np.rint(flow_clip[:, 0, 0, 1] / scale * BOUND - FIRST_INDEX_FLOW).astype(int)
+    np.testing.assert_array_equal(np.diff(indices), 1)
+    expected_y = scale * stored_flow(24)[indices, 0, 0, 1]
+    np.testing.assert_allclose(flow_clip[..., 1], np.broadcast_to(expected_y[:, None, None], [4, 32, 32]), atol=1e-6)
+
+
+def test_short_video_clip_loops(tmp_path, bikes_frames):
+  path = write_shard(tmp_path / 'short.tfrecord', [make_example(bikes_frames[:5], 7)])
+  example = make_example(bikes_frames[:5], 7)
+  config = small_config(train_pattern=path, num_frames=8, global_batch_size=2)
+  features, labels = take(video_input.build_train_dataset(config), 1)[0]
+  np.testing.assert_array_equal(labels, [7, 7])
+  for rgb_clip, flow_clip in zip(features['rgb'], features['flow']):
+    np.testing.assert_array_equal(frame_indices_from_flow(flow_clip), [0, 1, 2, 3, 4, 0, 1, 2])
+    find_crop(rgb_clip, stored_rgb(example)[[0, 1, 2, 3, 4, 0, 1, 2]], 32)
+
+
+def test_rgb_only_never_parses_or_decodes_flow(tmp_path, bikes_frames):
+  broken_flow = make_example(bikes_frames[:6], 2)
+  for feature in broken_flow.feature_lists.feature_list[schema.FLOW_ENCODED].feature:
+    feature.bytes_list.value[0] = b'not an image'
+  without_flow_path = write_shard(tmp_path / 'without_flow.tfrecord', [make_example(bikes_frames[:6], 1, False)])
+  broken_flow_path = write_shard(tmp_path / 'broken_flow.tfrecord', [broken_flow])
+  both = f'{without_flow_path},{broken_flow_path}'
+  config = small_config(train_pattern=both, eval_pattern=both, global_batch_size=2)
+  features, labels = take(video_input.build_train_dataset(config, modalities=('rgb',)), 1)[0]
+  assert set(features) == {'rgb'} and sorted(labels) == [1, 2]
+  features, labels = take(video_input.build_eval_dataset(config), 1)[0]
+  assert set(features) == {'rgb'} and features['rgb'].shape == (2, 1, 4, 32, 32, 3)
+  for path in (without_flow_path, broken_flow_path):  # the same records fail as soon as flow is asked for
+    with pytest.raises(tf.errors.InvalidArgumentError):
+      take(video_input.build_eval_dataset(small_config(eval_pattern=path), modalities=('rgb', 'flow')), 1)
+
+
+def test_flow_only_mode(shards):
+  config = small_config(train_pattern=shards['pattern'])
+  features, _ = take(video_input.build_train_dataset(config, modalities=('flow',)), 1)[0]
+  assert set(features) == {'flow'} and features['flow'].shape == (4, 4, 32, 32, 2)
+
+
+def test_eval_views_are_clips_times_crops_in_order(shards):
+  config = small_config(eval_pattern=shards['pattern'], num_frames=4, stride=2, num_eval_clips=3, num_eval_crops=3)
+  batches = take(video_input.build_eval_dataset(config, modalities=('rgb', 'flow')), 10)
+  assert [len(labels) for _, labels in batches] == [2, 2, 2]
+  labels = np.concatenate([labels for _, labels in batches])
+  np.testing.assert_array_equal(labels, np.arange(6))  # every shard, in file order
+  features = {name: np.concatenate([f[name] for f, _ in batches]) for name in ('rgb', 'flow')}
+  assert features['rgb'].shape == (6, 9, 4, 32, 32, 3) and features['flow'].shape == (6, 9, 4, 32, 32, 2)
+  for label in range(4):  # PNG flow records; 20 or 24 frames, clip span 7
+    example = shards['examples'][label]
+    num_video_frames = 20 + 4 * (label % 2)
+    expected_starts = np.rint(np.linspace(0, num_video_frames - 7, 3))
+    rgb = stored_rgb(example)
+    flow = stored_flow(num_video_frames)
+    for view in range(9):
+      clip, crop = divmod(view, 3)
+      indices = frame_indices_from_flow(features['flow'][label, view])
+      np.testing.assert_array_equal(indices, expected_starts[clip] + 2 * np.arange(4))
+      offset_x = 16 * crop  # crops spread along the long (horizontal) side: 0, 16, 32; centred vertically at 8
+      np.testing.assert_allclose(features['rgb'][label, view], rgb[indices, 8:40, offset_x:offset_x + 32], atol=1e-5)
+      np.testing.assert_allclose(features['flow'][label, view], flow[indices, 8:40, offset_x:offset_x + 32],
+                                 atol=1e-6)
+
+
+def test_eval_single_view_is_centre_clip_and_centre_crop(shards):
+  config = small_config(eval_pattern=shards['paths'][0], eval_resize=HEIGHT, num_frames=4)
+  features, labels = take(video_input.build_eval_dataset(config, modalities=('flow',)), 1)[0]
+  np.testing.assert_array_equal(labels, [0, 1])
+  np.testing.assert_array_equal(frame_indices_from_flow(features['flow'][0, 0]), 8 + np.arange(4))  # (20-4)//2
+  np.testing.assert_array_equal(frame_indices_from_flow(features['flow'][1, 0]), 10 + np.arange(4))  # (24-4)//2
+  np.testing.assert_allclose(features['flow'][0, 0], stored_flow(20)[8:12, 8:40, 16:48], atol=1e-6)
+
+
+def test_input_context_reads_this_pipelines_shards_at_the_per_replica_batch(shards):
+  config = small_config(train_pattern=shards['pattern'], global_batch_size=4)
+  context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=1, num_replicas_in_sync=2)
+  features, labels = take(video_input.build_train_dataset(config, modalities=('rgb',), input_context=context), 1)[0]
+  assert features['rgb'].shape[0] == 2
+  assert set(labels) <= {2, 3}  # shard 1 holds labels 2 and 3
+
+
+def test_all_shards_are_read_in_training(shards):
+  config = small_config(train_pattern=shards['pattern'], num_frames=2, crop_size=16,
+                        train_resize_range=(24, 24), global_batch_size=6)
+  labels = np.concatenate([labels for _, labels in take(video_input.build_train_dataset(config), 6)])
+  assert set(labels) == set(range(6))
+
+
+def test_bad_settings_name_the_problem(shards):
+  with pytest.raises(ValueError, match='train_pattern'):
+    video_input.build_train_dataset(small_config(train_pattern=shards['pattern'] + '.missing'))
+  with pytest.raises(ValueError, match='crop_size'):
+    video_input.build_train_dataset(small_config(train_pattern=shards['pattern'], crop_size=64))
+  with pytest.raises(ValueError, match='modalities'):
+    video_input.build_eval_dataset(small_config(eval_pattern=shards['pattern']), modalities=('depth',))
+  context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0, num_replicas_in_sync=4)
+  with pytest.raises(ValueError, match='fewer than the 4 input pipelines'):
+    video_input.build_train_dataset(small_config(train_pattern=shards['pattern']), input_context=context)

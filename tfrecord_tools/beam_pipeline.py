@@ -1,0 +1,88 @@
+"""The converter as an Apache Beam pipeline, for conversions that outgrow one machine.
+
+It runs the same per-video function as the local driver (`convert_lib.convert_video`) and writes the same records,
+shard names and label map; only which video lands in which shard differs. Any Beam runner works: DirectRunner by
+default, Dataflow, Flink or Spark through pipeline options, e.g.
+`--beam_options="--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py"`.
+Beam retries failed bundles itself, so there is no resume: a rerun rewrites every shard.
+"""
+
+import json
+import os
+import shlex
+import time
+from typing import Sequence, Union
+
+import apache_beam as beam
+import cv2
+import tensorflow as tf
+from apache_beam.options import pipeline_options
+
+from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
+
+_LOG_TAG = 'log'
+
+
+class _ConvertVideoFn(beam.DoFn):
+  """Converts one (video, label index) task; emits its record, and one JSON line for the report."""
+
+  def __init__(self, config: convert_lib.ConversionConfig):
+    super().__init__()
+    self._config = config
+    self._flow_backend = None
+
+  def setup(self):
+    cv2.setNumThreads(1)  # runners give each core its own worker: one core per conversion
+    self._flow_backend = flow_backends.create_backend(self._config.flow)  # one per DoFn: backends are not shared
+
+  def process(self, task: convert_lib.Task):
+    entry, label_index = task
+    result = convert_lib.convert_video(entry, label_index, self._config, self._flow_backend)
+    if result.record is not None:
+      yield result.record
+    log = {'media_id': result.media_id, 'path': result.path, 'frames': result.num_frames, 'reason': result.reason}
+    yield beam.pvalue.TaggedOutput(_LOG_TAG, json.dumps(log, sort_keys=True))
+
+
+def _log_prefix(config: convert_lib.ConversionConfig) -> str:
+  return os.path.join(config.output_dir, f'.{config.name}.beam_log')
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: convert_lib.Job, config: convert_lib.ConversionConfig) -> None:
+  """Create -> Reshuffle (spread videos over workers) -> convert -> WriteToTFRecord, plus a per-video log."""
+  outputs = (pipeline
+             | 'Videos' >> beam.Create(job.tasks)
+             | 'Spread' >> beam.Reshuffle()
+             | 'Convert' >> beam.ParDo(_ConvertVideoFn(config)).with_outputs(_LOG_TAG, main='records'))
+  _ = outputs.records | 'WriteRecords' >> beam.io.WriteToTFRecord(
+      os.path.join(config.output_dir, config.name), file_name_suffix='.tfrecord', num_shards=config.num_shards,
+      shard_name_template='-SSSSS-of-NNNNN')
+  _ = outputs[_LOG_TAG] | 'WriteLog' >> beam.io.WriteToText(
+      _log_prefix(config), file_name_suffix='.jsonl', shard_name_template='')
+
+
+def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequence[str]] = ()) -> dict:
+  """Runs the conversion on the Beam runner that `beam_options` names; returns the report.
+
+  `beam_options` are Beam pipeline flags, as one string or a list (e.g. "--runner=FlinkRunner --parallelism=8").
+  """
+  started = time.monotonic()
+  job = convert_lib.prepare_job(config)
+  for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):
+    # Beam puts other videos in each shard than the local driver: a later local rerun must not keep any shard.
+    summary = convert_lib.summary_path(shard_path)
+    if tf.io.gfile.exists(summary):
+      tf.io.gfile.remove(summary)
+  args = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
+  with beam.Pipeline(options=pipeline_options.PipelineOptions(args)) as pipeline:
+    build_pipeline(pipeline, job, config)
+
+  log_path = _log_prefix(config) + '.jsonl'
+  with tf.io.gfile.GFile(log_path) as f:
+    logs = [json.loads(line) for line in f if line.strip()]
+  written = [log for log in logs if not log['reason']]
+  frames = sum(log['frames'] for log in written)
+  failures = job.missing + [{k: log[k] for k in ('media_id', 'path', 'reason')} for log in logs if log['reason']]
+  return convert_lib.build_report(config, 'beam', videos_written=len(written), frames_written=frames,
+                                  failures=failures, seconds=time.monotonic() - started, frames_this_run=frames)

@@ -1,0 +1,108 @@
+r"""Converts videos into RGB + optical-flow TFRecords (MediaSequence SequenceExamples), sharded and resumable.
+
+  python -m tfrecord_tools.convert --source=ucf101 --input=ucfTrainTestlist --video_root=UCF-101 \
+      --split=1 --subset=train --output_dir=records/ucf101 --name=train --num_shards=64
+
+Writes `<output_dir>/<name>-SSSSS-of-NNNNN.tfrecord`, `label_map.txt`, `<name>.settings.json` and
+`<name>.report.json`. Rerunning the same command resumes. Exit status: 0 when every video was converted, 1 when some
+were skipped (the report lists them with their reasons), 2 for usage errors (nothing converted).
+"""
+
+import dataclasses
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from official_d3d.dataloaders import schema
+from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
+from tfrecord_tools import manifests
+from tfrecord_tools import sequence_example
+from tfrecord_tools import video_io
+
+_TVL1_PREFIX = 'tvl1_'
+
+flags.DEFINE_enum('source', 'csv', manifests.SOURCES, 'Kind of video list; see tfrecord_tools/manifests.py.')
+flags.DEFINE_string('input', None, 'The CSV file (csv, kinetics), the class-folder root (folder), or the folder of '
+                    'the official split files (ucf101, hmdb51).')
+flags.DEFINE_string('video_root', '', 'Folder of the videos (ucf101, hmdb51, kinetics; csv: base of relative paths).')
+flags.DEFINE_integer('split', 1, 'Official split 1..3 (ucf101, hmdb51).')
+flags.DEFINE_string('subset', '', 'train or test (ucf101, hmdb51); kinetics: keep only rows of this split column.')
+flags.DEFINE_string('label_map', '', 'Use this label map (e.g. the train split\'s) instead of the source\'s classes.')
+flags.DEFINE_string('output_dir', None, 'Folder of the shards, label map, settings and report.')
+flags.DEFINE_string('name', 'data', 'Shard name prefix: <name>-SSSSS-of-NNNNN.tfrecord.')
+flags.DEFINE_integer('num_shards', 8, 'Number of TFRecord files.')
+flags.DEFINE_integer('num_workers', 0, 'Worker processes of the local runner; 0: all cores.')
+flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
+flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side, 'Resize so the short side is this; 0 keeps it.')
+flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
+flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES, 'Optical flow: opencv (TV-L1), none.')
+flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND, 'Flow is clipped to +-this many pixels, then quantised.')
+flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS, 'Flow image encoding: jpeg or lossless png.')
+flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of RGB (and JPEG flow) frames, 1..100.')
+flags.DEFINE_enum('runner', 'local', ('local', 'beam'), 'local: process pool on this machine, resumable; beam: '
+                  'Apache Beam pipeline on the runner named in --beam_options.')
+flags.DEFINE_string('beam_options', '', 'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P '
+                    '--region=R --temp_location=gs://B/tmp --setup_file=./setup.py". Default: DirectRunner.')
+
+_FLAG_DEFINERS = {float: flags.DEFINE_float, int: flags.DEFINE_integer, bool: flags.DEFINE_bool}
+for _field in dataclasses.fields(flow_backends.TVL1Params):
+  _FLAG_DEFINERS[_field.type](_TVL1_PREFIX + _field.name.rstrip('_'), _field.default,
+                              f'TV-L1: {_field.metadata["help"]} (OpenCV default {_field.default}).')
+
+flags.mark_flags_as_required(['input', 'output_dir'])
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> convert_lib.ConversionConfig:
+  tvl1 = flow_backends.TVL1Params(**{f.name: FLAGS[_TVL1_PREFIX + f.name.rstrip('_')].value
+                                     for f in dataclasses.fields(flow_backends.TVL1Params)})
+  return convert_lib.ConversionConfig(
+      source=manifests.SourceConfig(source=FLAGS.source, input=FLAGS.input, video_root=FLAGS.video_root,
+                                    split=FLAGS.split, subset=FLAGS.subset),
+      output_dir=FLAGS.output_dir, name=FLAGS.name, num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
+      label_map=FLAGS.label_map,
+      decode=video_io.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
+      flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1),
+      encoding=sequence_example.EncodingConfig(jpeg_quality=FLAGS.jpeg_quality, flow_format=FLAGS.flow_format,
+                                               flow_bound=FLAGS.flow_bound))
+
+
+def _parse_flags(argv):
+  """absl exits with 1 on bad flags; here 1 means 'some videos failed', so usage errors exit with 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    sys.stderr.write(f'{error}\nSee --helpfull for the flags.\n')
+    sys.exit(convert_lib.EXIT_USAGE)
+
+
+def main(argv):
+  if len(argv) > 1:
+    logging.error('Unexpected arguments: %s', argv[1:])
+    return convert_lib.EXIT_USAGE
+  try:
+    config = config_from_flags()
+    if FLAGS.runner == 'beam':
+      from tfrecord_tools import beam_pipeline  # pylint: disable=g-import-not-at-top  (Beam is slow to import)
+      report = beam_pipeline.run_beam(config, FLAGS.beam_options)
+    else:
+      report = convert_lib.run_local(config)
+  except (ValueError, FileNotFoundError, manifests.ManifestError, convert_lib.ConversionSetupError) as error:
+    logging.error('%s', error)
+    return convert_lib.EXIT_USAGE
+  path = convert_lib.write_report(config, report)
+  summary = {k: report[k] for k in ('videos_written', 'videos_failed', 'frames_written', 'seconds',
+                                    'frames_per_second')}
+  print(json.dumps(summary))
+  for failure in report['failures']:
+    logging.warning('Skipped %s', failure['reason'])
+  logging.info('Report: %s', path)
+  return convert_lib.exit_status(report)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,329 @@
+"""Videos -> RGB + flow SequenceExamples in sharded TFRecords: the per-video function and the local driver.
+
+The local driver runs the per-video function in a process pool and writes shards one after the other:
+
+- Videos are sorted by media id and cut into `num_shards` contiguous blocks, so a video's shard never changes.
+- A shard is written to a hidden temporary file, then its summary (a hidden `.done.json`) is written, then the
+  temporary file is renamed to `<name>-SSSSS-of-NNNNN.tfrecord`. A shard file therefore exists only when complete.
+- A rerun of the same command keeps the complete shards (shard file and summary present) and redoes the others, so a
+  job killed at any moment is restored without duplicates. The job's settings, saved in `<name>.settings.json`, must
+  match, or the run is refused: mixing shards made with different settings would corrupt the data set.
+
+Bad videos are skipped and listed, with their reason, in `<name>.report.json`; `exit_status` turns a report into the
+documented exit status.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import tensorflow as tf
+import tqdm
+from absl import logging
+
+from official_d3d.dataloaders import label_map
+from tfrecord_tools import flow_backends
+from tfrecord_tools import manifests
+from tfrecord_tools import sequence_example
+from tfrecord_tools import video_io
+
+EXIT_OK = 0
+EXIT_VIDEOS_FAILED = 1  # the data set was written, but some videos are missing from it (see the report)
+EXIT_USAGE = 2  # nothing was converted: bad flags, unreadable split files, or settings that clash with output_dir
+
+_SETTINGS_FORMAT = 1
+
+Task = Tuple[manifests.VideoEntry, int]  # a video and its label index
+
+
+class ConversionSetupError(Exception):
+  """The job cannot start: its labels or settings clash with what is already in the output folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionConfig:
+  """Everything a conversion needs; flags only fill this in."""
+  source: manifests.SourceConfig
+  output_dir: str
+  name: str = 'data'  # shard files are <name>-SSSSS-of-NNNNN.tfrecord
+  num_shards: int = 8
+  num_workers: int = 0  # 0: all cores of this machine
+  label_map: str = ''  # an existing label map to use (e.g. the train split's), instead of the source's classes
+  decode: video_io.DecodeConfig = video_io.DecodeConfig()
+  flow: flow_backends.FlowConfig = flow_backends.FlowConfig()
+  encoding: sequence_example.EncodingConfig = sequence_example.EncodingConfig()
+
+  def __post_init__(self):
+    if not self.output_dir:
+      raise ValueError('output_dir is required')
+    if not self.name or '/' in self.name:
+      raise ValueError(f'name must be a non-empty file name prefix, got {self.name!r}')
+    if not 1 <= self.num_shards <= 99999:
+      raise ValueError(f'num_shards must be in 1..99999, got {self.num_shards}')
+    if self.num_workers < 0:
+      raise ValueError(f'num_workers must be >= 0 (0: all cores), got {self.num_workers}')
+
+
+@dataclasses.dataclass
+class VideoResult:
+  """The outcome for one video: a serialized SequenceExample, or the reason it was skipped."""
+  media_id: str
+  path: str
+  record: Optional[bytes] = None
+  num_frames: int = 0
+  reason: str = ''
+
+  def failure(self) -> Dict[str, str]:
+    return {'media_id': self.media_id, 'path': self.path, 'reason': self.reason}
+
+
+@dataclasses.dataclass
+class Job:
+  """A prepared conversion: the videos with their label indices, and manifest rows that have no video."""
+  tasks: List[Task]
+  class_names: List[str]
+  missing: List[Dict[str, str]]
+
+
+def convert_video(entry: manifests.VideoEntry, label_index: int, config: ConversionConfig,
+                  flow_backend: Optional[flow_backends.FlowBackend]) -> VideoResult:
+  """Decodes, computes flow and encodes one video; never raises for a bad video, but says why it was skipped."""
+  try:
+    video = video_io.read_video(entry.path, config.decode, entry.start, entry.end)
+    flow = flow_backend.video_flow(video.frames) if flow_backend else None
+    example = sequence_example.build_sequence_example(
+        media_id=entry.media_id, label_index=label_index, label_string=entry.label, frames=video.frames,
+        timestamps_us=video.timestamps_us, frame_rate=config.decode.fps, flow=flow, data_path=entry.path,
+        encoding=config.encoding)
+  except video_io.VideoDecodeError as error:
+    return VideoResult(entry.media_id, entry.path, reason=str(error))
+  except Exception as error:  # pylint: disable=broad-except
+    # One unexpected failure (e.g. an OpenCV error on a strange stream) must not end a job of many hours.
+    logging.exception('Unexpected error converting %s', entry.path)
+    return VideoResult(entry.media_id, entry.path, reason=f'{entry.path}: {type(error).__name__}: {error}')
+  return VideoResult(entry.media_id, entry.path, record=example.SerializeToString(), num_frames=len(video.frames))
+
+
+def shard_paths(output_dir: str, name: str, num_shards: int) -> List[str]:
+  return [os.path.join(output_dir, f'{name}-{i:05d}-of-{num_shards:05d}.tfrecord') for i in range(num_shards)]
+
+
+def assign_shards(tasks: Sequence[Task], num_shards: int) -> List[List[Task]]:
+  """Contiguous blocks of the (sorted) tasks: shard i gets tasks [i * n // S, (i + 1) * n // S)."""
+  n = len(tasks)
+  return [list(tasks[i * n // num_shards:(i + 1) * n // num_shards]) for i in range(num_shards)]
+
+
+def _hidden(path: str, suffix: str) -> str:
+  """A hidden file next to `path`, so globs like `<name>-*` match only finished shards."""
+  return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + suffix)
+
+
+def _temporary_path(shard_path: str) -> str:
+  return _hidden(shard_path, '.incomplete')
+
+
+def summary_path(shard_path: str) -> str:
+  return _hidden(shard_path, '.done.json')
+
+
+def settings_path(output_dir: str, name: str) -> str:
+  return os.path.join(output_dir, f'{name}.settings.json')
+
+
+def report_path(output_dir: str, name: str) -> str:
+  return os.path.join(output_dir, f'{name}.report.json')
+
+
+def _write_json_atomically(path: str, value) -> None:
+  temporary = path + '.tmp'
+  with tf.io.gfile.GFile(temporary, 'w') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _read_json(path: str):
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: Sequence[str]) -> dict:
+  """What determines the records; num_workers and the runner do not, so they may change between runs."""
+  videos = hashlib.sha256()
+  for entry, label_index in tasks:
+    videos.update(f'{entry.media_id}\t{entry.path}\t{label_index}\t{entry.start}\t{entry.end}\n'.encode())
+  settings = {
+      'format': _SETTINGS_FORMAT,
+      'source': dataclasses.asdict(config.source),
+      'num_shards': config.num_shards,
+      'decode': dataclasses.asdict(config.decode),
+      'flow': dataclasses.asdict(config.flow),
+      'encoding': dataclasses.asdict(config.encoding),
+      'class_names': list(class_names),
+      'num_videos': len(tasks),
+      'videos_sha256': videos.hexdigest(),
+  }
+  return json.loads(json.dumps(settings))  # the form it has after a round trip through the file
+
+
+def _check_label_map(output_dir: str, class_names: Sequence[str]) -> None:
+  path = os.path.join(output_dir, label_map.FILENAME)
+  if tf.io.gfile.exists(path):
+    existing = label_map.read_label_map(path)
+    if existing != list(class_names):
+      raise ConversionSetupError(
+          f'{path} holds a different class list ({len(existing)} classes) than this job ({len(class_names)}); '
+          f'to convert another split with the same classes pass --label_map={path}')
+  else:
+    label_map.write_label_map(class_names, path)
+
+
+def _check_settings(config: ConversionConfig, settings: dict) -> None:
+  path = settings_path(config.output_dir, config.name)
+  if tf.io.gfile.exists(path):
+    saved = _read_json(path)
+    if saved != settings:
+      differing = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+      raise ConversionSetupError(
+          f'{path} was written by a conversion with other settings (differing: {", ".join(differing)}); resuming '
+          'would mix records of both. Use another --output_dir or --name, or delete that conversion\'s files.')
+  expected = set(shard_paths(config.output_dir, config.name, config.num_shards))
+  foreign = [p for p in tf.io.gfile.glob(os.path.join(config.output_dir, f'{config.name}-*-of-*.tfrecord'))
+             if p not in expected]
+  if foreign:
+    raise ConversionSetupError(f'{config.output_dir} holds shards of another conversion named {config.name!r} '
+                               f'(e.g. {foreign[0]}); use another --output_dir or --name, or delete them')
+  _write_json_atomically(path, settings)
+
+
+def prepare_job(config: ConversionConfig) -> Job:
+  """Reads the manifest, fixes the label indices, and checks and records the job in output_dir.
+
+  Raises:
+    manifests.ManifestError: the split files cannot be read.
+    ConversionSetupError: labels outside the label map, or settings that clash with output_dir.
+  """
+  manifest = manifests.read_manifest(config.source)
+  class_names = label_map.read_label_map(config.label_map) if config.label_map else manifest.class_names
+  if not class_names:
+    raise ConversionSetupError(f'{config.source.input}: no classes found')
+  label_index = {name: i for i, name in enumerate(class_names)}
+  unknown = sorted({e.label for e in manifest.entries if e.label not in label_index})
+  if unknown:
+    raise ConversionSetupError(f'labels not in the label map {config.label_map or "of the source"}: {unknown[:10]}')
+  tasks = [(entry, label_index[entry.label]) for entry in manifest.entries]
+  tf.io.gfile.makedirs(config.output_dir)
+  _check_label_map(config.output_dir, class_names)
+  _check_settings(config, _job_settings(config, tasks, class_names))
+  missing = [dataclasses.asdict(m) for m in manifest.missing]
+  return Job(tasks=tasks, class_names=list(class_names), missing=missing)
+
+
+def build_report(config: ConversionConfig, runner: str, videos_written: int, frames_written: int,
+                 failures: List[Dict[str, str]], seconds: float, frames_this_run: int) -> dict:
+  """The JSON report: totals over the whole data set; seconds and frames per second of this run only."""
+  return {
+      'name': config.name,
+      'output_dir': config.output_dir,
+      'runner': runner,
+      'videos_written': videos_written,
+      'videos_failed': len(failures),
+      'frames_written': frames_written,
+      'failures': sorted(failures, key=lambda f: (f['media_id'], f['path'])),
+      'seconds': round(seconds, 3),
+      'frames_this_run': frames_this_run,
+      'frames_per_second': round(frames_this_run / seconds, 3) if seconds > 0 else 0.0,
+  }
+
+
+def write_report(config: ConversionConfig, report: dict) -> str:
+  path = report_path(config.output_dir, config.name)
+  _write_json_atomically(path, report)
+  return path
+
+
+def exit_status(report: dict) -> int:
+  return EXIT_VIDEOS_FAILED if report['videos_failed'] else EXIT_OK
+
+
+def resolve_num_workers(num_workers: int) -> int:
+  return num_workers or len(os.sched_getaffinity(0))
+
+
+# The local driver's worker processes: each holds the config and its own flow backend.
+_worker_state = {}
+
+
+def _init_worker(config: ConversionConfig) -> None:
+  cv2.setNumThreads(1)  # one core per process: process-level parallelism is what scales
+  _worker_state['config'] = config
+  _worker_state['flow_backend'] = flow_backends.create_backend(config.flow)
+
+
+def _convert_task(task: Task) -> VideoResult:
+  entry, label_index = task
+  return convert_video(entry, label_index, _worker_state['config'], _worker_state['flow_backend'])
+
+
+@contextlib.contextmanager
+def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: int) -> Iterator[Iterator[VideoResult]]:
+  """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process."""
+  if num_workers == 1 or len(tasks) <= 1:
+    _init_worker(config)
+    yield map(_convert_task, tasks)
+    return
+  context = multiprocessing.get_context('spawn')
+  with context.Pool(min(num_workers, len(tasks)), initializer=_init_worker, initargs=(config,)) as pool:
+    yield pool.imap(_convert_task, tasks, chunksize=1)
+
+
+def _shard_is_complete(shard_path: str) -> bool:
+  return tf.io.gfile.exists(shard_path) and tf.io.gfile.exists(summary_path(shard_path))
+
+
+def run_local(config: ConversionConfig) -> dict:
+  """Converts every video of `config` with a local process pool, resuming a previous run; returns the report."""
+  started = time.monotonic()
+  job = prepare_job(config)
+  num_workers = resolve_num_workers(config.num_workers)
+  paths = shard_paths(config.output_dir, config.name, config.num_shards)
+  shards = assign_shards(job.tasks, config.num_shards)
+  pending = [i for i, path in enumerate(paths) if not _shard_is_complete(path)]
+  pending_tasks = [task for i in pending for task in shards[i]]
+  logging.info('%s: %d videos in %d shards; %d shards done before, %d videos to convert with %d workers',
+               config.name, len(job.tasks), len(paths), len(paths) - len(pending), len(pending_tasks), num_workers)
+
+  frames_this_run = 0
+  with _ordered_results(pending_tasks, config, num_workers) as results, tqdm.tqdm(
+      total=len(pending_tasks), unit='video', desc=config.name, disable=None) as progress:
+    for i in pending:
+      temporary = _temporary_path(paths[i])
+      summary = {'videos_written': 0, 'frames_written': 0, 'failures': []}
+      with tf.io.TFRecordWriter(temporary) as writer:
+        for _ in shards[i]:
+          result = next(results)
+          if result.record is None:
+            summary['failures'].append(result.failure())
+          else:
+            writer.write(result.record)
+            summary['videos_written'] += 1
+            summary['frames_written'] += result.num_frames
+            frames_this_run += result.num_frames
+          progress.update(1)
+          progress.set_postfix_str(f'{frames_this_run / (time.monotonic() - started):.1f} frames/s')
+      _write_json_atomically(summary_path(paths[i]), summary)
+      tf.io.gfile.rename(temporary, paths[i], overwrite=True)
+
+  summaries = [_read_json(summary_path(path)) for path in paths]
+  return build_report(
+      config, 'local',
+      videos_written=sum(s['videos_written'] for s in summaries),
+      frames_written=sum(s['frames_written'] for s in summaries),
+      failures=job.missing + [f for s in summaries for f in s['failures']],
+      seconds=time.monotonic() - started, frames_this_run=frames_this_run)
