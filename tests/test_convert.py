@@ -1,7 +1,9 @@
 """End-to-end conversions of real and synthetic videos, read back with plain TensorFlow parsing."""
 
+import dataclasses
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import synthetic_videos
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
 from official_d3d.ops import flow_quantization
+from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
@@ -66,7 +69,7 @@ def write_csv(path, rows):
 def make_config(csv_path, output_dir, **overrides):
   settings = dict(source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
                   name='clips', num_shards=2, num_workers=1,
-                  decode=video_io.DecodeConfig(fps=25, short_side=64, max_frames=6))
+                  decode=video_io.DecodeConfig(fps=25, short_side=48, max_frames=5))
   settings.update(overrides)
   return convert_lib.ConversionConfig(**settings)
 
@@ -77,11 +80,16 @@ def run_cli(args, **popen_kwargs):
                           **popen_kwargs)
 
 
-@pytest.fixture()
-def four_clips(tmp_path, bikes_video, bunny_video):
-  """Four one-second clips of the two real videos, two classes."""
-  return write_csv(tmp_path / 'clips.csv', [(bikes_video, 'bike', 0, 1), (bikes_video, 'bike', 1, 2),
-                                            (bunny_video, 'bunny', 0, 1), (bunny_video, 'bunny', 1, 2)])
+@pytest.fixture(scope='module')
+def six_clips(tmp_path_factory, bikes_video, bunny_video):
+  """Six one-second clips of the two real videos (two classes), converted once into six shards."""
+  folder = tmp_path_factory.mktemp('six_clips')
+  csv_path = write_csv(folder / 'clips.csv', [(video, label, start, start + 1)
+                                              for video, label in ((bikes_video, 'bike'), (bunny_video, 'bunny'))
+                                              for start in range(3)])
+  config = make_config(csv_path, folder / 'clean', num_shards=6)
+  convert_lib.run_local(config)
+  return config, read_shards(folder / 'clean', 'clips', 6)
 
 
 def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunny_video):
@@ -148,7 +156,7 @@ def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
   output_dir = tmp_path / 'out'
 
   process = run_cli([f'--input={csv_path}', f'--output_dir={output_dir}', '--name=mixed', '--num_shards=3',
-                     '--num_workers=2', '--short_side=48', '--max_frames=6'])
+                     '--num_workers=2', '--short_side=48', '--max_frames=5'])
   stdout, stderr = process.communicate(timeout=300)
 
   assert process.returncode == convert_lib.EXIT_VIDEOS_FAILED, stderr
@@ -166,38 +174,36 @@ def _state_files(folder):
   return sorted(p.name for p in folder.iterdir() if p.name.startswith('.'))
 
 
-def test_killed_conversion_resumes_to_the_clean_result(tmp_path, four_clips):
-  clean_config = make_config(four_clips, tmp_path / 'clean', num_shards=4)
-  convert_lib.run_local(clean_config)
-  clean = read_shards(tmp_path / 'clean', 'clips', 4)
-  assert [len(s) for s in clean] == [1, 1, 1, 1]
-
-  killed_dir = tmp_path / 'killed'
-  process = run_cli([f'--input={four_clips}', f'--output_dir={killed_dir}', '--name=clips', '--num_shards=4',
-                     '--num_workers=1', '--short_side=64', '--max_frames=6'], start_new_session=True)
-  first_shard = pathlib.Path(convert_lib.shard_paths(str(killed_dir), 'clips', 4)[0])
+def test_killed_conversion_resumes_to_the_clean_result(tmp_path, six_clips):
+  clean_config, clean = six_clips
+  assert [len(s) for s in clean] == [1] * 6
+  config = dataclasses.replace(clean_config, output_dir=str(tmp_path / 'killed'))
+  process = run_cli([f'--input={config.source.input}', f'--output_dir={config.output_dir}', '--name=clips',
+                     '--num_shards=6', '--num_workers=1', '--short_side=48', '--max_frames=5'],
+                    start_new_session=True)
+  first_shard = pathlib.Path(convert_lib.shard_paths(config.output_dir, 'clips', 6)[0])
   deadline = time.monotonic() + 240
   while not first_shard.exists() and process.poll() is None and time.monotonic() < deadline:
-    time.sleep(0.02)
+    time.sleep(0.01)
   os.killpg(process.pid, signal.SIGKILL)
   process.communicate()
-  finished = sorted(killed_dir.glob('clips-*.tfrecord'))
-  assert first_shard in finished and len(finished) < 4, 'the kill should land in the middle of the job'
+  finished = sorted(first_shard.parent.glob('clips-*.tfrecord'))
+  assert first_shard in finished and len(finished) < 6, 'the kill should land in the middle of the job'
 
-  report = convert_lib.run_local(make_config(four_clips, killed_dir, num_shards=4))
+  report = convert_lib.run_local(config)
 
-  assert read_shards(killed_dir, 'clips', 4) == clean
-  assert report['videos_written'] == 4 and report['frames_written'] == 24
-  assert report['frames_this_run'] < 24  # the shards finished before the kill were kept
-  assert not [name for name in _state_files(killed_dir) if not name.endswith('.done.json')]
+  assert read_shards(config.output_dir, 'clips', 6) == clean
+  assert report['videos_written'] == 6 and report['frames_written'] == 30
+  assert report['frames_this_run'] < 30  # the shards finished before the kill were kept
+  assert not [name for name in _state_files(first_shard.parent) if not name.endswith('.done.json')]
 
 
-def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, four_clips):
+def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips):
+  clean_config, clean = six_clips
   output_dir = tmp_path / 'out'
-  config = make_config(four_clips, output_dir, num_shards=4)
-  convert_lib.run_local(config)
-  clean = read_shards(output_dir, 'clips', 4)
-  paths = [pathlib.Path(p) for p in convert_lib.shard_paths(str(output_dir), 'clips', 4)]
+  shutil.copytree(clean_config.output_dir, output_dir)
+  config = dataclasses.replace(clean_config, output_dir=str(output_dir))
+  paths = [pathlib.Path(p) for p in convert_lib.shard_paths(str(output_dir), 'clips', 6)]
   kept_mtime = paths[0].stat().st_mtime_ns
 
   paths[1].unlink()  # killed before the rename, with a stale temporary file left behind
@@ -205,19 +211,20 @@ def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, four_clip
   pathlib.Path(convert_lib.summary_path(str(paths[2]))).unlink()  # killed between summary and rename
   report = convert_lib.run_local(config)
 
-  assert read_shards(output_dir, 'clips', 4) == clean
+  assert read_shards(output_dir, 'clips', 6) == clean
   assert paths[0].stat().st_mtime_ns == kept_mtime
-  assert report['frames_this_run'] == 12 and report['videos_written'] == 4
+  assert report['frames_this_run'] == 10 and report['videos_written'] == 6
   assert not (output_dir / f'.{paths[1].name}.incomplete').exists()
 
 
-def test_changed_settings_or_classes_are_refused(tmp_path, four_clips, bikes_video):
+def test_changed_settings_or_classes_are_refused(tmp_path, six_clips, bikes_video):
+  clips_csv = six_clips[0].source.input
   output_dir = tmp_path / 'out'
-  convert_lib.prepare_job(make_config(four_clips, output_dir))
+  convert_lib.prepare_job(make_config(clips_csv, output_dir))
   with pytest.raises(convert_lib.ConversionSetupError, match='differing: decode'):
-    convert_lib.prepare_job(make_config(four_clips, output_dir, decode=video_io.DecodeConfig(fps=10)))
+    convert_lib.prepare_job(make_config(clips_csv, output_dir, decode=video_io.DecodeConfig(fps=10)))
   with pytest.raises(convert_lib.ConversionSetupError, match='differing: num_shards'):
-    convert_lib.prepare_job(make_config(four_clips, output_dir, num_shards=3))
+    convert_lib.prepare_job(make_config(clips_csv, output_dir, num_shards=3))
 
   other_classes = write_csv(tmp_path / 'test.csv', [(bikes_video, 'bike', 2, 3)])
   with pytest.raises(convert_lib.ConversionSetupError, match='--label_map='):
@@ -243,8 +250,8 @@ def test_shards_are_contiguous_blocks_of_sorted_videos():
 
 
 def test_tvl1_parameters_reach_opencv():
-  params = flow_backends.TVL1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2, use_initial_flow=True)
-  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=params))
+  params = optical_flow.Tvl1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2)
+  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=params, use_initial_flow=True))
   tvl1 = backend._tvl1
   assert (tvl1.getTau(), tvl1.getLambda(), tvl1.getScalesNumber(), tvl1.getWarpingsNumber(),
           tvl1.getUseInitialFlow()) == pytest.approx((0.2, 0.1, 3, 2, True))
@@ -253,4 +260,27 @@ def test_tvl1_parameters_reach_opencv():
   assert flow.shape == (3, 48, 64, 2) and flow.dtype == np.float32
   assert abs(np.median(flow[1, ..., 0]) - 1) < 0.2
   assert flow_backends.create_backend(flow_backends.FlowConfig(backend='none')) is None
-  assert cv2.optflow.DualTVL1OpticalFlow_create().getTau() == flow_backends.TVL1Params().tau
+  default = cv2.optflow.DualTVL1OpticalFlow_create()
+  assert (default.getTau(), default.getMedianFiltering()) == pytest.approx((optical_flow.Tvl1Params().tau,
+                                                                             optical_flow.Tvl1Params().median_filtering))
+
+
+def test_kinetics_whole_videos_are_cut_and_missing_clips_reported(tmp_path, bikes_video):
+  clips = tmp_path / 'clips'
+  clips.mkdir()
+  (clips / 'bikesYT0001.mp4').symlink_to(bikes_video)
+  (tmp_path / 'train.csv').write_text('label,youtube_id,time_start,time_end,split\n'
+                                      'riding a bike,bikesYT0001,2,3,train\n'
+                                      'riding a bike,goneYT00001,10,20,train\n')
+  config = make_config(tmp_path / 'train.csv', tmp_path / 'out', num_shards=1, source=manifests.SourceConfig(
+      source='kinetics', input=str(tmp_path / 'train.csv'), video_root=str(clips)))
+
+  report = convert_lib.run_local(config)
+
+  assert convert_lib.exit_status(report) == convert_lib.EXIT_VIDEOS_FAILED
+  assert [(f['media_id'], f['reason'].split(':')[0]) for f in report['failures']] == [('goneYT00001_000010_000020',
+                                                                                      'missing')]
+  [[record]] = read_shards(tmp_path / 'out', 'clips', 1)
+  example = parse(record)
+  assert example[schema.MEDIA_ID] == b'bikesYT0001_000002_000003'
+  np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], 2_000_000 + np.arange(5) * 40_000)

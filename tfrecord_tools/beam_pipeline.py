@@ -3,8 +3,10 @@
 It runs the same per-video function as the local driver (`convert_lib.convert_video`) and writes the same records,
 shard names and label map; only which video lands in which shard differs. Any Beam runner works: DirectRunner by
 default, Dataflow, Flink or Spark through pipeline options, e.g.
-`--beam_options="--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py"`.
-Beam retries failed bundles itself, so there is no resume: a rerun rewrites every shard.
+`--beam_options="--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp"`; remote workers must be
+able to import this project and its requirements (Beam's `--setup_file`, `--requirements_file` or a custom
+container). Videos and outputs may be on gs://. Beam retries failed bundles itself, so there is no resume: a rerun
+rewrites every shard.
 """
 
 import json

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from official_d3d.dataloaders import schema
+from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
@@ -46,27 +47,43 @@ flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of RGB (and JPEG flow) fr
 flags.DEFINE_enum('runner', 'local', ('local', 'beam'), 'local: process pool on this machine, resumable; beam: '
                   'Apache Beam pipeline on the runner named in --beam_options.')
 flags.DEFINE_string('beam_options', '', 'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P '
-                    '--region=R --temp_location=gs://B/tmp --setup_file=./setup.py". Default: DirectRunner.')
+                    '--region=R --temp_location=gs://B/tmp". Default: DirectRunner.')
 
-_FLAG_DEFINERS = {float: flags.DEFINE_float, int: flags.DEFINE_integer, bool: flags.DEFINE_bool}
-for _field in dataclasses.fields(flow_backends.TVL1Params):
+# One --tvl1_<name> flag per field of Tvl1Params (OpenCV's DualTVL1 parameters), its default OpenCV's.
+_TVL1_HELP = {
+    'tau': 'time step of the numerical scheme',
+    'lambda_': 'weight of the data term: smaller gives smoother flow',
+    'theta': 'tightness of the coupling between the two sub-problems',
+    'nscales': 'pyramid levels',
+    'warps': 'warpings per pyramid level',
+    'epsilon': 'stopping threshold of the inner loop',
+    'inner_iterations': 'iterations of the inner loop',
+    'outer_iterations': 'iterations of the outer loop',
+    'scale_step': 'pyramid downscaling factor, in (0, 1)',
+    'gamma': 'weight of the illumination-change term (0: none)',
+    'median_filtering': 'median filter size applied to the flow between warps',
+}
+_FLAG_DEFINERS = {float: flags.DEFINE_float, int: flags.DEFINE_integer}
+for _field in dataclasses.fields(optical_flow.Tvl1Params):
   _FLAG_DEFINERS[_field.type](_TVL1_PREFIX + _field.name.rstrip('_'), _field.default,
-                              f'TV-L1: {_field.metadata["help"]} (OpenCV default {_field.default}).')
+                              f'TV-L1: {_TVL1_HELP[_field.name]}; the default is OpenCV\'s.')
+flags.DEFINE_bool('tvl1_use_initial_flow', False, 'TV-L1: start each frame pair from the flow of the previous pair.')
 
 flags.mark_flags_as_required(['input', 'output_dir'])
 FLAGS = flags.FLAGS
 
 
 def config_from_flags() -> convert_lib.ConversionConfig:
-  tvl1 = flow_backends.TVL1Params(**{f.name: FLAGS[_TVL1_PREFIX + f.name.rstrip('_')].value
-                                     for f in dataclasses.fields(flow_backends.TVL1Params)})
+  tvl1 = optical_flow.Tvl1Params(**{f.name: FLAGS[_TVL1_PREFIX + f.name.rstrip('_')].value
+                                     for f in dataclasses.fields(optical_flow.Tvl1Params)})
   return convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source=FLAGS.source, input=FLAGS.input, video_root=FLAGS.video_root,
                                     split=FLAGS.split, subset=FLAGS.subset),
       output_dir=FLAGS.output_dir, name=FLAGS.name, num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
       label_map=FLAGS.label_map,
       decode=video_io.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
-      flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1),
+      flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1,
+                                    use_initial_flow=FLAGS.tvl1_use_initial_flow),
       encoding=sequence_example.EncodingConfig(jpeg_quality=FLAGS.jpeg_quality, flow_format=FLAGS.flow_format,
                                                flow_bound=FLAGS.flow_bound))
 

@@ -107,7 +107,9 @@ def convert_video(entry: manifests.VideoEntry, label_index: int, config: Convers
     # One unexpected failure (e.g. an OpenCV error on a strange stream) must not end a job of many hours.
     logging.exception('Unexpected error converting %s', entry.path)
     return VideoResult(entry.media_id, entry.path, reason=f'{entry.path}: {type(error).__name__}: {error}')
-  return VideoResult(entry.media_id, entry.path, record=example.SerializeToString(), num_frames=len(video.frames))
+  # Deterministic serialisation (sorted feature maps): the same video gives the same bytes in every run and runner.
+  record = example.SerializeToString(deterministic=True)
+  return VideoResult(entry.media_id, entry.path, record=record, num_frames=len(video.frames))
 
 
 def shard_paths(output_dir: str, name: str, num_shards: int) -> List[str]:
@@ -253,7 +255,10 @@ def exit_status(report: dict) -> int:
 
 
 def resolve_num_workers(num_workers: int) -> int:
-  return num_workers or len(os.sched_getaffinity(0))
+  """0 means every core this process may run on."""
+  if num_workers:
+    return num_workers
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
 # The local driver's worker processes: each holds the config and its own flow backend.

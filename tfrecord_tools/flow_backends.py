@@ -15,43 +15,15 @@ from typing import Callable, Dict, Optional
 import cv2
 import numpy as np
 
-
-def _param(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
-
-
-@dataclasses.dataclass(frozen=True)
-class TVL1Params:
-  """Every parameter of TV-L1 (Zach, Pock, Bischof 2007), named as OpenCV's DualTVL1; defaults are OpenCV's.
-
-  Each field's help text is the help of its `--tvl1_<name>` flag.
-  """
-  tau: float = _param(0.25, 'time step of the numerical scheme')
-  lambda_: float = _param(0.15, 'weight of the data term: smaller gives smoother flow')
-  theta: float = _param(0.3, 'tightness of the coupling between the two sub-problems')
-  nscales: int = _param(5, 'pyramid levels')
-  warps: int = _param(5, 'warpings per pyramid level')
-  epsilon: float = _param(0.01, 'stopping threshold of the inner loop')
-  inner_iterations: int = _param(30, 'iterations of the inner loop')
-  outer_iterations: int = _param(10, 'iterations of the outer loop')
-  scale_step: float = _param(0.8, 'pyramid downscaling factor, in (0, 1)')
-  gamma: float = _param(0.0, 'weight of the illumination-change term (0: none)')
-  median_filtering: int = _param(5, 'median filter kernel size applied to the flow between warps')
-  use_initial_flow: bool = _param(False, 'start each frame pair from the flow of the previous pair')
-
-  def __post_init__(self):
-    if not 0 < self.scale_step < 1:
-      raise ValueError(f'TV-L1 scale_step must be in (0, 1), got {self.scale_step}')
-    for name in ('nscales', 'warps', 'inner_iterations', 'outer_iterations'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'TV-L1 {name} must be at least 1, got {getattr(self, name)}')
+from official_d3d.ops import optical_flow
 
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
   """Which backend computes the flow, and its parameters."""
   backend: str = 'opencv'
-  tvl1: TVL1Params = TVL1Params()
+  tvl1: optical_flow.Tvl1Params = optical_flow.Tvl1Params()  # TV-L1 parameters, OpenCV's defaults
+  use_initial_flow: bool = False  # TV-L1 starts each frame pair from the previous pair's flow (OpenCV useInitialFlow)
 
   def __post_init__(self):
     if self.backend not in BACKEND_NAMES:
@@ -79,18 +51,15 @@ class OpenCVTVL1(FlowBackend):
   Single-threaded use per process is intended: the drivers scale by running one backend per worker process.
   """
 
-  def __init__(self, params: TVL1Params):
-    self._params = params
-    self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
-        params.tau, params.lambda_, params.theta, params.nscales, params.warps, params.epsilon,
-        params.inner_iterations, params.outer_iterations, params.scale_step, params.gamma, params.median_filtering,
-        params.use_initial_flow)
+  def __init__(self, params: optical_flow.Tvl1Params, use_initial_flow: bool = False):
+    self._use_initial_flow = use_initial_flow
+    self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(*params.opencv_args(), use_initial_flow)
 
   def pair_flows(self, frames):
     gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
     flows = []
     # With useInitialFlow, calc() starts from the flow it is given: zero for the first pair, then the previous pair's.
-    initial = np.zeros(gray[0].shape + (2,), np.float32) if self._params.use_initial_flow else None
+    initial = np.zeros(gray[0].shape + (2,), np.float32) if self._use_initial_flow else None
     for first, second in zip(gray[:-1], gray[1:]):
       flow = self._tvl1.calc(first, second, initial)
       if initial is not None:
@@ -100,7 +69,7 @@ class OpenCVTVL1(FlowBackend):
 
 
 _FACTORIES: Dict[str, Callable[[FlowConfig], Optional[FlowBackend]]] = {
-    'opencv': lambda config: OpenCVTVL1(config.tvl1),
+    'opencv': lambda config: OpenCVTVL1(config.tvl1, config.use_initial_flow),
     'none': lambda config: None,
 }
 BACKEND_NAMES = tuple(_FACTORIES)

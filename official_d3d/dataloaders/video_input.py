@@ -171,7 +171,7 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
   modalities = tuple(modalities)
   check_config(data_config, modalities, data_config.train_resize_range[0])
   files = list_shard_files(data_config.train_pattern, 'train_pattern', input_context)
-  seed = data_config.seed
+  seed = data_config.seed + (input_context.input_pipeline_id if input_context else 0)  # workers augment differently
 
   records = (tf.data.Dataset.from_tensor_slices(files)
              .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

@@ -38,7 +38,7 @@ def _output_size(network, input_channels: int, output: str) -> int:
   return network.compute_output_shape((None, None, None, None, input_channels))[output][-1]
 
 
-def _per_example_distillation(prediction, target, loss: str, temperature: float) -> tf.Tensor:
+def distillation_loss(prediction, target, loss: str, temperature: float) -> tf.Tensor:
   """`[B]` distillation losses: mean squared error over the last axis, or T^2 x KL(teacher || student) at T."""
   if loss == 'l2':
     return tf.reduce_mean(tf.square(prediction - target), axis=-1)
@@ -190,7 +190,7 @@ class D3DModel(VideoClassifier):
   def auxiliary_losses(self, outputs, targets):
     config = self.distillation
     prediction = self.head(outputs['features']) if self.head is not None else outputs[config.target]
-    distill_loss = _per_example_distillation(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
+    distill_loss = distillation_loss(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
     return {'distill_loss': config.weight * distill_loss}
 
 

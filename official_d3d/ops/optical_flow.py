@@ -65,7 +65,7 @@ class Tvl1Params:
 
 def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
               inner_iterations=30, outer_iterations=10, scale_step=0.8, gamma=0.0, median_filtering=5,
-              iterations_per_check=None):
+              initial_flow=None, iterations_per_check=None):
   """Dense flow from `image0` to `image1`, as OpenCV's DualTVL1 computes it.
 
   Args:
@@ -73,6 +73,8 @@ def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warp
       in [0, 1] (both dtypes alike).
     tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations, scale_step, gamma,
       median_filtering: OpenCV's DualTVL1 parameters (`Tvl1Params`).
+    initial_flow: optional float `[batch, height, width, 2]` to start from, as OpenCV's `useInitialFlow`: it is
+      scaled down to the coarsest scale (finer scales start from the up-sampled coarser solution, as in OpenCV).
     iterations_per_check: inner iterations between two tests of "all samples converged". It never changes the result
       (converged samples are frozen by a mask) and only trades wasted masked work for fewer loop-condition round
       trips on accelerators; must divide `inner_iterations`. Default: its largest divisor up to 5.
@@ -91,13 +93,11 @@ def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warp
   height, width = intensity0.shape[1:]
   sizes = pyramid_sizes(height, width, params.nscales, params.scale_step)
   pyramid0, pyramid1 = [intensity0], [intensity1]
-  down_scale = (1.0 / params.scale_step, 1.0 / params.scale_step)
   for size in sizes[1:]:
-    pyramid0.append(_resize_bilinear(pyramid0[-1], size, down_scale))
-    pyramid1.append(_resize_bilinear(pyramid1[-1], size, down_scale))
+    pyramid0.append(_downscale(pyramid0[-1], size, params.scale_step))
+    pyramid1.append(_downscale(pyramid1[-1], size, params.scale_step))
 
-  num_channels = 3 if params.gamma else 2  # The third channel is the illumination term that gamma weighs.
-  flow = tf.zeros([num_channels, tf.shape(intensity0)[0], *sizes[-1]], tf.float32)
+  flow = _coarsest_flow(initial_flow, intensity0, sizes, params)
   for level in reversed(range(len(sizes))):
     if level < len(sizes) - 1:
       flow = _upsample_flow(flow, sizes[level], params.scale_step)
@@ -114,6 +114,22 @@ def pyramid_sizes(height, width, nscales, scale_step):
       break
     sizes.append(size)
   return sizes
+
+
+def _coarsest_flow(initial_flow, intensity0, sizes, params):
+  """Starting flow `[channels, batch, height, width]` at the coarsest scale; a third, illumination channel with gamma."""
+  batch = tf.shape(intensity0)[0]
+  illumination = [tf.zeros([1, batch, *sizes[-1]], tf.float32)] if params.gamma else []
+  if initial_flow is None:
+    return tf.concat([tf.zeros([2, batch, *sizes[-1]], tf.float32)] + illumination, axis=0)
+  initial_flow = tf.convert_to_tensor(initial_flow, tf.float32)
+  if not initial_flow.shape.is_compatible_with(intensity0.shape.concatenate(2)):
+    raise ValueError(f'tvl1_flow: initial_flow must be [batch, height, width, 2] like the frames '
+                     f'{intensity0.shape}, got {initial_flow.shape}')
+  flow = tf.transpose(initial_flow, [3, 0, 1, 2])
+  for size in sizes[1:]:
+    flow = _downscale(flow, size, params.scale_step) * params.scale_step
+  return tf.concat([flow] + illumination, axis=0)
 
 
 def _to_intensities(image0, image1):
@@ -159,6 +175,11 @@ def _resize_bilinear(images, size, source_per_target):
     images = (tf.gather(images, first, axis=axis) * (1.0 - fraction) +
               tf.gather(images, second, axis=axis) * fraction)
   return images
+
+
+def _downscale(images, size, scale_step):
+  """The next pyramid level, as OpenCV's `resize(fx=fy=scale_step)`: its sampling grid uses 1 / scale_step exactly."""
+  return _resize_bilinear(images, size, (1.0 / scale_step, 1.0 / scale_step))
 
 
 def _upsample_flow(flow, size, scale_step):
@@ -226,8 +247,8 @@ def _bicubic_remap(sources, flow_x, flow_y):
   x_floor, y_floor = tf.floor(x), tf.floor(y)
   x_weights, y_weights = _cubic_weights(x - x_floor), _cubic_weights(y - y_floor)
   # Clamping in float first keeps diverged or non-finite positions from overflowing the int32 cast.
-  x_first = tf.cast(tf.clip_by_value(x_floor, -2.0, width + 1.0), tf.int32)
-  y_first = tf.cast(tf.clip_by_value(y_floor, -2.0, height + 1.0), tf.int32)
+  x_first = tf.cast(tf.clip_by_value(x_floor, -3.0, width + 1.0), tf.int32)
+  y_first = tf.cast(tf.clip_by_value(y_floor, -3.0, height + 1.0), tf.int32)
   sample_offset = (tf.range(batch) * (padded_height * padded_width))[:, tf.newaxis, tf.newaxis]
   result = 0.0
   for dy, y_weight in zip(range(-1, 3), y_weights):
@@ -260,18 +281,34 @@ def _sorting_network(size):
   return tuple(pairs)
 
 
+@functools.lru_cache(maxsize=None)
+def _median_network(size):
+  """The comparators of `_sorting_network(size)` that the middle value depends on, as (i, j, needs_min, needs_max).
+
+  Dropping the rest (about a quarter for 25 values) keeps graphs small to build; XLA would drop them too.
+  """
+  needed = {size // 2}
+  kept = []
+  for i, j in reversed(_sorting_network(size)):
+    if i in needed or j in needed:
+      kept.append((i, j, i in needed, j in needed))
+      needed |= {i, j}
+  return tuple(reversed(kept))
+
+
 def _median_filter(field, window):
   """`window` x `window` median of the two minor axes with a replicated border (OpenCV's medianBlur).
 
-  A min/max sorting network keeps it elementwise, so XLA fuses it into one kernel and drops comparators the middle
-  value does not depend on.
+  A min/max selection network keeps it elementwise, so XLA fuses it into one kernel.
   """
   radius = window // 2
   height, width = field.shape[-2:]
   padded = _replicate_pad(field, radius)
   values = [padded[..., dy:dy + height, dx:dx + width] for dy in range(window) for dx in range(window)]
-  for i, j in _sorting_network(len(values)):
-    values[i], values[j] = tf.minimum(values[i], values[j]), tf.maximum(values[i], values[j])
+  for i, j, needs_min, needs_max in _median_network(len(values)):
+    low = tf.minimum(values[i], values[j]) if needs_min else None
+    high = tf.maximum(values[i], values[j]) if needs_max else None
+    values[i], values[j] = low, high
   return values[len(values) // 2]
 
 

@@ -343,14 +343,14 @@ class S3DG(keras.Model):
   def call(self, inputs, training=None):
     net = inputs
     for block in self.blocks:
-      net = block(net) if isinstance(block, keras.layers.MaxPooling3D) else block(net, training=training)
+      net = block(net, training=training)
     return self.head(net, training=training)
 
   def compute_output_shape(self, input_shape):
     return {'logits': (input_shape[0], self.num_classes), 'features': (input_shape[0], self.blocks[-1].output_channels)}
 
   def get_config(self):
-    return {'name': self.name, 'num_classes': self.num_classes, 'input_channels': self.input_channels,
+    return {**super().get_config(), 'num_classes': self.num_classes, 'input_channels': self.input_channels,
             'first_temporal_kernel_size': self.first_temporal_kernel_size,
             'temporal_conv_startat': self.temporal_conv_startat, 'gating_startat': self.gating_startat,
             'depth_multiplier': self.depth_multiplier, 'min_depth': self.min_depth, 'dropout_rate': self.dropout_rate,

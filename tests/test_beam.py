@@ -1,0 +1,49 @@
+"""The Beam pipeline (DirectRunner) writes the same records, shard names and report as the local driver."""
+
+import dataclasses
+
+import tensorflow as tf
+
+from official_d3d.dataloaders import schema
+from tfrecord_tools import beam_pipeline
+from tfrecord_tools import convert_lib
+from tfrecord_tools import manifests
+from tfrecord_tools import video_io
+
+
+def _records_by_media_id(output_dir, name, num_shards):
+  records = {}
+  for path in convert_lib.shard_paths(str(output_dir), name, num_shards):
+    for record in tf.data.TFRecordDataset(path):
+      example = tf.train.SequenceExample.FromString(record.numpy())
+      media_id = example.context.feature[schema.MEDIA_ID].bytes_list.value[0].decode()
+      assert media_id not in records, f'{media_id} written twice'
+      records[media_id] = record.numpy()
+  return records
+
+
+def test_beam_records_equal_the_local_ones(tmp_path, bikes_video, bunny_video):
+  (tmp_path / 'list.csv').write_text(
+      'path,label,start,end\n'
+      f'{bikes_video.name},bike,0,1\n'
+      f'{bikes_video.name},bike,3,4\n'
+      f'{bunny_video.name},bunny,2,3\n'
+      'no_such_video.mp4,bunny,,\n')
+  local_config = convert_lib.ConversionConfig(
+      source=manifests.SourceConfig(source='csv', input=str(tmp_path / 'list.csv'),
+                                    video_root=str(bikes_video.parent)),
+      output_dir=str(tmp_path / 'local'), name='clips', num_shards=2, num_workers=1,
+      decode=video_io.DecodeConfig(short_side=48, max_frames=5))
+  beam_config = dataclasses.replace(local_config, output_dir=str(tmp_path / 'beam'))
+
+  local_report = convert_lib.run_local(local_config)
+  beam_report = beam_pipeline.run_beam(beam_config, '--runner=DirectRunner')
+
+  local_records = _records_by_media_id(tmp_path / 'local', 'clips', 2)
+  beam_records = _records_by_media_id(tmp_path / 'beam', 'clips', 2)
+  assert sorted(local_records) == ['bigbuckbunny_2.000_3.000', 'bikes_0.000_1.000', 'bikes_3.000_4.000']
+  assert beam_records == local_records
+  for key in ('videos_written', 'videos_failed', 'frames_written', 'failures'):
+    assert beam_report[key] == local_report[key], key
+  assert beam_report['failures'][0]['reason'].endswith('no_such_video.mp4: missing (no such file)')
+  assert (tmp_path / 'beam' / 'label_map.txt').read_text() == 'bike\nbunny\n'
