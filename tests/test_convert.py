@@ -1,6 +1,7 @@
 """End-to-end conversions of real and synthetic videos, read back with plain TensorFlow parsing."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -160,7 +161,7 @@ def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
   stdout, stderr = process.communicate(timeout=300)
 
   assert process.returncode == convert_lib.EXIT_VIDEOS_FAILED, stderr
-  report = convert_lib._read_json(convert_lib.report_path(str(output_dir), 'mixed'))
+  report = json.loads(pathlib.Path(convert_lib.report_path(str(output_dir), 'mixed')).read_text())
   assert (report['videos_written'], report['videos_failed']) == (1, len(bad))
   reasons = {f['path']: f['reason'] for f in report['failures']}
   for path, reason in bad.values():

@@ -56,7 +56,6 @@ class DecodeConfig:
 class DecodedVideo:
   frames: np.ndarray  # uint8 [T, H, W, 3], RGB
   timestamps_us: np.ndarray  # int64 [T], output times in microseconds
-  source_fps: float  # as the container declares it (0 when it declares nothing usable)
 
 
 def resized_shape(height: int, width: int, short_side: int) -> Tuple[int, int]:
@@ -182,7 +181,6 @@ def read_video(path: str, config: DecodeConfig, start: Optional[float] = None,
       if not capture.isOpened():
         raise VideoDecodeError(_describe_unopenable(path, local_path))
       declared_frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-      source_fps = capture.get(cv2.CAP_PROP_FPS)
       decoded = _decoded_frames(capture, path)
       frames, times, decoded_count, reached_end = _resample(decoded, config, start_us, end_us)
     finally:
@@ -197,5 +195,4 @@ def read_video(path: str, config: DecodeConfig, start: Optional[float] = None,
   if len(frames) < 2:
     raise VideoDecodeError(f'{path}: only {len(frames)} frame(s) at {config.fps:g} fps in the requested range; '
                            'at least 2 are needed for flow')
-  usable_fps = source_fps if math.isfinite(source_fps) and source_fps > 0 else 0.0
-  return DecodedVideo(frames=np.stack(frames), timestamps_us=np.asarray(times, np.int64), source_fps=usable_fps)
+  return DecodedVideo(frames=np.stack(frames), timestamps_us=np.asarray(times, np.int64))

@@ -1,0 +1,263 @@
+"""D3D training step: frozen teacher, distillation, tf.distribute and mixed precision; RGB-only evaluation."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import real_clips
+from official_d3d.configs import d3d_config
+from official_d3d.modeling import d3d_model
+from official_d3d.modeling import factory
+from official_d3d.modeling import optimization
+from official_d3d.train import precision_policy
+
+NUM_FRAMES, SIZE, BATCH = 4, 32, 4
+LABELS = np.array([0, 1, 2, 0], np.int32)
+TEACHER_BIAS_PATH = 'Logits/Conv2d_0c_1x1/bias'  # the S3D-G classifier's bias (TF-slim name)
+TEACHER_LOGITS = [2.0, -1.0, 0.5]
+
+
+def tiny_config(**distillation) -> d3d_config.ExperimentConfig:
+  return d3d_config.ExperimentConfig(
+      stream='d3d', data=d3d_config.DataConfig(num_classes=3),
+      model=d3d_config.ModelConfig(depth_multiplier=0.1, min_depth=8, dropout_rate=0.0),
+      distillation=d3d_config.DistillationConfig(**distillation),
+      train=d3d_config.TrainConfig(learning_rate=0.05, schedule='constant', weight_decay=0.0))
+
+
+def build_d3d(config, policy='float32', jit_compile=False) -> d3d_model.D3DModel:
+  with precision_policy(policy):
+    model = d3d_model.D3DModel(factory.build_network(config, 'rgb'), factory.build_network(config, 'flow'),
+                               config.distillation)
+    model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=jit_compile)
+  return model
+
+
+def set_teacher_logits(model, logits):
+  """Makes the untrained teacher predict a fixed, confident distribution: its features are ~0, so logits = bias."""
+  [bias] = [w for w in model.teacher.weights if w.path.endswith(TEACHER_BIAS_PATH)]
+  bias.assign(logits)
+
+
+@pytest.fixture(scope='module')
+def batch(bikes_video):
+  """Four real RGB clips and their Farneback flow clips, shifted by one frame each."""
+  rgb = real_clips.rgb_clip(bikes_video, NUM_FRAMES, SIZE, batch=BATCH)
+  flow = real_clips.flow_clip(bikes_video, NUM_FRAMES + BATCH - 1, SIZE)
+  flow = np.concatenate([flow[:, i:i + NUM_FRAMES] for i in range(BATCH)])
+  return {'rgb': rgb, 'flow': flow}, LABELS
+
+
+def values(weights):
+  return [w.numpy().copy() for w in weights]
+
+
+@pytest.fixture(scope='module')
+def trained(batch):
+  """A D3D model trained 6 steps on one fixed batch, with the weights before and after."""
+  model = build_d3d(tiny_config())
+  set_teacher_logits(model, TEACHER_LOGITS)
+  before = {'teacher': values(model.teacher.weights), 'student': values(model.network.weights),
+            'student_trainable': values(model.network.trainable_weights)}
+  dataset = tf.data.Dataset.from_tensors(batch).repeat()
+  # One step per epoch: the history holds each step's own losses.
+  history = model.fit(dataset, epochs=6, steps_per_epoch=1, shuffle=False, verbose=0).history
+  return model, before, history
+
+
+def test_teacher_is_frozen_and_untouched_while_the_student_learns(trained):
+  model, before, _ = trained
+  assert not model.teacher.trainable_weights
+  assert not any(w is t for w in model.trainable_weights for t in model.teacher.weights)
+  # All teacher weights, batch-norm moving statistics included (it runs in inference mode).
+  for old, new in zip(before['teacher'], model.teacher.weights):
+    np.testing.assert_array_equal(old, new.numpy())
+  changed = [not np.array_equal(old, new.numpy())
+             for old, new in zip(before['student_trainable'], model.network.trainable_weights)]
+  assert np.mean(changed) > 0.9
+  # The student's batch norm trained: its moving statistics moved.
+  moving = [not np.array_equal(old, new.numpy())
+            for old, new in zip(before['student'], model.network.weights) if 'moving_mean' in new.path]
+  assert moving and all(moving)
+
+
+def test_distillation_loss_falls_on_a_fixed_batch(trained):
+  _, _, history = trained
+  losses = history['distill_loss']
+  # Student logits start near 0, the teacher's at TEACHER_LOGITS: initial L2 = mean(t^2).
+  np.testing.assert_allclose(losses[0], np.mean(np.square(TEACHER_LOGITS)), rtol=0.05)
+  assert losses[-1] < 0.5 * losses[0]
+  np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], losses), rtol=1e-5)
+
+
+def test_test_step_is_rgb_only_and_averages_views(trained, batch):
+  model, _, _ = trained
+  views = np.stack([batch[0]['rgb'][:2], batch[0]['rgb'][2:]], axis=1)  # [2 videos, 2 views, T, S, S, 3]
+  labels = np.array([0, 1], np.int32)
+  logs = model.evaluate({'rgb': views}, labels, batch_size=2, verbose=0, return_dict=True)
+  probabilities = tf.nn.softmax(model.network(batch[0]['rgb'], training=False)['logits']).numpy()
+  per_video = np.stack([probabilities[[0, 2]].mean(axis=0), probabilities[[1, 3]].mean(axis=0)])
+  label_probabilities = np.maximum(per_video[[0, 1], labels], keras.config.epsilon())
+  np.testing.assert_allclose(logs['loss'], -np.mean(np.log(label_probabilities)), rtol=1e-4)
+  np.testing.assert_allclose(logs['top_1'], np.mean(per_video.argmax(axis=1) == labels))
+  outputs = model.predict(tf.data.Dataset.from_tensors(({'rgb': views}, labels)), verbose=0)
+  np.testing.assert_allclose(outputs['probabilities'], per_video, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(outputs['labels'], labels)
+
+
+def test_distillation_losses():
+  student = tf.constant([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+  teacher = tf.constant([[0.0, 2.0, 1.0], [0.5, 0.5, 0.0]])
+  np.testing.assert_allclose(d3d_model.distillation_loss(student, teacher, 'l2', 1.0), [3.0, 0.0], rtol=1e-6)
+  temperature = 4.0
+  p = tf.nn.softmax(teacher / temperature).numpy()
+  q = tf.nn.softmax(student / temperature).numpy()
+  expected = temperature**2 * np.sum(p * np.log(p / q), axis=-1)
+  np.testing.assert_allclose(d3d_model.distillation_loss(student, teacher, 'kl', temperature), expected, rtol=1e-5)
+  assert expected[0] > 0 and abs(expected[1]) < 1e-6
+
+
+def test_head_maps_student_features_to_teacher_features_with_kl_rejected_on_features(batch):
+  config = tiny_config(target='features', use_head=True)
+  model = build_d3d(config)
+  feature_size = model.teacher.compute_output_shape((None, None, None, None, 2))['features'][-1]
+  assert model.head.kernel.shape == (feature_size, feature_size)
+  with tf.GradientTape() as tape:
+    targets = model.training_targets(batch[0])
+    outputs = model(batch[0], training=True)
+    [distill] = model.auxiliary_losses(outputs, targets).values()
+  assert distill.shape == (BATCH,)
+  gradients = tape.gradient(distill, [model.head.kernel] + model.teacher.weights)
+  assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
+  with pytest.raises(ValueError, match='target=logits'):
+    d3d_model.D3DModel(model.network, model.teacher, d3d_config.DistillationConfig(target='features', loss='kl'))
+
+
+def test_feature_target_of_another_size_needs_a_head():
+  config = tiny_config(target='features')
+  student = factory.build_network(config, 'rgb')
+  config.model.depth_multiplier = 0.2
+  config.model.min_depth = 16
+  teacher = factory.build_network(config, 'flow')
+  with pytest.raises(ValueError, match='use_head'):
+    d3d_model.D3DModel(student, teacher, config.distillation)
+
+
+def test_bfloat16_step_is_finite_and_close_to_float32(batch):
+  reference = build_d3d(tiny_config())
+  model = build_d3d(tiny_config(), 'mixed_bfloat16')
+  model.set_weights(reference.get_weights())
+  reference_logs = reference.train_step(batch)
+  logs = model.train_step(batch)
+  assert model.network.layers[0].compute_dtype == 'bfloat16'
+  assert all(np.isfinite(float(v)) for v in logs.values())
+  np.testing.assert_allclose(float(logs['loss']), float(reference_logs['loss']), rtol=0.02)
+  for weight in model.network.trainable_weights:
+    assert weight.dtype == 'float32' and np.all(np.isfinite(weight.numpy()))
+
+
+class _HalfFriendlyNetwork(keras.Model):
+  """Conv3D + batch norm + pooling + dense: ops with float16 CPU kernels (S3D-G's MaxPool3D has none on CPU)."""
+
+  def __init__(self, channels, num_classes=3, **kwargs):
+    super().__init__(**kwargs)
+    self.conv = keras.layers.Conv3D(8, 3, padding='same', dtype=self.dtype_policy)
+    self.norm = keras.layers.BatchNormalization(dtype=self.dtype_policy)
+    self.classifier = keras.layers.Dense(num_classes, dtype=self.dtype_policy)
+    self.build((None, None, None, None, channels))
+
+  def build(self, input_shape):
+    self.conv.build(input_shape)
+    self.norm.build(input_shape[:-1] + (8,))
+    self.classifier.build((None, 8))
+
+  def call(self, inputs, training=None):
+    features = tf.reduce_mean(keras.ops.relu(self.norm(self.conv(inputs), training=training)), axis=(1, 2, 3))
+    return {'logits': tf.cast(self.classifier(features), tf.float32), 'features': tf.cast(features, tf.float32)}
+
+  def compute_output_shape(self, input_shape):
+    return {'logits': (input_shape[0], 3), 'features': (input_shape[0], 8)}
+
+
+def test_float16_step_scales_the_loss_and_matches_float32(batch):
+  """Under mixed_float16 the optimizer is a LossScaleOptimizer; an unscaled loss would shrink the update 32768x."""
+  config = tiny_config()
+  models = {}
+  for policy in ('float32', 'mixed_float16'):
+    with precision_policy(policy):
+      models[policy] = d3d_model.D3DModel(_HalfFriendlyNetwork(3), _HalfFriendlyNetwork(2), config.distillation)
+      models[policy].compile(optimizer=optimization.build_optimizer(config.train))
+  models['mixed_float16'].set_weights(models['float32'].get_weights())
+  start = values(models['float32'].network.trainable_weights)
+  logs = {policy: model.train_step(batch) for policy, model in models.items()}
+  assert isinstance(models['mixed_float16'].optimizer, keras.optimizers.LossScaleOptimizer)
+  assert all(np.isfinite(float(v)) for v in logs['mixed_float16'].values())
+  np.testing.assert_allclose(float(logs['mixed_float16']['loss']), float(logs['float32']['loss']), rtol=0.01)
+  for old, new32, new16 in zip(start, models['float32'].network.trainable_weights,
+                               models['mixed_float16'].network.trainable_weights):
+    update32, update16 = new32.numpy() - old, new16.numpy() - old
+    assert np.all(np.isfinite(update16))
+    np.testing.assert_allclose(update16, update32, atol=0.02 * np.abs(update32).max() + 1e-7)
+
+
+MIRRORED_STEP = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import test_d3d_model as t
+    data = np.load(sys.argv[1])
+    batch = ({'rgb': data['rgb'], 'flow': data['flow']}, data['labels'])
+    results, weights, initial = {}, {}, None
+    for name, strategy in (('one_device', tf.distribute.get_strategy()),
+                           ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
+      with strategy.scope():
+        model = t.build_d3d(t.tiny_config())
+        t.set_teacher_logits(model, t.TEACHER_LOGITS)
+        initial = initial or model.get_weights()
+        model.set_weights(initial)
+      dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
+      logs = model.fit(dataset, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0).history
+      results[name] = {'replicas': strategy.num_replicas_in_sync, 'logs': {k: v[0] for k, v in logs.items()}}
+      weights.update({f'{name}/{i}': w for i, w in enumerate(model.get_weights())})
+    weights.update({f'initial/{i}': w for i, w in enumerate(initial)})
+    np.savez(sys.argv[2], **weights)
+    print(json.dumps(results))
+''')
+
+
+def test_mirrored_step_over_two_cpus_matches_one_device(batch, tmp_path):
+  """Same loss logs and same update: the loss is averaged over the global batch, not per replica.
+
+  Each replica gets the same two videos (the batch is a, b, a, b), so per-replica batch norm sees the statistics of
+  the whole batch and any difference comes from the loss scaling alone.
+  """
+  features, labels = batch
+  half = {name: clips[:2] for name, clips in features.items()}
+  batch_path, weights_path = tmp_path / 'batch.npz', tmp_path / 'weights.npz'
+  np.savez(batch_path, labels=np.tile(labels[:2], 2), **{n: np.concatenate([c, c]) for n, c in half.items()})
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, os.path.dirname(tests_dir)]))
+  process = subprocess.run([sys.executable, '-c', MIRRORED_STEP, str(batch_path), str(weights_path)],
+                           capture_output=True, text=True, env=env, check=False)
+  assert process.returncode == 0, process.stderr[-3000:]
+  results = json.loads(process.stdout.strip().splitlines()[-1])
+  one, mirrored = results['one_device'], results['mirrored']
+  assert (one['replicas'], mirrored['replicas']) == (1, 2)
+  for name in ('loss', 'cls_loss', 'distill_loss', 'top_1'):
+    np.testing.assert_allclose(mirrored['logs'][name], one['logs'][name], rtol=1e-5)
+  weights = np.load(weights_path)
+  num_weights = len(weights.files) // 3
+  updates = {name: [weights[f'{name}/{i}'] - weights[f'initial/{i}'] for i in range(num_weights)]
+             for name in ('one_device', 'mirrored')}
+  assert sum(bool(np.any(update)) for update in updates['one_device']) > num_weights // 3
+  for one_update, mirrored_update in zip(updates['one_device'], updates['mirrored']):
+    np.testing.assert_allclose(mirrored_update, one_update, atol=1e-3 * np.abs(one_update).max() + 1e-8)
