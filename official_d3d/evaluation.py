@@ -7,6 +7,7 @@ collected predictions into a report.
 """
 
 import json
+import warnings
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -72,10 +73,15 @@ def classification_metrics(probabilities, labels, class_names: Optional[Sequence
   return metrics
 
 
-def collect_predictions(model, dataset, steps: Optional[int] = None):
-  """(probabilities `[N, K]`, labels `[N]`) over a dataset, through the model's `predict_step` (any strategy)."""
-  outputs = model.predict(dataset, steps=steps or None, verbose=0)
-  return outputs['probabilities'], outputs['labels']
+def predict_videos(model, dataset) -> Dict[str, np.ndarray]:
+  """The model's `predict_step` outputs over one pass of a dataset, e.g. 'probabilities' `[N, K]` and 'labels' `[N]`.
+
+  Runs under the model's distribution strategy; `dataset` may be distributed.
+  """
+  with warnings.catch_warnings():
+    # Keras cannot know how many batches TFRecords hold, and says so when they end: that end is the intended one.
+    warnings.filterwarnings('ignore', message='Your input ran out of data')
+    return model.predict(dataset, verbose=0)
 
 
 def write_metrics(metrics: Mapping, path: str) -> str:

@@ -113,18 +113,18 @@ def _padded_shape(tensor, rank: int) -> tf.Tensor:
   return tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)[:rank]
 
 
-def check_rank(tensor, rank: int, expected: str) -> tf.Tensor:
+def check_rank(tensor, rank: int, layout: str) -> tf.Tensor:
   """`tensor` once its rank is checked, with that rank static; the error names the expected layout and shows the
   shape received."""
   shape = tf.shape(tensor)
-  check = _assert(tf.equal(tf.size(shape), rank), f'expected {expected}; got a tensor of shape', shape)
+  check = _assert(tf.equal(tf.size(shape), rank), f'{layout}: expected rank {rank}; got shape', shape)
   return tf.ensure_shape(_after([check], tensor), [None] * rank)
 
 
 def check_video(video, signature: str, input_name: str, num_frames: int) -> tf.Tensor:
   """uint8 `[B, T, H, W, 3]` once rank, channels, frame count and frame size are checked, in this order."""
   layout = f'{signature}: {input_name} must be uint8 [batch, frames, height, width, {STORED_CHANNELS}]'
-  video = check_rank(video, 5, f'{layout} (rank 5)')
+  video = check_rank(video, 5, layout)
   shape = _padded_shape(video, 5)
   video = _after([_assert(tf.equal(shape[4], STORED_CHANNELS),
                           f'{layout}: expected {STORED_CHANNELS} channels in the last dimension; got shape', shape)],
@@ -135,18 +135,18 @@ def check_video(video, signature: str, input_name: str, num_frames: int) -> tf.T
                          f'{layout}: expected frames of at least 1x1 pixels; got shape', shape)], video)
 
 
-def check_encoded_frames(encoded, expected: str) -> tf.Tensor:
+def check_encoded_frames(encoded, layout: str) -> tf.Tensor:
   """String frames of any shape once each is checked to start as a JPEG or a PNG; the error lists the others."""
   is_image = tf.logical_or(tf.equal(tf.strings.substr(encoded, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC),
                            tf.equal(tf.strings.substr(encoded, 0, len(_PNG_MAGIC)), _PNG_MAGIC))
-  check = _assert(tf.reduce_all(is_image), f'{expected}: expected JPEG- or PNG-encoded frames; these are neither '
-                  '(positions):', tf.where(tf.logical_not(is_image)))
+  check = _assert(tf.reduce_all(is_image), f'{layout}: expected JPEG- or PNG-encoded frames; these are neither, at '
+                  'positions:', tf.where(tf.logical_not(is_image)))
   return _after([check], encoded)
 
 
-def check_frame_count(encoded, expected: str, num_frames: int) -> tf.Tensor:
+def check_frame_count(encoded, layout: str, num_frames: int) -> tf.Tensor:
   """Encoded frames `[B, T]` or `[T]` once the videos are checked to have at least one frame."""
-  check = _assert(tf.shape(encoded)[-1] >= 1, f'{expected}: expected at least 1 frame per video (the model samples '
+  check = _assert(tf.shape(encoded)[-1] >= 1, f'{layout}: expected at least 1 frame per video (the model samples '
                   f'{num_frames}, looping shorter videos); got shape', tf.shape(encoded))
   return _after([check], encoded)
 
@@ -195,10 +195,10 @@ class ServingGraph:
     return self.predict(tf.map_fn(self.video_clip, video, fn_output_signature=self._clip_spec()))
 
   def serve_jpeg(self, frames) -> Dict[str, tf.Tensor]:
-    expected = f'{JPEG_SIGNATURE}: {JPEG_INPUT} must be string [batch, frames] of encoded images'
-    frames = check_rank(frames, 2, f'{expected} (rank 2)')
-    frames = check_frame_count(frames, expected, self.data_config.num_frames)
-    frames = check_encoded_frames(frames, expected)
+    layout = f'{JPEG_SIGNATURE}: {JPEG_INPUT} must be string [batch, frames] of encoded images'
+    frames = check_rank(frames, 2, layout)
+    frames = check_frame_count(frames, layout, self.data_config.num_frames)
+    frames = check_encoded_frames(frames, layout)
     return self.predict(tf.map_fn(self.encoded_clip, frames, fn_output_signature=self._clip_spec()))
 
   def sequence_example_clip(self, serialized) -> tf.Tensor:
@@ -206,13 +206,13 @@ class ServingGraph:
     key = self.modality.feature_key
     _, sequences = tf.io.parse_single_sequence_example(
         serialized, sequence_features={key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
-    expected = f'{SEQUENCE_EXAMPLE_SIGNATURE}: each SequenceExample must store encoded frames under {key!r}'
-    encoded = check_frame_count(sequences[key], expected, self.data_config.num_frames)
-    return self.encoded_clip(check_encoded_frames(encoded, expected))
+    layout = f'{SEQUENCE_EXAMPLE_SIGNATURE}: each SequenceExample must store encoded frames under {key!r}'
+    encoded = check_frame_count(sequences[key], layout, self.data_config.num_frames)
+    return self.encoded_clip(check_encoded_frames(encoded, layout))
 
   def serve_sequence_example(self, serialized) -> Dict[str, tf.Tensor]:
     serialized = check_rank(serialized, 1, f'{SEQUENCE_EXAMPLE_SIGNATURE}: {SEQUENCE_EXAMPLE_INPUT} must be string '
-                            '[batch] of serialized tf.train.SequenceExample (rank 1)')
+                            '[batch] of serialized tf.train.SequenceExample')
     return self.predict(tf.map_fn(self.sequence_example_clip, serialized, fn_output_signature=self._clip_spec()))
 
 
@@ -220,10 +220,12 @@ def build_serving_module(network: keras.Model, modality: str, data_config: d3d_c
                          label_map_path: str) -> Tuple[tf.Module, Dict[str, Callable]]:
   """(a tf.Module holding the network's variables and the label map asset, {signature name: concrete function}).
 
-  Only the variables are tracked, not the Keras object graph: the SavedModel needs nothing else, and saves faster.
+  Only the network's tf.Variables are tracked, not the Keras object graph: the SavedModel needs nothing else and
+  saves faster. They must be the tf.Variables the functions capture (`.value` of a Keras variable), not their Keras
+  wrappers, or a TF1-style loader (TF Serving, `saved_model_cli run`) restores values the graph never reads.
   """
   module = tf.Module(name='d3d_serving')
-  module.variables_to_serve = list(network.variables)
+  module.network_variables = [variable.value for variable in network.variables]
   module.label_map = tf.saved_model.Asset(label_map_path)
   module.class_names = tf.lookup.StaticHashTable(
       tf.lookup.TextFileInitializer(module.label_map, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,

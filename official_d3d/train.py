@@ -130,8 +130,8 @@ def evaluate_model(model: d3d_model.VideoClassifier, config: d3d_config.Experime
                    step: int) -> Dict:
   """Video-level metrics of a model on the evaluation set, written to `<model_dir>/eval_metrics.json`."""
   dataset = _eval_dataset(strategy, config, (factory.stream_modality(config.stream),))
-  probabilities, labels = evaluation.collect_predictions(model, dataset)
-  metrics = evaluation.classification_metrics(probabilities, labels, _class_names(config.data))
+  outputs = evaluation.predict_videos(model, dataset)
+  metrics = evaluation.classification_metrics(outputs['probabilities'], outputs['labels'], _class_names(config.data))
   metrics.update(step=step, stream=config.stream,
                  num_views=config.data.num_eval_clips * config.data.num_eval_crops)
   evaluation.write_metrics(metrics, os.path.join(config.model_dir, EVAL_METRICS_FILENAME))
@@ -165,7 +165,7 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
   data_config = data_config or rgb_config.data
   config = dataclasses.replace(rgb_config, data=data_config,
                                train=dataclasses.replace(rgb_config.train, eval_steps=eval_steps))
-  outputs = model.predict(_eval_dataset(strategy, config, ('rgb', 'flow')), verbose=0)
+  outputs = evaluation.predict_videos(model, _eval_dataset(strategy, config, ('rgb', 'flow')))
   class_names = _class_names(data_config)
   metrics = {name: evaluation.classification_metrics(outputs[key], outputs['labels'], class_names)
              for name, key in (('rgb', 'rgb_probabilities'), ('flow', 'flow_probabilities'),
@@ -235,7 +235,7 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
         model.compile(jit_compile=_jit_compile(config))
 
     if training:
-      checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step)
+      checkpoint = factory.training_checkpoint(model, step)
       manager = tf.train.CheckpointManager(checkpoint, config.model_dir, max_to_keep=config.train.max_checkpoints)
       if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -275,25 +275,26 @@ def _field_default(section, field):
   return getattr(getattr(config, section) if section else config, field.name)
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines --mode and one flag per config field, with the dataclass default."""
-  flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
+  flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.', flag_values=flag_values)
   for flag_name, section, field in _config_fields():
     default = _field_default(section, field)
     help_text = f'{section + "." if section else ""}{field.name}: see official_d3d/configs/d3d_config.py'
     if isinstance(default, bool):
-      flags.DEFINE_bool(flag_name, default, help_text)
+      flags.DEFINE_bool(flag_name, default, help_text, flag_values=flag_values)
     elif isinstance(default, int):
-      flags.DEFINE_integer(flag_name, default, help_text)
+      flags.DEFINE_integer(flag_name, default, help_text, flag_values=flag_values)
     elif isinstance(default, float):
-      flags.DEFINE_float(flag_name, default, help_text)
+      flags.DEFINE_float(flag_name, default, help_text, flag_values=flag_values)
     elif isinstance(default, tuple):
-      flags.DEFINE_list(flag_name, [str(v) for v in default], help_text + ' (comma-separated integers)')
+      flags.DEFINE_list(flag_name, [str(v) for v in default], help_text + ' (comma-separated integers)',
+                        flag_values=flag_values)
     else:
-      flags.DEFINE_string(flag_name, default, help_text)
+      flags.DEFINE_string(flag_name, default, help_text, flag_values=flag_values)
 
 
-def config_from_flags(flag_values=flags.FLAGS) -> d3d_config.ExperimentConfig:
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> d3d_config.ExperimentConfig:
   """The ExperimentConfig the flags describe."""
   config = d3d_config.ExperimentConfig()
   for flag_name, section, field in _config_fields():

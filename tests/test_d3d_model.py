@@ -61,14 +61,14 @@ def values(weights):
 
 @pytest.fixture(scope='module')
 def trained(batch):
-  """A D3D model trained 6 steps on one fixed batch, with the weights before and after."""
+  """A D3D model trained 5 steps on one fixed batch, with the weights before and after."""
   model = build_d3d(tiny_config())
   set_teacher_logits(model, TEACHER_LOGITS)
   before = {'teacher': values(model.teacher.weights), 'student': values(model.network.weights),
             'student_trainable': values(model.network.trainable_weights)}
   dataset = tf.data.Dataset.from_tensors(batch).repeat()
   # One step per epoch: the history holds each step's own losses.
-  history = model.fit(dataset, epochs=6, steps_per_epoch=1, shuffle=False, verbose=0).history
+  history = model.fit(dataset, epochs=5, steps_per_epoch=1, shuffle=False, verbose=0).history
   return model, before, history
 
 
@@ -124,47 +124,47 @@ def test_distillation_losses():
   assert expected[0] > 0 and abs(expected[1]) < 1e-6
 
 
-def test_head_maps_student_features_to_teacher_features_with_kl_rejected_on_features(batch):
-  config = tiny_config(target='features', use_head=True)
-  model = build_d3d(config)
-  feature_size = model.teacher.compute_output_shape((None, None, None, None, 2))['features'][-1]
+def test_head_maps_student_features_to_teacher_features(trained, batch):
+  student, teacher = trained[0].network, trained[0].teacher
+  model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='features', use_head=True))
+  feature_size = teacher.compute_output_shape((None, None, None, None, 2))['features'][-1]
   assert model.head.kernel.shape == (feature_size, feature_size)
   with tf.GradientTape() as tape:
     targets = model.training_targets(batch[0])
     outputs = model(batch[0], training=True)
     [distill] = model.auxiliary_losses(outputs, targets).values()
   assert distill.shape == (BATCH,)
-  gradients = tape.gradient(distill, [model.head.kernel] + model.teacher.weights)
+  gradients = tape.gradient(distill, [model.head.kernel] + teacher.weights)
   assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
+
+
+def test_inconsistent_distillation_settings_are_rejected(trained):
+  student, teacher = trained[0].network, trained[0].teacher
   with pytest.raises(ValueError, match='target=logits'):
-    d3d_model.D3DModel(model.network, model.teacher, d3d_config.DistillationConfig(target='features', loss='kl'))
+    d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='features', loss='kl'))
+  with pytest.raises(ValueError, match='use_head'):  # 8 teacher features, more in the student
+    d3d_model.D3DModel(student, SmallNetwork(2), d3d_config.DistillationConfig(target='features'))
 
 
-def test_feature_target_of_another_size_needs_a_head():
-  config = tiny_config(target='features')
-  student = factory.build_network(config, 'rgb')
-  config.model.depth_multiplier = 0.2
-  config.model.min_depth = 16
-  teacher = factory.build_network(config, 'flow')
-  with pytest.raises(ValueError, match='use_head'):
-    d3d_model.D3DModel(student, teacher, config.distillation)
-
-
-def test_bfloat16_step_is_finite_and_close_to_float32(batch):
-  reference = build_d3d(tiny_config())
+def test_bfloat16_step_is_finite(batch):
   model = build_d3d(tiny_config(), 'mixed_bfloat16')
-  model.set_weights(reference.get_weights())
-  reference_logs = reference.train_step(batch)
+  start = values(model.network.trainable_weights)
   logs = model.train_step(batch)
   assert model.network.layers[0].compute_dtype == 'bfloat16'
   assert all(np.isfinite(float(v)) for v in logs.values())
-  np.testing.assert_allclose(float(logs['loss']), float(reference_logs['loss']), rtol=0.02)
-  for weight in model.network.trainable_weights:
+  # An untrained network is nearly uniform over the 3 classes.
+  np.testing.assert_allclose(float(logs['cls_loss']), np.log(3.0), rtol=0.02)
+  for old, weight in zip(start, model.network.trainable_weights):
     assert weight.dtype == 'float32' and np.all(np.isfinite(weight.numpy()))
+  assert any(not np.array_equal(old, w.numpy()) for old, w in zip(start, model.network.trainable_weights))
 
 
-class _HalfFriendlyNetwork(keras.Model):
-  """Conv3D + batch norm + pooling + dense: ops with float16 CPU kernels (S3D-G's MaxPool3D has none on CPU)."""
+class SmallNetwork(keras.Model):
+  """Conv3D + batch norm + pooling + dense, returning S3D-G's outputs.
+
+  Its ops have float16 kernels on CPU (S3D-G's MaxPool3D has none) and trace in a second: it serves the float16 and
+  tf.distribute checks of the training step, which are about the step, not the backbone.
+  """
 
   def __init__(self, channels, num_classes=3, **kwargs):
     super().__init__(**kwargs)
@@ -186,25 +186,30 @@ class _HalfFriendlyNetwork(keras.Model):
     return {'logits': (input_shape[0], 3), 'features': (input_shape[0], 8)}
 
 
+def build_small_d3d(config):
+  model = d3d_model.D3DModel(SmallNetwork(3), SmallNetwork(2), config.distillation)
+  model.compile(optimizer=optimization.build_optimizer(config.train))
+  return model
+
+
 def test_float16_step_scales_the_loss_and_matches_float32(batch):
   """Under mixed_float16 the optimizer is a LossScaleOptimizer; an unscaled loss would shrink the update 32768x."""
-  config = tiny_config()
   models = {}
   for policy in ('float32', 'mixed_float16'):
     with precision_policy(policy):
-      models[policy] = d3d_model.D3DModel(_HalfFriendlyNetwork(3), _HalfFriendlyNetwork(2), config.distillation)
-      models[policy].compile(optimizer=optimization.build_optimizer(config.train))
+      models[policy] = build_small_d3d(tiny_config())
   models['mixed_float16'].set_weights(models['float32'].get_weights())
   start = values(models['float32'].network.trainable_weights)
   logs = {policy: model.train_step(batch) for policy, model in models.items()}
   assert isinstance(models['mixed_float16'].optimizer, keras.optimizers.LossScaleOptimizer)
+  assert models['mixed_float16'].network.conv.compute_dtype == 'float16'
   assert all(np.isfinite(float(v)) for v in logs['mixed_float16'].values())
   np.testing.assert_allclose(float(logs['mixed_float16']['loss']), float(logs['float32']['loss']), rtol=0.01)
-  for old, new32, new16 in zip(start, models['float32'].network.trainable_weights,
-                               models['mixed_float16'].network.trainable_weights):
-    update32, update16 = new32.numpy() - old, new16.numpy() - old
-    assert np.all(np.isfinite(update16))
-    np.testing.assert_allclose(update16, update32, atol=0.02 * np.abs(update32).max() + 1e-7)
+  update32, update16 = (
+      np.concatenate([np.ravel(w.numpy() - old) for w, old in zip(models[policy].network.trainable_weights, start)])
+      for policy in ('float32', 'mixed_float16'))
+  assert np.all(np.isfinite(update16)) and np.linalg.norm(update32) > 0
+  assert np.linalg.norm(update16 - update32) < 0.02 * np.linalg.norm(update32)
 
 
 MIRRORED_STEP = textwrap.dedent('''
@@ -220,8 +225,7 @@ MIRRORED_STEP = textwrap.dedent('''
     for name, strategy in (('one_device', tf.distribute.get_strategy()),
                            ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
       with strategy.scope():
-        model = t.build_d3d(t.tiny_config())
-        t.set_teacher_logits(model, t.TEACHER_LOGITS)
+        model = t.build_small_d3d(t.tiny_config())
         initial = initial or model.get_weights()
         model.set_weights(initial)
       dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
@@ -235,7 +239,7 @@ MIRRORED_STEP = textwrap.dedent('''
 
 
 def test_mirrored_step_over_two_cpus_matches_one_device(batch, tmp_path):
-  """Same loss logs and same update: the loss is averaged over the global batch, not per replica.
+  """Same loss logs and same update of the D3D step: the loss is averaged over the global batch, not per replica.
 
   Each replica gets the same two videos (the batch is a, b, a, b), so per-replica batch norm sees the statistics of
   the whole batch and any difference comes from the loss scaling alone.
@@ -259,5 +263,7 @@ def test_mirrored_step_over_two_cpus_matches_one_device(batch, tmp_path):
   updates = {name: [weights[f'{name}/{i}'] - weights[f'initial/{i}'] for i in range(num_weights)]
              for name in ('one_device', 'mirrored')}
   assert sum(bool(np.any(update)) for update in updates['one_device']) > num_weights // 3
+  # Tolerance on the scale of the whole update: a conv bias before batch norm gets only rounding noise.
+  tolerance = 1e-4 * max(np.abs(update).max() for update in updates['one_device'])
   for one_update, mirrored_update in zip(updates['one_device'], updates['mirrored']):
-    np.testing.assert_allclose(mirrored_update, one_update, atol=1e-3 * np.abs(one_update).max() + 1e-8)
+    np.testing.assert_allclose(mirrored_update, one_update, atol=tolerance)

@@ -79,7 +79,7 @@ def read_records(path: str) -> Iterator[Tuple[int, tf.train.SequenceExample]]:
       yield index, _parse_sequence_example(record, path, index)
   except tf.errors.DataLossError as error:
     raise InspectError(f'{path}: not a TFRecord file, or a corrupt one, after {index + 1} records '
-                       f'({error.message.strip()})') from None
+                       f'({_op_error_text(error)})') from None
   # TFRecordDataset silently ignores a tail shorter than one record header, as in a file of a few stray bytes.
   size = tf.io.gfile.stat(path).length
   if consumed_bytes != size:
@@ -87,12 +87,18 @@ def read_records(path: str) -> Iterator[Tuple[int, tf.train.SequenceExample]]:
                        f'the last of its {index + 1} records are not a record')
 
 
+def _op_error_text(error: tf.errors.OpError) -> str:
+  """The reason in a TensorFlow op error, without the function and op names around it."""
+  text = error.message.split('}}')[-1]
+  return text.split(' [Op:')[0].strip()
+
+
 def _parse_sequence_example(record: bytes, path: str, index: int) -> tf.train.SequenceExample:
   try:
     example = tf.train.SequenceExample.FromString(record)
   except message.DecodeError as error:
     raise InspectError(f'{path} record {index}: not a tf.train.SequenceExample ({error})') from None
-  missing = [key for key in _REQUIRED_CONTEXT if key not in example.context.feature]
+  missing = [key for key in _REQUIRED_CONTEXT if _context_value(example, key) is None]
   if schema.IMAGE_ENCODED not in example.feature_lists.feature_list:
     missing.append(schema.IMAGE_ENCODED)
   if missing:

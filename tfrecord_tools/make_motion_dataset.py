@@ -34,8 +34,6 @@ import cv2
 import numpy as np
 import skimage.data
 
-CLASS_NAMES = ('translate_left', 'translate_right', 'translate_up', 'translate_down', 'rotate_clockwise',
-               'rotate_counterclockwise', 'zoom_in', 'zoom_out')
 SPLITS = ('train', 'test')
 # Real photographs and textures in the scikit-image wheel (no download), each with detail at every scale used here
 # (flat ones such as `moon` would hide a rotating object's motion); grayscale ones are used as gray RGB.
@@ -58,6 +56,10 @@ _CLASS_MOTIONS = {
     'zoom_in': ((0.0, 0.0), 0, 1),
     'zoom_out': ((0.0, 0.0), 0, -1),
 }
+CLASS_NAMES = tuple(_CLASS_MOTIONS)
+# Largest object semi-axis, in frame short sides: below 1/2 so the object fits the frame and its copies across the
+# wrapped edges never overlap.
+_LARGEST_OBJECT_RADIUS = 0.45
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class MotionDatasetConfig:
   height: int = 72
   frame_rate: float = 25.0
   codec: str = 'mp4v'
-  # Object: base radius and per-frame motion ranges (uniform).
+  # Object: semi-major axis at scale 1 (see object_radius_range), shape and per-frame motion ranges (uniform).
   object_radius: Tuple[float, float] = (0.18, 0.26)
   object_aspect: Tuple[float, float] = (0.6, 1.0)
   translation_speed: Tuple[float, float] = (0.015, 0.035)
@@ -99,11 +101,12 @@ class MotionDatasetConfig:
     if self.videos_per_class_train < 1 or self.videos_per_class_test < 0:
       raise ValueError('videos_per_class_train must be >= 1 and videos_per_class_test >= 0, got '
                        f'{self.videos_per_class_train} and {self.videos_per_class_test}')
-    if 2 * self.object_radius[1] * math.exp(self._max_half_zoom()) >= 1.0:
-      raise ValueError('the largest object would not fit the frame: lower object_radius or zoom_log_rate_per_frame')
 
-  def _max_half_zoom(self) -> float:
-    return self.zoom_log_rate_per_frame[1] * (self.num_frames - 1) / 2
+  def object_radius_range(self) -> Tuple[float, float]:
+    """`object_radius`, shrunk for long clips so that the fastest zoom's largest object still fits the frame."""
+    largest = self.object_radius[1] * math.exp(self.zoom_log_rate_per_frame[1] * (self.num_frames - 1) / 2)
+    shrink = min(1.0, _LARGEST_OBJECT_RADIUS / largest)
+    return self.object_radius[0] * shrink, self.object_radius[1] * shrink
 
   @property
   def extension(self) -> str:
@@ -160,7 +163,7 @@ def _sample_trajectory(class_name: str, config: MotionDatasetConfig, background_
   drift_angle = rng.uniform(0, 2 * math.pi)
   drift = rng.uniform(0, config.background_drift_speed) * short_side
   return _Trajectory(
-      center_x=(rng.uniform(0, config.width) + velocity_x * steps) % config.width,
+      center_x=(rng.uniform(0, config.width) + velocity_x * (steps - steps[0])) % config.width,
       center_y=(rng.uniform(0, config.height) + velocity_y * steps) % config.height,
       angle=rng.uniform(0, 2 * math.pi) + rotation_sign * angular_speed * steps,
       scale=np.exp(zoom_rate * zoom_offset),
@@ -183,7 +186,7 @@ def render_video(class_name: str, config: MotionDatasetConfig, backgrounds: Sequ
   trajectory = _sample_trajectory(class_name, config, background.shape, rng)
   # Where the object's centre sits in its texture image.
   anchor_x, anchor_y = rng.uniform(0, texture.shape[1]), rng.uniform(0, texture.shape[0])
-  radius = rng.uniform(*config.object_radius) * short_side
+  radius = rng.uniform(*config.object_radius_range()) * short_side
   semi_minor = radius * rng.uniform(*config.object_aspect)
   gain = rng.uniform(*config.brightness_gain)
   noise_std = rng.uniform(*config.noise_std)

@@ -1,13 +1,15 @@
-"""Builds the networks and models of an experiment, and restores trained networks from their model_dir.
+"""Builds the networks and models of an experiment, checkpoints them, and restores trained networks.
 
-Checkpoints hold `tf.train.Checkpoint(model=..., optimizer=..., step=...)`; every model keeps its inference network
-in the attribute `network` (the flow teacher, the RGB baseline or the D3D student), so any run's network can be
-restored on its own, for a teacher, an initialisation, an evaluation or an export.
+A training checkpoint holds `network` (the run's inference network: the flow teacher, the RGB baseline or the D3D
+student), `model` (the model's other weights: a D3D teacher, a distillation head), `optimizer` and `step`. Weights
+are keyed by their Keras path (inside the network: `Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel`, the TF-slim
+scope names), not by Keras' object structure, whose lists of layers TensorFlow's checkpoints do not follow.
+So any run's network restores on its own: as a teacher, an initialisation, for evaluation or export.
 """
 
 import json
 import os
-from typing import Tuple
+from typing import Dict, Tuple
 
 from absl import logging
 import keras
@@ -83,9 +85,38 @@ def find_checkpoint(path: str) -> Tuple[str, str]:
   return path, os.path.dirname(path)
 
 
+def variables_by_path(variables, scope: str = '') -> Dict[str, tf.Variable]:
+  """{path: variable}, with the `scope/` prefix removed; paths must be unique."""
+  prefix = scope + '/' if scope else ''
+  named = {}
+  for variable in variables:
+    path = variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+    if path in named:
+      raise ValueError(f'two variables share the path {variable.path!r}: checkpoints could not tell them apart')
+    named[path] = variable
+  return named
+
+
+def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
+  """The network's weights, keyed by their path inside it (the same whatever the network's name)."""
+  return tf.train.Checkpoint(**variables_by_path(network.weights, network.name))
+
+
+def training_checkpoint(model: d3d_model.VideoClassifier, step: tf.Variable) -> tf.train.Checkpoint:
+  """Everything a resumed run needs: the network, the model's other weights, the optimizer state and the step."""
+  network_weights = {id(w) for w in model.network.weights}
+  other_weights = [w for w in model.weights if id(w) not in network_weights]
+  # Optimizer variables by position: their paths start with the optimizer's name, which Keras numbers per process.
+  optimizer_variables = {f'variable_{i:05d}': v for i, v in enumerate(model.optimizer.variables)}
+  return tf.train.Checkpoint(network=network_checkpoint(model.network),
+                             model=tf.train.Checkpoint(**variables_by_path(other_weights)),
+                             optimizer=tf.train.Checkpoint(**optimizer_variables),
+                             step=step)
+
+
 def restore_weights(network: keras.Model, prefix: str) -> None:
-  """Loads the weights of the `network` of the model saved at `prefix`; every weight must be found."""
-  status = tf.train.Checkpoint(model=tf.train.Checkpoint(network=network)).restore(prefix)
+  """Loads the `network` weights of the training checkpoint at `prefix`; every weight must be found."""
+  status = tf.train.Checkpoint(network=network_checkpoint(network)).restore(prefix)
   status.expect_partial()
   try:
     status.assert_existing_objects_matched()
@@ -135,16 +166,17 @@ def initialize_from(network: keras.Model, path: str) -> None:
   This is fine-tuning's start, e.g. UCF-101 from Kinetics-400. The architectures must otherwise be the same.
   """
   source, _ = restore_network(path)
-  if len(source.weights) != len(network.weights):
-    raise ValueError(f'init_checkpoint {path}: its network has {len(source.weights)} weights, this one '
-                     f'{len(network.weights)}: the model settings differ')
+  source_weights = variables_by_path(source.weights, source.name)
+  weights = variables_by_path(network.weights, network.name)
+  if set(source_weights) != set(weights):
+    raise ValueError(f'init_checkpoint {path}: its network has other layers than this one: the model settings differ')
   skipped = []
-  for source_weight, weight in zip(source.weights, network.weights):
-    if tuple(source_weight.shape) == tuple(weight.shape):
-      weight.assign(source_weight)
+  for name, weight in weights.items():
+    if tuple(source_weights[name].shape) == tuple(weight.shape):
+      weight.assign(source_weights[name])
     else:
-      skipped.append(weight.path)
-  if len(skipped) == len(network.weights):
+      skipped.append(name)
+  if len(skipped) == len(weights):
     raise ValueError(f'init_checkpoint {path}: no weight has the shape of this network\'s')
-  logging.info('Initialised %d weights from %s; %d start fresh: %s', len(network.weights) - len(skipped), path,
+  logging.info('Initialised %d weights from %s; %d start fresh: %s', len(weights) - len(skipped), path,
                len(skipped), skipped)

@@ -82,8 +82,9 @@ def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warp
   Returns:
     float32 `[batch, height, width, 2]`: flow in pixels, x then y, such that image1(p + flow(p)) ~ image0(p).
   """
-  params = Tvl1Params(tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations, scale_step,
-                      gamma, median_filtering)
+  params = Tvl1Params(tau=tau, lambda_=lambda_, theta=theta, nscales=nscales, warps=warps, epsilon=epsilon,
+                      inner_iterations=inner_iterations, outer_iterations=outer_iterations, scale_step=scale_step,
+                      gamma=gamma, median_filtering=median_filtering)
   if iterations_per_check is None:
     iterations_per_check = max(d for d in range(1, _MAX_ITERATIONS_PER_CHECK + 1) if inner_iterations % d == 0)
   if iterations_per_check < 1 or inner_iterations % iterations_per_check:
@@ -246,7 +247,8 @@ def _bicubic_remap(sources, flow_x, flow_y):
   y = tf.range(height, dtype=tf.float32)[:, tf.newaxis] + flow_y
   x_floor, y_floor = tf.floor(x), tf.floor(y)
   x_weights, y_weights = _cubic_weights(x - x_floor), _cubic_weights(y - y_floor)
-  # Clamping in float first keeps diverged or non-finite positions from overflowing the int32 cast.
+  # Clamped in float before the int32 cast (far or diverged positions would overflow it), to where all four taps of a
+  # position outside the frame still fall on the zero ring.
   x_first = tf.cast(tf.clip_by_value(x_floor, -3.0, width + 1.0), tf.int32)
   y_first = tf.cast(tf.clip_by_value(y_floor, -3.0, height + 1.0), tf.int32)
   sample_offset = (tf.range(batch) * (padded_height * padded_width))[:, tf.newaxis, tf.newaxis]
@@ -398,8 +400,9 @@ class TfTvl1Backend:
       raise ValueError(f'flow batch size must be at least 1, got {batch_size}')
     self.params = params or Tvl1Params()
     self.batch_size = batch_size
+    # The Python control flow of tvl1_flow is static, so autograph has nothing to convert.
     self._flow = tf.function(functools.partial(tvl1_flow, **dataclasses.asdict(self.params)),
-                             jit_compile=jit_compile)
+                             jit_compile=jit_compile, autograph=False)
 
   def __call__(self, frames0, frames1):
     """uint8 (or [0, 1] float) grayscale `[num_pairs, height, width]` twice -> float32 `[num_pairs, height, width, 2]`."""

@@ -1,0 +1,233 @@
+r"""Training speed of the three streams: flow teacher, RGB baseline, and D3D student with its frozen teacher.
+
+  .venv/bin/python benchmarks/train_benchmark.py               # tiny S3D-G on CPU; full size where a GPU is found
+  .venv/bin/python benchmarks/train_benchmark.py --full_size --batch_size=8   # S3D-G 64x224x224: meant for a GPU
+
+Each case times the model's own `train_step` (the step `fit` runs), compiled as Keras compiles it: a `tf.function`,
+with XLA when `jit_compile` is on. The inputs are synthetic clips held in device memory, so the input pipeline does
+not limit these figures (`benchmarks/input_benchmark.py` measures it). A D3D step costs one extra forward pass of the
+teacher, run in inference mode outside the gradient tape; the table gives its step time over the RGB baseline's.
+The teacher's weights are random: speed does not depend on them.
+"""
+
+import dataclasses
+import gc
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable from a checkout, not installed
+
+from absl import app
+from absl import flags
+import keras
+import tensorflow as tf
+
+from benchmarks import table
+from official_d3d import train
+from official_d3d.configs import d3d_config
+from official_d3d.modeling import d3d_model
+from official_d3d.modeling import factory
+from official_d3d.modeling import optimization
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """Network width, clip size and the precision and XLA settings measured by default."""
+  name: str
+  num_frames: int
+  crop_size: int
+  depth_multiplier: float
+  min_depth: int
+  num_classes: int
+  batch_size: int
+  precisions: Tuple[str, ...]
+  xla: Tuple[bool, ...]
+
+
+# As official_d3d/configs/experiments/tiny_cpu.flags. No XLA: on CPU it compiles for long and gains little.
+TINY = Scale('tiny', num_frames=8, crop_size=32, depth_multiplier=0.1, min_depth=8, num_classes=10, batch_size=4,
+             precisions=('float32',), xla=(False,))
+# The published S3D-G on Kinetics-400 clips.
+FULL = Scale('full', num_frames=64, crop_size=224, depth_multiplier=1.0, min_depth=16, num_classes=400, batch_size=8,
+             precisions=('mixed_bfloat16', 'float32'), xla=(True, False))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_boolean('full_size', None, 'S3D-G at 64x224x224 (default: when TensorFlow sees a GPU), else the tiny one.')
+flags.DEFINE_list('streams', list(d3d_config.STREAMS), 'Streams to time: flow (teacher), rgb (baseline), d3d.')
+flags.DEFINE_integer('batch_size', 0, 'Clips per step; 0: 4 tiny, 8 full size.')
+flags.DEFINE_list('precisions', None, f'Keras dtype policies, from {d3d_config.PRECISIONS}; default: float32 tiny, '
+                  'mixed_bfloat16 and float32 full size.')
+flags.DEFINE_list('xla', None, 'jit_compile settings, "on" and/or "off"; default: off tiny, on and off full size.')
+flags.DEFINE_integer('num_frames', 0, 'Overrides the clip length (0: 8 tiny, 64 full size).')
+flags.DEFINE_integer('crop_size', 0, 'Overrides the clip size (0: 32 tiny, 224 full size).')
+flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after the first (which traces and compiles).')
+flags.DEFINE_integer('steps', 20, 'Timed steps per case.')
+
+XLA_VALUES = {'on': True, 'off': False}
+
+
+def resolve_scale() -> Scale:
+  """The scale the flags ask for, with their overrides applied."""
+  full_size = FLAGS.full_size if FLAGS.full_size is not None else bool(tf.config.list_physical_devices('GPU'))
+  scale = FULL if full_size else TINY
+  unknown = [p for p in FLAGS.precisions or () if p not in d3d_config.PRECISIONS]
+  unknown += [x for x in FLAGS.xla or () if x not in XLA_VALUES]
+  unknown += [s for s in FLAGS.streams if s not in d3d_config.STREAMS]
+  if unknown:
+    raise app.UsageError(f'unknown values {unknown} in --precisions, --xla or --streams')
+  return dataclasses.replace(
+      scale, num_frames=FLAGS.num_frames or scale.num_frames, crop_size=FLAGS.crop_size or scale.crop_size,
+      batch_size=FLAGS.batch_size or scale.batch_size,
+      precisions=tuple(FLAGS.precisions) if FLAGS.precisions else scale.precisions,
+      xla=tuple(XLA_VALUES[x] for x in FLAGS.xla) if FLAGS.xla else scale.xla)
+
+
+def experiment_config(scale: Scale, stream: str) -> d3d_config.ExperimentConfig:
+  return d3d_config.ExperimentConfig(
+      stream=stream,
+      data=d3d_config.DataConfig(num_classes=scale.num_classes, num_frames=scale.num_frames,
+                                 crop_size=scale.crop_size, global_batch_size=scale.batch_size),
+      model=d3d_config.ModelConfig(depth_multiplier=scale.depth_multiplier, min_depth=scale.min_depth))
+
+
+def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
+  """The stream's model as training builds it; the D3D teacher is a fresh (random) flow network."""
+  network = factory.build_network(config, factory.stream_modality(config.stream))
+  if config.stream == 'd3d':
+    teacher = factory.build_network(config, 'flow')
+    model = d3d_model.D3DModel(network, teacher, config.distillation)
+  else:
+    model = d3d_model.VideoClassifier(network, factory.stream_modality(config.stream))
+  model.compile(optimizer=optimization.build_optimizer(config.train))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def synthetic_batch(config: d3d_config.ExperimentConfig) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+  """Random clips in [-1, 1] of what the stream trains on, created once on the default device, and labels."""
+  data = config.data
+  shape = [data.global_batch_size, data.num_frames, data.crop_size, data.crop_size]
+  inputs = {modality: tf.random.uniform(shape + [factory.INPUT_CHANNELS[modality]], -1.0, 1.0, seed=index)
+            for index, modality in enumerate(factory.train_modalities(config.stream))}
+  labels = tf.random.uniform([data.global_batch_size], 0, data.num_classes, dtype=tf.int32, seed=7)
+  return inputs, labels
+
+
+@dataclasses.dataclass
+class Timing:
+  first_step_seconds: float  # tracing and compilation included
+  step_seconds: float
+
+
+def time_training(model: d3d_model.VideoClassifier, batch, jit_compile: bool) -> Timing:
+  """Runs the compiled train_step: once, `--warmup_steps` more, then `--steps` timed (synchronised at both ends)."""
+  step = tf.function(model.train_step, jit_compile=jit_compile)
+  start = time.perf_counter()
+  float(step(batch)['loss'])  # reading a value waits for the device
+  first_step_seconds = time.perf_counter() - start
+  for _ in range(FLAGS.warmup_steps):
+    float(step(batch)['loss'])
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    logs = step(batch)
+  loss = float(logs['loss'])
+  elapsed = time.perf_counter() - start
+  if not math.isfinite(loss):
+    raise FloatingPointError(f'non-finite training loss {loss}')
+  return Timing(first_step_seconds, elapsed / FLAGS.steps)
+
+
+@dataclasses.dataclass
+class Case:
+  stream: str
+  precision: str
+  jit_compile: bool
+  timing: Optional[Timing] = None  # None: failed, see `error`
+  error: str = ''
+
+
+def run_case(scale: Scale, stream: str, precision: str, jit_compile: bool) -> Case:
+  config = experiment_config(scale, stream)
+  case = Case(stream, precision, jit_compile)
+  try:
+    with train.precision_policy(precision):
+      model = build_model(config)
+      case.timing = time_training(model, synthetic_batch(config), jit_compile)
+  except tf.errors.ResourceExhaustedError:
+    case.error = 'out of memory'
+  finally:
+    keras.backend.clear_session()
+    gc.collect()
+  return case
+
+
+def _ratio(numerator: Optional[Case], denominator: Optional[Case]) -> str:
+  """Step time of `numerator` over that of `denominator`, when both were measured."""
+  if not (numerator and numerator.timing and denominator and denominator.timing):
+    return ''
+  return f'{numerator.timing.step_seconds / denominator.timing.step_seconds:.2f}'
+
+
+def _xla_name(jit_compile: bool) -> str:
+  return 'on' if jit_compile else 'off'
+
+
+def report(scale: Scale, cases: List[Case]) -> str:
+  """The speed of every case, and the speed-ups of bfloat16 and XLA where both sides were measured."""
+  by_key = {(c.stream, c.precision, c.jit_compile): c for c in cases}
+  rows = []
+  for case in cases:
+    timing = case.timing
+    cells = ([f'{timing.first_step_seconds:.1f}', f'{timing.step_seconds * 1e3:.1f}', f'{1 / timing.step_seconds:.2f}',
+              f'{scale.batch_size / timing.step_seconds:.1f}'] if timing else [case.error, '', '', ''])
+    rows.append([case.stream, case.precision, _xla_name(case.jit_compile), *cells,
+                 _ratio(case, by_key.get(('rgb', case.precision, case.jit_compile)))])
+  text = table.format_table(['stream', 'precision', 'XLA', 'first step s', 'step ms', 'steps/s', 'clips/s',
+                       'step time / rgb'], rows)
+
+  speedups = []
+  streams = sorted({c.stream for c in cases}, key=d3d_config.STREAMS.index)
+  for stream in streams:
+    for jit_compile in scale.xla:
+      speedups.append([stream, f'float32 / mixed_bfloat16, XLA {_xla_name(jit_compile)}',
+                       _ratio(by_key.get((stream, 'float32', jit_compile)),
+                              by_key.get((stream, 'mixed_bfloat16', jit_compile)))])
+    for precision in scale.precisions:
+      speedups.append([stream, f'XLA off / on, {precision}',
+                       _ratio(by_key.get((stream, precision, False)), by_key.get((stream, precision, True)))])
+  speedups = [row for row in speedups if row[-1]]
+  if speedups:
+    text += ('\n\nSpeed-ups (step time over step time):\n' +
+             table.format_table(['stream', 'comparison', 'speed-up'], speedups))
+  return text
+
+
+def main(argv):
+  del argv
+  tf.get_logger().setLevel('ERROR')  # each case traces a new train_step: retracing warnings say nothing here
+  scale = resolve_scale()
+  devices = tf.config.list_physical_devices('GPU') or tf.config.list_physical_devices('CPU')
+  device_names = [tf.config.experimental.get_device_details(d).get('device_name', d.name) for d in devices]
+  print(f'TensorFlow {tf.__version__}, Keras {keras.__version__}; device {", ".join(device_names)}; '
+        f'{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} (1 min) at start')
+  print(f'{scale.name} S3D-G (depth multiplier {scale.depth_multiplier}, {scale.num_classes} classes), clips '
+        f'{scale.num_frames}x{scale.crop_size}x{scale.crop_size}, batch {scale.batch_size}, SGD; synthetic in-memory '
+        f'clips (no input pipeline); {FLAGS.steps} timed steps after {FLAGS.warmup_steps + 1} untimed', flush=True)
+  cases = []
+  for precision in scale.precisions:
+    for jit_compile in scale.xla:
+      for stream in FLAGS.streams:
+        cases.append(run_case(scale, stream, precision, jit_compile))
+        print(f'  {stream} {precision} XLA {"on" if jit_compile else "off"}: '
+              f'{cases[-1].error or f"{cases[-1].timing.step_seconds * 1e3:.1f} ms/step"}', flush=True)
+  print(f'\nTraining speed; load average {os.getloadavg()[0]:.2f} (1 min) at the end\n')
+  print(report(scale, cases))
+
+
+if __name__ == '__main__':
+  app.run(main)

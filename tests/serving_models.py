@@ -1,0 +1,88 @@
+"""Tiny networks for the export and client tests: a D3D student trained 2 steps by the real trainer on real records.
+
+Its flow teacher is written straight in the trainer's model_dir layout (config.json, and a checkpoint holding the
+network as the trainer's `model.network`), which saves a second training run; the student's run restores it as any
+teacher. A 2-step run still has the initial batch-norm statistics (mean 0, variance 1), with which a depth-0.1 S3D-G
+answers nearly the same logits to every clip, and a preprocessing mistake would not show. So the statistics of both
+networks are set to those of real clips and their classifiers scaled up, and the weights saved as the latest
+checkpoint of their model_dir, where `factory.load_inference_network` (and so the exporter) finds them.
+
+The runs are built once per test session, whichever test file asks first.
+"""
+
+import dataclasses
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import real_clips
+import training_records
+from official_d3d import export_saved_model
+from official_d3d import train
+from official_d3d.configs import d3d_config
+from official_d3d.modeling import factory
+
+CLASSIFIER_GAIN = 300.0  # brings the logits of the calibrated tiny network to a spread of a few units
+_CACHE = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRuns:
+  records: dict  # training_records.write_records' globs and label map
+  flow_dir: str  # model_dir of the flow teacher
+  d3d_dir: str  # model_dir of the D3D student
+
+
+def save_network(network: keras.Model, model_dir: str, step: int) -> None:
+  """Saves `network` as the trainer saves a run's network: `model.network` of checkpoint `ckpt-<step>`."""
+  checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(network=network))
+  tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=None).save(checkpoint_number=step)
+
+
+def make_input_sensitive(network: keras.Model, clips: np.ndarray) -> None:
+  """Sets the batch-norm statistics of `network` to those of `clips` and scales up its classifier."""
+  batch_norms = [layer for layer in network._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+  momenta = [layer.momentum for layer in batch_norms]
+  for layer in batch_norms:
+    layer.momentum = 0.0  # one training-mode pass then stores the batch statistics
+  network(clips, training=True)
+  for layer, momentum in zip(batch_norms, momenta):
+    layer.momentum = momentum
+  classifier = network.head.classifier.kernel
+  classifier.assign(classifier * CLASSIFIER_GAIN)
+
+
+def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
+  """A flow teacher (written, not trained) and a D3D student trained 2 steps by `official_d3d.train`."""
+  records = training_records.write_records(root / 'records', video)
+  flow_config = train.resolve_config(training_records.tiny_config(records, root / 'flow', 'flow'))
+  num_frames, size = flow_config.data.num_frames, flow_config.data.crop_size
+  teacher = factory.build_network(flow_config, 'flow')
+  make_input_sensitive(teacher, real_clips.flow_clip(video, num_frames, size))
+  d3d_config.save(flow_config, flow_config.model_dir)
+  save_network(teacher, flow_config.model_dir, step=1)
+
+  student_config = training_records.tiny_config(records, root / 'd3d', 'd3d', train_steps=2, steps_per_loop=2)
+  student_config.teacher_checkpoint = flow_config.model_dir
+  train.run_experiment(student_config, 'train')
+  student, _ = factory.load_inference_network(student_config.model_dir)
+  make_input_sensitive(student, real_clips.rgb_clip(video, num_frames, size, batch=4))
+  save_network(student, student_config.model_dir, step=1000)
+  return TinyRuns(records=records, flow_dir=flow_config.model_dir, d3d_dir=student_config.model_dir)
+
+
+def tiny_runs(tmp_path_factory, video: pathlib.Path) -> TinyRuns:
+  if 'runs' not in _CACHE:
+    _CACHE['runs'] = train_tiny_runs(tmp_path_factory.mktemp('tiny_runs'), video)
+  return _CACHE['runs']
+
+
+def exported_student(tmp_path_factory, video: pathlib.Path) -> str:
+  """`<export_dir>/1` of the D3D student, exported with top_k=2 (of 3 classes)."""
+  if 'student' not in _CACHE:
+    runs = tiny_runs(tmp_path_factory, video)
+    _CACHE['student'] = export_saved_model.export(runs.d3d_dir, str(tmp_path_factory.mktemp('serving') / 'd3d'),
+                                                  serving=export_saved_model.ServingConfig(top_k=2))
+  return _CACHE['student']

@@ -1,0 +1,294 @@
+"""SavedModel export: what TF Serving loads gives the evaluation pipeline's predictions, on every signature.
+
+The networks are real trainer runs (see serving_models); the clips are real bikes frames written as the records
+`tfrecord_tools` writes. The Keras reference goes through the evaluation input pipeline, so a match shows that the
+preprocessing inside the SavedModel is the evaluation's.
+"""
+
+import dataclasses
+import os
+import pathlib
+import pickle
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import serving_models
+import training_records
+from official_d3d import evaluation
+from official_d3d import export_saved_model
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import schema
+from official_d3d.dataloaders import video_input
+from official_d3d.modeling import factory
+from tfrecord_tools import sequence_example
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / 'saved_model_cli'
+TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+
+# Runs in a fresh interpreter that cannot import the project (cwd and PYTHONPATH point elsewhere), as TF Serving runs
+# a SavedModel without the code that wrote it.
+FRESH_PROCESS = r'''
+import pickle, sys
+import tensorflow as tf
+saved_model, inputs_path, outputs_path = sys.argv[1:]
+with open(inputs_path, 'rb') as f:
+  inputs = pickle.load(f)
+signatures = tf.saved_model.load(saved_model).signatures
+
+def run(name, **kwargs):
+  return {key: value.numpy() for key, value in signatures[name](**kwargs).items()}
+
+outputs = {
+    'serve_sequence_example': run('serve_sequence_example',
+                                  sequence_example=tf.constant(inputs['sequence_examples'])),
+    'serving_default': [run('serving_default', video=tf.constant(video[None])) for video in inputs['videos']],
+    'serve_jpeg': [run('serve_jpeg', frames=tf.constant([frames])) for frames in inputs['jpegs']],
+    'project_modules': sorted(m for m in sys.modules if m.split('.')[0] in ('official_d3d', 'tfrecord_tools')),
+}
+with open(outputs_path, 'wb') as f:
+  pickle.dump(outputs, f)
+'''
+
+
+@dataclasses.dataclass
+class Video:
+  """One real video as a record, and the same frames as each signature takes them."""
+  sequence_example: bytes
+  jpegs: list  # the record's encoded frames
+  frames: np.ndarray  # uint8 [T, H, W, 3]: the record's JPEGs decoded (so all signatures see the same pixels)
+  flow_images: np.ndarray  # uint8 [T, H, W, 3]: the record's flow images decoded
+
+
+def bikes_frames(video, first, count, height, width):
+  capture = cv2.VideoCapture(str(video))
+  capture.set(cv2.CAP_PROP_POS_FRAMES, first)
+  frames = []
+  for _ in range(count):
+    ok, bgr = capture.read()
+    assert ok
+    frames.append(cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+  capture.release()
+  return np.stack(frames)
+
+
+def make_video(frames, with_flow):
+  example = sequence_example.build_sequence_example(
+      media_id='bikes', label_index=0, label_string=training_records.CLASS_NAMES[0], frames=frames,
+      timestamps_us=[40000 * t for t in range(len(frames))], frame_rate=25.0,
+      flow=training_records.farneback_flow(frames) if with_flow else None)
+  jpegs = [f.bytes_list.value[0] for f in example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature]
+  flow_images = np.zeros([0])
+  if with_flow:
+    flow_images = np.stack([tf.io.decode_image(f.bytes_list.value[0]).numpy()
+                            for f in example.feature_lists.feature_list[schema.FLOW_ENCODED].feature])
+  return Video(example.SerializeToString(), jpegs, np.stack([tf.io.decode_jpeg(j).numpy() for j in jpegs]),
+               flow_images)
+
+
+def two_videos(bikes_video, with_flow):
+  """A 12-frame landscape video (longer than the 7-frame clip span) and a 2-frame portrait one (the clip loops),
+  at sizes other than the training records'."""
+  return [make_video(bikes_frames(bikes_video, 100, 12, 72, 96), with_flow),
+          make_video(bikes_frames(bikes_video, 180, 2, 60, 44)[:, :, ::-1], with_flow)]
+
+
+@pytest.fixture(scope='module')
+def videos(bikes_video):
+  """RGB only: the student needs no flow anywhere."""
+  return two_videos(bikes_video, with_flow=False)
+
+
+@pytest.fixture(scope='module')
+def flow_videos(bikes_video):
+  return two_videos(bikes_video, with_flow=True)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, bikes_video):
+  return serving_models.tiny_runs(tmp_path_factory, bikes_video)
+
+
+@pytest.fixture(scope='module')
+def student_export(tmp_path_factory, bikes_video):
+  return serving_models.exported_student(tmp_path_factory, bikes_video)
+
+
+@pytest.fixture(scope='module')
+def student_signatures(student_export):
+  return tf.saved_model.load(student_export).signatures
+
+
+def evaluation_outputs(model_dir, videos, tmp_path, modality='rgb', **data_overrides):
+  """(logits, probabilities) of the run's network on one centre view per video, through the evaluation pipeline."""
+  network, config = factory.load_inference_network(model_dir)
+  records = str(tmp_path / f'eval_{modality}.tfrecord')
+  with tf.io.TFRecordWriter(records) as writer:
+    for video in videos:
+      writer.write(video.sequence_example)
+  data_config = dataclasses.replace(config.data, eval_pattern=records, num_eval_clips=1, num_eval_crops=1,
+                                    eval_batch_size=len(videos), **data_overrides)
+  features, _ = next(iter(video_input.build_eval_dataset(data_config, (modality,))))
+  views = features[modality]
+  logits = network(views[:, 0], training=False)['logits'].numpy()
+  return logits, evaluation.multi_view_probabilities(network, views).numpy()
+
+
+def expected_top_k(probabilities, k):
+  indices = np.argsort(-probabilities)[:k]
+  return indices, [training_records.CLASS_NAMES[i].encode() for i in indices]
+
+
+def test_export_writes_a_servable_version_with_its_label_map(student_export):
+  version = pathlib.Path(student_export)
+  assert version.name == '1'
+  assert (version / 'saved_model.pb').is_file() and (version / 'variables').is_dir()
+  assert sorted(os.listdir(version.parent)) == ['1']  # the staging folder was renamed, nothing else is left
+  assert (version / 'assets' / 'label_map.txt').read_text().splitlines() == list(training_records.CLASS_NAMES)
+
+
+def test_fresh_tensorflow_process_gives_the_evaluation_predictions(student_export, runs, videos, tmp_path):
+  logits, probabilities = evaluation_outputs(runs.d3d_dir, videos, tmp_path)
+  assert np.abs(logits[0] - logits[1]).max() > 0.1, 'the test network must answer differently to different videos'
+
+  inputs = {'sequence_examples': [v.sequence_example for v in videos], 'videos': [v.frames for v in videos],
+            'jpegs': [v.jpegs for v in videos]}
+  (tmp_path / 'inputs.pkl').write_bytes(pickle.dumps(inputs))
+  environment = {key: value for key, value in os.environ.items() if key != 'PYTHONPATH'}
+  result = subprocess.run([sys.executable, '-c', FRESH_PROCESS, student_export, 'inputs.pkl', 'outputs.pkl'],
+                          cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  outputs = pickle.loads((tmp_path / 'outputs.pkl').read_bytes())
+  assert outputs['project_modules'] == []
+
+  by_signature = {
+      'serve_sequence_example': [{k: v[i] for k, v in outputs['serve_sequence_example'].items()}
+                                 for i in range(len(videos))],
+      'serving_default': [{k: v[0] for k, v in o.items()} for o in outputs['serving_default']],
+      'serve_jpeg': [{k: v[0] for k, v in o.items()} for o in outputs['serve_jpeg']],
+  }
+  for signature, predictions in by_signature.items():
+    for i, prediction in enumerate(predictions):
+      np.testing.assert_allclose(prediction['logits'], logits[i], **TOLERANCE, err_msg=f'{signature} video {i}')
+      np.testing.assert_allclose(prediction['probabilities'], probabilities[i], **TOLERANCE)
+      indices, labels = expected_top_k(probabilities[i], 2)
+      np.testing.assert_array_equal(prediction['top_k_indices'], indices)
+      assert list(prediction['top_k_labels']) == labels
+
+
+def test_a_batch_is_answered_video_by_video(student_signatures, videos):
+  clip = videos[0].frames
+  batch = np.stack([clip, clip[:, :, ::-1]])
+  together = student_signatures['serving_default'](video=tf.constant(batch))['logits'].numpy()
+  alone = [student_signatures['serving_default'](video=tf.constant(v[None]))['logits'].numpy()[0] for v in batch]
+  np.testing.assert_allclose(together, np.stack(alone), **TOLERANCE)
+  assert np.abs(together[0] - together[1]).max() > 0.01
+
+
+def test_saved_model_cli_lists_the_signatures_and_runs_one(student_export, runs, videos, tmp_path):
+  shown = subprocess.run([str(SAVED_MODEL_CLI), 'show', '--all', '--dir', student_export], capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+  for signature, input_name, dtype in (('serving_default', 'video', 'DT_UINT8'), ('serve_jpeg', 'frames', 'DT_STRING'),
+                                       ('serve_sequence_example', 'sequence_example', 'DT_STRING')):
+    section = shown.split(f"signature_def['{signature}']:")[1].split('signature_def[')[0]
+    assert re.search(rf"inputs\['{input_name}'\] tensor_info:\s+dtype: {dtype}", section), section
+    for output, output_dtype in (('logits', 'DT_FLOAT'), ('probabilities', 'DT_FLOAT'),
+                                 ('top_k_indices', 'DT_INT32'), ('top_k_labels', 'DT_STRING')):
+      assert re.search(rf"outputs\['{output}'\] tensor_info:\s+dtype: {output_dtype}", section), section
+    assert 'tensorflow/serving/predict' in section
+
+  # `run` loads the SavedModel with a TF1 session, as TF Serving's C++ loader does: variables and the label table
+  # must be restored that way too.
+  np.save(tmp_path / 'video.npy', videos[0].frames[None])
+  subprocess.run([str(SAVED_MODEL_CLI), 'run', '--dir', student_export, '--tag_set', 'serve', '--signature_def',
+                  'serving_default', '--inputs', f'video={tmp_path / "video.npy"}', '--outdir', str(tmp_path / 'out')],
+                 capture_output=True, text=True, timeout=300, check=True)
+  logits, probabilities = evaluation_outputs(runs.d3d_dir, videos[:1], tmp_path)
+  np.testing.assert_allclose(np.load(tmp_path / 'out' / 'logits.npy'), logits, **TOLERANCE)
+  assert list(np.load(tmp_path / 'out' / 'top_k_labels.npy', allow_pickle=True)[0]) == expected_top_k(
+      probabilities[0], 2)[1]
+
+
+def _bad_requests(video: Video):
+  """(signature, input name, request, the error's expected words)."""
+  frames, jpegs = video.frames, video.jpegs
+  truncated_jpeg = jpegs[0][:len(jpegs[0]) // 3]  # a JPEG start, so only decoding finds it broken
+  return [
+      ('serving_default', 'video', frames,
+       r'serving_default: video must be uint8 [batch, frames, height, width, 3]: expected rank 5; got shape] '
+       r'[12 72 96 3]'),
+      ('serving_default', 'video', frames[None, ..., :1], 'expected 3 channels in the last dimension; got shape] '
+       '[1 12 72 96 1]'),
+      ('serving_default', 'video', frames[None, :0], 'expected at least 1 frame per video (the model samples 4, '
+       'looping shorter videos); got shape] [1 0 72 96 3]'),
+      ('serve_jpeg', 'frames', np.array(jpegs, object),
+       'serve_jpeg: frames must be string [batch, frames] of encoded images: expected rank 2; got shape] [12]'),
+      ('serve_jpeg', 'frames', np.array([[jpegs[0], b'<html>not a frame</html>']], object),
+       'expected JPEG- or PNG-encoded frames; these are neither, at positions:] [[0 1]]'),
+      ('serve_jpeg', 'frames', np.array([[truncated_jpeg]], object), 'Invalid JPEG data'),
+      ('serve_jpeg', 'frames', np.zeros([1, 0], object), 'expected at least 1 frame per video'),
+      ('serve_sequence_example', 'sequence_example', np.array([[video.sequence_example]], object),
+       'serve_sequence_example: sequence_example must be string [batch] of serialized tf.train.SequenceExample: '
+       'expected rank 1; got shape] [1 1]'),
+      ('serve_sequence_example', 'sequence_example', np.array([tf.train.SequenceExample().SerializeToString()],
+                                                              object),
+       "each SequenceExample must store encoded frames under 'image/encoded': expected at least 1 frame"),
+  ]
+
+
+@pytest.mark.parametrize('case', range(9))
+def test_bad_requests_fail_saying_what_was_expected(student_signatures, videos, case):
+  signature, input_name, request, words = _bad_requests(videos[0])[case]
+  dtype = tf.uint8 if signature == 'serving_default' else tf.string
+  # Assert messages come back C-escaped: a quote may have a backslash before it.
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(words).replace("'", r"\\?'")):
+    student_signatures[signature](**{input_name: tf.constant(request, dtype)})
+
+
+def test_versions_are_never_overwritten(student_export, runs, tmp_path):
+  base = pathlib.Path(student_export).parent
+  assert export_saved_model.next_version(str(base)) == 2
+  with pytest.raises(FileExistsError, match='versions are never overwritten'):
+    export_saved_model.export(runs.d3d_dir, str(base), version=1)
+  for name in ('3', 'latest', '.tmp-9-abc'):
+    (tmp_path / name).mkdir()
+  assert export_saved_model.next_version(str(tmp_path)) == 4
+  assert export_saved_model.next_version(str(tmp_path / 'new')) == 1
+
+
+def test_serving_settings_are_checked():
+  data_config = d3d_config.DataConfig(num_frames=4, crop_size=32, eval_resize=40)
+  with pytest.raises(ValueError, match='set --resize to at least --crop_size'):
+    export_saved_model.serving_data_config(data_config, export_saved_model.ServingConfig(crop_size=64))
+  served = export_saved_model.serving_data_config(data_config, export_saved_model.ServingConfig(num_frames=16))
+  assert (served.num_frames, served.crop_size, served.num_eval_clips, served.num_eval_crops) == (16, 32, 1, 1)
+
+
+def test_command_line_exports_the_flow_teacher_taking_flow(runs, flow_videos, tmp_path):
+  base = tmp_path / 'flow_serving'
+  result = subprocess.run(
+      [sys.executable, '-m', 'official_d3d.export_saved_model', f'--model_dir={runs.flow_dir}',
+       f'--export_dir={base}', '--version=7', '--num_frames=6', '--crop_size=24', '--resize=28', '--top_k=3'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1] == str(base / '7')
+
+  signatures = tf.saved_model.load(str(base / '7')).signatures
+  assert list(signatures['serving_default'].structured_input_signature[1]) == ['flow']
+  logits, probabilities = evaluation_outputs(runs.flow_dir, flow_videos, tmp_path, 'flow', num_frames=6,
+                                             crop_size=24, eval_resize=28)
+  assert np.abs(logits[0] - logits[1]).max() > 0.1
+  from_records = signatures['serve_sequence_example'](
+      sequence_example=tf.constant([v.sequence_example for v in flow_videos]))
+  np.testing.assert_allclose(from_records['logits'].numpy(), logits, **TOLERANCE)
+  for i, video in enumerate(flow_videos):
+    from_images = signatures['serving_default'](flow=tf.constant(video.flow_images[None]))
+    np.testing.assert_allclose(from_images['logits'].numpy()[0], logits[i], **TOLERANCE)
+    assert from_images['top_k_labels'].shape == (1, 3)
+    np.testing.assert_allclose(from_images['probabilities'].numpy()[0], probabilities[i], **TOLERANCE)

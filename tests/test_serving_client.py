@@ -1,0 +1,261 @@
+"""Serving client: request bodies in TF Serving's REST and gRPC layouts, real transports, predictions on a real video.
+
+The gRPC server here is a real `PredictionService` (tensorflow-serving-api's protos over grpcio) and the REST server
+answers TF Serving's JSON layouts; both run the exported SavedModel, so a request goes through the transport the
+client uses against `tensorflow_model_server`.
+"""
+
+import base64
+import concurrent.futures
+import dataclasses
+import http.server
+import json
+import pathlib
+import subprocess
+import sys
+import threading
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+import serving_models
+import training_records
+from official_d3d.dataloaders import schema
+from official_d3d.dataloaders import video_input
+from official_d3d.modeling import factory
+from official_d3d.serving import client
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NUM_FRAMES = 16
+SHORT_SIDE = 48
+TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope='module')
+def bikes_frames(bikes_video):
+  return client.read_frames(str(bikes_video), NUM_FRAMES, SHORT_SIDE)
+
+
+@pytest.fixture(scope='module')
+def bikes_jpegs(bikes_frames):
+  return client.encode_jpeg(bikes_frames)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, bikes_video):
+  return serving_models.tiny_runs(tmp_path_factory, bikes_video)
+
+
+@pytest.fixture(scope='module')
+def student_export(tmp_path_factory, bikes_video):
+  return serving_models.exported_student(tmp_path_factory, bikes_video)
+
+
+@pytest.fixture(scope='module')
+def loaded_student(student_export):
+  return tf.saved_model.load(student_export)
+
+
+def opencv_frames(video, width, height):
+  """Every frame of the video, resized as the client resizes, RGB."""
+  capture = cv2.VideoCapture(str(video))
+  frames = []
+  while True:
+    ok, bgr = capture.read()
+    if not ok:
+      break
+    frames.append(cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+  capture.release()
+  return frames
+
+
+def test_resampling_keeps_the_last_frame_at_or_before_each_step():
+  np.testing.assert_array_equal(client.resample_indices(12, 30.0, 25.0), [0, 1, 2, 3, 4, 6, 7, 8, 9, 10])
+  np.testing.assert_array_equal(client.resample_indices(6, 25.0, 25.0), np.arange(6))
+  np.testing.assert_array_equal(client.resample_indices(7, 25.0, 12.5), [0, 2, 4, 6])
+  np.testing.assert_array_equal(client.resample_indices(5, 0.0, 25.0), np.arange(5))  # rate unknown: all frames
+
+
+def test_reads_the_centre_frames_at_the_requested_rate(bikes_video, bikes_frames):
+  # bikes.mp4: 250 frames of 640x272 at 25 fps; a short side of 48 makes them 113 wide.
+  assert bikes_frames.shape == (NUM_FRAMES, SHORT_SIDE, 113, 3) and bikes_frames.dtype == np.uint8
+  every_frame = opencv_frames(bikes_video, 113, SHORT_SIDE)
+  assert len(every_frame) == 250
+  first = (250 - NUM_FRAMES) // 2
+  for i in (0, NUM_FRAMES - 1):
+    np.testing.assert_array_equal(bikes_frames[i], every_frame[first + i])
+  half_rate = client.read_frames(str(bikes_video), 4, SHORT_SIDE, fps=12.5)  # 125 frames at 12.5 fps
+  first = (125 - 4) // 2
+  for i in range(4):
+    np.testing.assert_array_equal(half_rate[i], every_frame[2 * (first + i)])
+  with pytest.raises(ValueError, match='OpenCV cannot open'):
+    client.read_frames(str(bikes_video.parent / 'no_such_video.mp4'))
+
+
+def test_rest_bodies_follow_tf_serving_json_layouts(bikes_frames, bikes_jpegs):
+  row = json.loads(json.dumps(client.rest_request_body([bikes_jpegs])))
+  assert set(row) == {'signature_name', 'instances'} and row['signature_name'] == 'serve_jpeg'
+  assert len(row['instances']) == 1 and set(row['instances'][0]) == {'frames'}
+  frames = row['instances'][0]['frames']
+  assert len(frames) == NUM_FRAMES and all(set(frame) == {'b64'} for frame in frames)
+  decoded = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(frame['b64']), np.uint8),
+                                                cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for frame in frames])
+  assert decoded.shape == bikes_frames.shape
+  assert np.abs(decoded.astype(int) - bikes_frames).mean() < 3  # JPEG quality 95
+
+  columnar = json.loads(json.dumps(client.rest_request_body([bikes_jpegs, bikes_jpegs[::-1]], 'inputs')))
+  assert set(columnar) == {'signature_name', 'inputs'} and set(columnar['inputs']) == {'frames'}
+  assert [len(video) for video in columnar['inputs']['frames']] == [NUM_FRAMES, NUM_FRAMES]
+  assert columnar['inputs']['frames'][1][0] == frames[-1]
+  with pytest.raises(ValueError, match='rest_format'):
+    client.rest_request_body([bikes_jpegs], 'rows')
+
+  assert client.rest_url('localhost:8501', 'd3d') == 'http://localhost:8501/v1/models/d3d:predict'
+  assert client.rest_url('https://serving.example/', 'd3d', 3) == 'https://serving.example/v1/models/d3d/versions/3:predict'
+
+
+def test_grpc_request_parses_as_a_predict_request(bikes_jpegs):
+  sent = client.grpc_request([bikes_jpegs], 'd3d', version=3).SerializeToString()
+  request = predict_pb2.PredictRequest.FromString(sent)
+  assert (request.model_spec.name, request.model_spec.signature_name) == ('d3d', 'serve_jpeg')
+  assert request.model_spec.version.value == 3
+  assert list(request.inputs) == ['frames']
+  tensor = request.inputs['frames']
+  assert tensor.dtype == types_pb2.DT_STRING
+  assert [dim.size for dim in tensor.tensor_shape.dim] == [1, NUM_FRAMES]
+  assert list(tensor.string_val) == bikes_jpegs
+  assert not predict_pb2.PredictRequest.FromString(
+      client.grpc_request([bikes_jpegs], 'd3d').SerializeToString()).model_spec.HasField('version')
+  with pytest.raises(ValueError, match='same number of frames'):
+    client.grpc_request([bikes_jpegs, bikes_jpegs[:3]], 'd3d')
+
+
+def evaluation_logits(model_dir, jpegs, tmp_path):
+  """The run's network on the evaluation view of a record holding exactly these JPEG frames."""
+  example = tf.train.SequenceExample()
+  example.context.feature[schema.LABEL_INDEX].int64_list.value.append(0)
+  for jpeg in jpegs:
+    example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature.add().bytes_list.value.append(jpeg)
+  path = str(tmp_path / 'client_clip.tfrecord')
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(example.SerializeToString())
+  network, config = factory.load_inference_network(model_dir)
+  data_config = dataclasses.replace(config.data, eval_pattern=path, num_eval_clips=1, num_eval_crops=1)
+  features, _ = next(iter(video_input.build_eval_dataset(data_config, ('rgb',))))
+  return network(features['rgb'][:, 0], training=False)['logits'].numpy()[0]
+
+
+def test_local_mode_predicts_on_a_real_video(student_export, runs, bikes_jpegs, tmp_path):
+  outputs = client.predict_locally(student_export, client.grpc_request([bikes_jpegs], 'd3d'))
+  logits = evaluation_logits(runs.d3d_dir, bikes_jpegs, tmp_path)
+  np.testing.assert_allclose(outputs['logits'][0], logits, **TOLERANCE)
+  top = client.top_classes(outputs, top_k=5)  # the export keeps k=2
+  indices = outputs['top_k_indices'][0]
+  assert len(top) == 2 and [label for label, _ in top] == [training_records.CLASS_NAMES[i] for i in indices]
+  probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  np.testing.assert_allclose([p for _, p in top], probabilities[indices], **TOLERANCE)
+  assert top[0][1] >= top[1][1] >= np.delete(probabilities, indices).max() - 1e-4
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """TF Serving's gRPC Predict, run on a loaded SavedModel; keeps the requests it received."""
+
+  def __init__(self, saved_model):
+    self.saved_model = saved_model
+    self.received = []
+
+  def Predict(self, request, context):  # pylint: disable=invalid-name  (the proto's method name)
+    self.received.append(request)
+    response = predict_pb2.PredictResponse()
+    for name, value in client.predict_locally(self.saved_model, request).items():
+      response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return response
+
+
+def test_grpc_round_trip_through_a_prediction_service(loaded_student, bikes_jpegs):
+  service = PredictionService(loaded_student)
+  server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
+  port = server.add_insecure_port('localhost:0')
+  server.start()
+  try:
+    outputs = client.send_grpc(f'localhost:{port}', client.grpc_request([bikes_jpegs], 'd3d'), timeout=120)
+  finally:
+    server.stop(None)
+  assert service.received[0].model_spec.signature_name == 'serve_jpeg'
+  local = client.predict_locally(loaded_student, client.grpc_request([bikes_jpegs], 'd3d'))
+  np.testing.assert_allclose(outputs['logits'], local['logits'], **TOLERANCE)
+  assert client.top_classes(outputs) == client.top_classes(local)
+
+
+def _json_value(value):
+  return value.decode() if isinstance(value, bytes) else value
+
+
+class TFServingREST(http.server.BaseHTTPRequestHandler):
+  """TF Serving's REST predict for one model named 'd3d': row ('instances') and columnar ('inputs') layouts."""
+  saved_model = None
+
+  def do_POST(self):  # pylint: disable=invalid-name  (http.server's method name)
+    body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+    if self.path != '/v1/models/d3d:predict':
+      return self._reply(404, {'error': f'Servable not found for request: {self.path}'})
+    row = 'instances' in body
+    videos = [instance['frames'] for instance in body['instances']] if row else body['inputs']['frames']
+    frames = tf.constant([[base64.b64decode(frame['b64']) for frame in video] for video in videos])
+    outputs = self.saved_model.signatures[body['signature_name']](frames=frames)
+    outputs = {name: np.vectorize(_json_value, otypes=[object])(value.numpy()).tolist()
+               for name, value in outputs.items()}
+    if row:
+      return self._reply(200, {'predictions': [{name: outputs[name][i] for name in outputs}
+                                               for i in range(len(videos))]})
+    return self._reply(200, {'outputs': outputs})
+
+  def _reply(self, status, response):
+    data = json.dumps(response).encode()
+    self.send_response(status)
+    self.send_header('Content-Type', 'application/json')
+    self.send_header('Content-Length', str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def log_message(self, *args):  # quiet
+    del args
+
+
+def test_rest_round_trip_in_both_layouts(loaded_student, bikes_jpegs):
+  TFServingREST.saved_model = loaded_student
+  server = http.server.HTTPServer(('localhost', 0), TFServingREST)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  address = f'localhost:{server.server_address[1]}'
+  try:
+    local = client.predict_locally(loaded_student, client.grpc_request([bikes_jpegs], 'd3d'))
+    for rest_format in client.REST_FORMATS:
+      outputs = client.send_rest(client.rest_url(address, 'd3d'), client.rest_request_body([bikes_jpegs], rest_format))
+      np.testing.assert_allclose(outputs['logits'], local['logits'], **TOLERANCE)
+      assert client.top_classes(outputs) == client.top_classes(local)
+    with pytest.raises(RuntimeError, match='Servable not found'):
+      client.send_rest(client.rest_url(address, 'c3d'), client.rest_request_body([bikes_jpegs]))
+  finally:
+    server.shutdown()
+
+
+def test_command_line_local_mode_prints_the_top_classes(bikes_video, student_export):
+  result = subprocess.run(
+      [sys.executable, '-m', 'official_d3d.serving.client', f'--video={bikes_video}', f'--saved_model={student_export}',
+       f'--num_frames={NUM_FRAMES}', f'--short_side={SHORT_SIDE}', '--top_k=2'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.strip().splitlines()
+  assert lines[0].endswith(f'{NUM_FRAMES} frames of {SHORT_SIDE}x113 sent to {student_export}')
+  ranked = [line.split() for line in lines[1:]]
+  assert [rank for rank, _, _ in ranked] == ['1.', '2.']
+  assert {label for _, label, _ in ranked} <= set(training_records.CLASS_NAMES)
+  assert float(ranked[0][2]) >= float(ranked[1][2])
