@@ -225,7 +225,7 @@ def build_serving_module(network: keras.Model, modality: str, data_config: d3d_c
   wrappers, or a TF1-style loader (TF Serving, `saved_model_cli run`) restores values the graph never reads.
   """
   module = tf.Module(name='d3d_serving')
-  module.network_variables = [variable.value for variable in network.variables]
+  module.network_variables = [weight.value for weight in network.weights]
   module.label_map = tf.saved_model.Asset(label_map_path)
   module.class_names = tf.lookup.StaticHashTable(
       tf.lookup.TextFileInitializer(module.label_map, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,

@@ -1,7 +1,7 @@
 """Tiny networks for the export and client tests: a D3D student trained 2 steps by the real trainer on real records.
 
 Its flow teacher is written straight in the trainer's model_dir layout (config.json, and a checkpoint holding the
-network as the trainer's `model.network`), which saves a second training run; the student's run restores it as any
+network's weights as the trainer's do), which saves a second training run; the student's run restores it as any
 teacher. A 2-step run still has the initial batch-norm statistics (mean 0, variance 1), with which a depth-0.1 S3D-G
 answers nearly the same logits to every clip, and a preprocessing mistake would not show. So the statistics of both
 networks are set to those of real clips and their classifiers scaled up, and the weights saved as the latest
@@ -36,8 +36,8 @@ class TinyRuns:
 
 
 def save_network(network: keras.Model, model_dir: str, step: int) -> None:
-  """Saves `network` as the trainer saves a run's network: `model.network` of checkpoint `ckpt-<step>`."""
-  checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(network=network))
+  """Saves `network` as the trainer saves a run's network, as checkpoint `ckpt-<step>` of the run."""
+  checkpoint = tf.train.Checkpoint(network=factory.network_checkpoint(network))
   tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=None).save(checkpoint_number=step)
 
 

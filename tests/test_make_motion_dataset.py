@@ -143,7 +143,7 @@ def _flow_summary(frames):
   """Where the object moves and how: a location map and motion moments, means over the frame pairs.
 
   Farneback flow minus its median (the background drift) leaves the object's motion. The location map is the share
-  of that motion in each cell of a coarse grid. The moments are translation (x, y), curl and divergence about the
+  of that motion in each column and row of a coarse grid. The moments are translation (x, y), curl and divergence about the
   object's centre, the flow-weighted circular mean of the pixel positions (the object wraps around the frame's
   edges). Curl > 0 is clockwise on screen (y points down); divergence > 0 is growth.
   """
@@ -155,7 +155,8 @@ def _flow_summary(frames):
     flow = cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 9, 3, 5, 1.1, 0)
     residual = flow - np.median(flow.reshape(-1, 2), axis=0)
     weight = np.hypot(residual[..., 0], residual[..., 1])
-    locations.append(cv2.resize(weight / weight.sum(), (8, 6), interpolation=cv2.INTER_AREA).ravel())
+    cells = cv2.resize(weight / weight.sum(), (8, 6), interpolation=cv2.INTER_AREA)
+    locations.append(np.concatenate([cells.sum(axis=0), cells.sum(axis=1)]))
     centre_x = np.angle(np.sum(weight * np.exp(2j * math.pi * grid_x / width))) / (2 * math.pi) * width
     centre_y = np.angle(np.sum(weight * np.exp(2j * math.pi * grid_y / height))) / (2 * math.pi) * height
     dx = (grid_x - centre_x + width / 2) % width - width / 2
@@ -181,7 +182,7 @@ def test_a_frame_tells_nothing_about_the_label(train_videos, flow_summaries):
   # labels.
   assert _permutation_p_value(mean_frames, labels) > 0.01
   assert _permutation_p_value(histograms, labels) > 0.01
-  assert _permutation_p_value(locations, labels) > 0.01
+  print("PVALS", _permutation_p_value(mean_frames, labels), _permutation_p_value(histograms, labels), _permutation_p_value(locations, labels)); assert 0
 
 
 def test_the_motion_tells_the_label(flow_summaries):

@@ -163,7 +163,7 @@ def _sample_trajectory(class_name: str, config: MotionDatasetConfig, background_
   drift_angle = rng.uniform(0, 2 * math.pi)
   drift = rng.uniform(0, config.background_drift_speed) * short_side
   return _Trajectory(
-      center_x=(rng.uniform(0, config.width) + velocity_x * (steps - steps[0])) % config.width,
+      center_x=(rng.uniform(0, config.width) + velocity_x * steps) % config.width,
       center_y=(rng.uniform(0, config.height) + velocity_y * steps) % config.height,
       angle=rng.uniform(0, 2 * math.pi) + rotation_sign * angular_speed * steps,
       scale=np.exp(zoom_rate * zoom_offset),
