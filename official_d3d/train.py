@@ -61,6 +61,26 @@ def build_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strate
   raise ValueError(f'train.distribution_strategy must be one of {d3d_config.STRATEGIES}, got {name!r}')
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run's files; under multi-worker training, one worker does."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.task_type or resolver.task_type == 'chief':
+    return True
+  has_chief = 'chief' in resolver.cluster_spec().as_dict()
+  return resolver.task_type == 'worker' and resolver.task_id == 0 and not has_chief
+
+
+def worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Where this process saves checkpoints and summaries: model_dir, or a scratch folder for a non-chief worker.
+
+  Every worker of a multi-worker run must save (saving is collective), but only the chief's copy is kept.
+  """
+  if is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return os.path.join(model_dir, 'workers', f'{resolver.task_type}_{resolver.task_id}')
+
+
 @contextlib.contextmanager
 def precision_policy(name: str):
   """Keras' global dtype policy for the layers built inside; the previous one is restored after."""
@@ -134,8 +154,9 @@ def evaluate_model(model: d3d_model.VideoClassifier, config: d3d_config.Experime
   metrics = evaluation.classification_metrics(outputs['probabilities'], outputs['labels'], _class_names(config.data))
   metrics.update(step=step, stream=config.stream,
                  num_views=config.data.num_eval_clips * config.data.num_eval_crops)
-  evaluation.write_metrics(metrics, os.path.join(config.model_dir, EVAL_METRICS_FILENAME))
-  _write_eval_summaries(config.model_dir, metrics, step)
+  if is_chief(strategy):
+    evaluation.write_metrics(metrics, os.path.join(config.model_dir, EVAL_METRICS_FILENAME))
+    _write_eval_summaries(config.model_dir, metrics, step)
   logging.info('Step %d: top-1 %.4f, top-5 %.4f over %d videos', step, metrics['top_1'], metrics['top_5'],
                metrics['num_videos'])
   return metrics
@@ -171,7 +192,7 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
              for name, key in (('rgb', 'rgb_probabilities'), ('flow', 'flow_probabilities'),
                                ('two_stream', 'probabilities'))}
   metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight)
-  if output_path:
+  if output_path and is_chief(strategy):
     evaluation.write_metrics(metrics, output_path)
   return metrics
 
@@ -181,6 +202,7 @@ def _jit_compile(config) -> bool:
 
 
 def _train(model, config, strategy, step, manager, callbacks) -> Dict:
+  """Keras fit from the step reached to `train_steps`, one epoch per loop of `steps_per_loop` steps."""
   steps_per_loop = config.train.steps_per_loop
   initial_loop = int(step.numpy()) // steps_per_loop
   num_loops = config.train.train_steps // steps_per_loop
@@ -194,7 +216,8 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
     validation = dict(validation_data=_eval_dataset(strategy, config, (factory.stream_modality(config.stream),)),
                       validation_freq=config.train.eval_interval // steps_per_loop)
   callbacks = [CheckpointEveryLoop(manager, step, steps_per_loop),
-               keras.callbacks.TensorBoard(os.path.join(config.model_dir, LOGS_DIRNAME)), *callbacks]
+               keras.callbacks.TensorBoard(os.path.join(worker_dir(config.model_dir, strategy), LOGS_DIRNAME)),
+               *callbacks]
   history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
                       callbacks=callbacks, shuffle=False, verbose=2, **validation)
   return history.history
@@ -213,17 +236,18 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
     raise ValueError('model_dir is required: checkpoints, config.json and metrics are written there')
   config = resolve_config(config)
   training = mode != 'eval'
+  strategy = build_strategy(config.train)
   if training:
     check_saved_config(config)
-    d3d_config.save(config, config.model_dir)
+    if is_chief(strategy):
+      d3d_config.save(config, config.model_dir)
   else:
     check_saved_config(config, allowed=(), checked=NETWORK_SETTINGS)
 
-  strategy = build_strategy(config.train)
   results = {}
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')  # Host-side bookkeeping, not distributed.
   with precision_policy(config.train.mixed_precision):
     with strategy.scope():
-      step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
       if training:
         model = factory.build_model(config)
         model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=_jit_compile(config))
@@ -236,10 +260,12 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
 
     if training:
       checkpoint = factory.training_checkpoint(model, step)
-      manager = tf.train.CheckpointManager(checkpoint, config.model_dir, max_to_keep=config.train.max_checkpoints)
-      if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info('Resumed from %s at step %d', manager.latest_checkpoint, int(step.numpy()))
+      manager = tf.train.CheckpointManager(checkpoint, worker_dir(config.model_dir, strategy),
+                                           max_to_keep=config.train.max_checkpoints)
+      latest = tf.train.latest_checkpoint(config.model_dir)  # The chief's, for every worker.
+      if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        logging.info('Resumed from %s at step %d', latest, int(step.numpy()))
       results['history'] = _train(model, config, strategy, step, manager, callbacks)
     else:
       prefix, _ = factory.find_checkpoint(config.model_dir)

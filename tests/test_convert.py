@@ -285,3 +285,32 @@ def test_kinetics_whole_videos_are_cut_and_missing_clips_reported(tmp_path, bike
   example = parse(record)
   assert example[schema.MEDIA_ID] == b'bikesYT0001_000002_000003'
   np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], 2_000_000 + np.arange(5) * 40_000)
+
+
+def test_tf_flow_backend_writes_the_same_records_as_opencv(tmp_path):
+  """`--flow_backend=tf` (TensorFlow TV-L1) writes records of the same layout whose flow agrees with OpenCV's."""
+  frames = synthetic_videos.translating_texture(4, 48, 64, 2, 1)
+  video = synthetic_videos.write_video(tmp_path / 'moving.avi', frames)
+  csv_path = write_csv(tmp_path / 'list.csv', [(video, 'moving', '', '')])
+  encoding = sequence_example.EncodingConfig(flow_format='png')
+  examples = {}
+  for backend in ('opencv', 'tf'):
+    config = make_config(csv_path, tmp_path / backend, num_shards=1, encoding=encoding,
+                         decode=video_io.DecodeConfig(short_side=48),
+                         flow=flow_backends.FlowConfig(backend=backend, batch_size=2))
+    report = convert_lib.run_local(config)
+    assert report['videos_written'] == 1
+    [[record]] = read_shards(tmp_path / backend, 'clips', 1)
+    examples[backend] = parse(record)
+
+  assert examples['tf'].keys() == examples['opencv'].keys()
+  np.testing.assert_array_equal(examples['tf']['rgb'], examples['opencv']['rgb'])
+  flows = {b: flow_quantization.dequantize_flow(e['flow'], encoding.flow_bound) for b, e in examples.items()}
+  end_point_difference = np.linalg.norm(flows['tf'] - flows['opencv'], axis=-1)
+  assert end_point_difference.mean() < 0.1
+  np.testing.assert_allclose(flows['tf'][:, 8:-8, 8:-8].mean(axis=(1, 2)), [[2, 1]] * 4, atol=0.15)
+
+
+def test_tf_flow_backend_refuses_initial_flow():
+  with pytest.raises(ValueError, match='use_initial_flow needs the opencv backend'):
+    flow_backends.FlowConfig(backend='tf', use_initial_flow=True)

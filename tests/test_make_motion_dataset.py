@@ -15,7 +15,7 @@ import pytest
 from tfrecord_tools import make_motion_dataset
 
 # Small but with enough videos per class for the statistics below to mean something.
-CONFIG = make_motion_dataset.MotionDatasetConfig(seed=3, videos_per_class_train=8, videos_per_class_test=1,
+CONFIG = make_motion_dataset.MotionDatasetConfig(seed=3, videos_per_class_train=12, videos_per_class_test=1,
                                                  num_frames=12, width=80, height=60)
 NUM_CLASSES = len(make_motion_dataset.CLASS_NAMES)
 
@@ -88,8 +88,9 @@ def test_videos_decode_with_the_configured_length_and_size(dataset_dir, tmp_path
 
 def test_compression_stays_close_to_the_rendered_frames(tmp_path):
   config = dataclasses.replace(CONFIG, seed=11)
-  objects = make_motion_dataset.load_textures(round(config.object_texture_scale * 60))
-  backgrounds = make_motion_dataset.load_textures(round(config.background_texture_scale * 60))
+  short_side = min(config.width, config.height)
+  objects = make_motion_dataset.load_textures(round(config.object_texture_scale * short_side))
+  backgrounds = make_motion_dataset.load_textures(round(config.background_texture_scale * short_side))
   rendered = make_motion_dataset.render_video('zoom_in', config, backgrounds, objects, np.random.default_rng(0))
   path = str(tmp_path / 'clip.mp4')
   make_motion_dataset.write_video(rendered, path, config.frame_rate, config.codec)
@@ -143,9 +144,9 @@ def _flow_summary(frames):
   """Where the object moves and how: a location map and motion moments, means over the frame pairs.
 
   Farneback flow minus its median (the background drift) leaves the object's motion. The location map is the share
-  of that motion in each column and row of a coarse grid. The moments are translation (x, y), curl and divergence about the
-  object's centre, the flow-weighted circular mean of the pixel positions (the object wraps around the frame's
-  edges). Curl > 0 is clockwise on screen (y points down); divergence > 0 is growth.
+  of that motion in each column and row of a coarse grid. The moments are translation (x, y), curl and divergence
+  about the object's centre, the flow-weighted circular mean of the pixel positions (the object wraps around the
+  frame's edges). Curl > 0 is clockwise on screen (y points down); divergence > 0 is growth.
   """
   height, width = frames.shape[1:3]
   grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -182,7 +183,7 @@ def test_a_frame_tells_nothing_about_the_label(train_videos, flow_summaries):
   # labels.
   assert _permutation_p_value(mean_frames, labels) > 0.01
   assert _permutation_p_value(histograms, labels) > 0.01
-  print("PVALS", _permutation_p_value(mean_frames, labels), _permutation_p_value(histograms, labels), _permutation_p_value(locations, labels)); assert 0
+  assert _permutation_p_value(locations, labels) > 0.01
 
 
 def test_the_motion_tells_the_label(flow_summaries):
@@ -208,11 +209,11 @@ def test_the_motion_tells_the_label(flow_summaries):
 def test_command_line_quick_preset_with_overrides(tmp_path):
   output_dir = tmp_path / 'quick'
   subprocess.run([sys.executable, '-m', 'tfrecord_tools.make_motion_dataset', f'--output_dir={output_dir}', '--quick',
-                  '--videos_per_class_test=1', '--size=48x32'], check=True, capture_output=True,
+                  '--videos_per_class_test=2', '--size=48x32'], check=True, capture_output=True,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   quick = make_motion_dataset.QUICK_CONFIG
   assert len(read_manifest(output_dir / 'train.csv')) == quick.videos_per_class_train * NUM_CLASSES
-  assert len(read_manifest(output_dir / 'test.csv')) == NUM_CLASSES
+  assert len(read_manifest(output_dir / 'test.csv')) == 2 * NUM_CLASSES
   frames = read_video(output_dir / read_manifest(output_dir / 'test.csv')[0][0])
   assert frames.shape == (quick.num_frames, 32, 48, 3)
 

@@ -117,7 +117,8 @@ def test_rest_bodies_follow_tf_serving_json_layouts(bikes_frames, bikes_jpegs):
     client.rest_request_body([bikes_jpegs], 'rows')
 
   assert client.rest_url('localhost:8501', 'd3d') == 'http://localhost:8501/v1/models/d3d:predict'
-  assert client.rest_url('https://serving.example/', 'd3d', 3) == 'https://serving.example/v1/models/d3d/versions/3:predict'
+  assert (client.rest_url('https://serving.example/', 'd3d', 3) ==
+          'https://serving.example/v1/models/d3d/versions/3:predict')
 
 
 def test_grpc_request_parses_as_a_predict_request(bikes_jpegs):

@@ -40,7 +40,10 @@ flags.DEFINE_integer('num_workers', 0, 'Worker processes of the local runner; 0:
 flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
 flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side, 'Resize so the short side is this; 0 keeps it.')
 flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
-flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES, 'Optical flow: opencv (TV-L1), none.')
+flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
+                  'Optical flow: opencv (TV-L1 on CPU cores), tf (the same TV-L1 in TensorFlow, batched; meant for a '
+                  'GPU, with --num_workers=1), none (RGB-only records).')
+flags.DEFINE_integer('flow_batch_size', 32, 'Frame pairs per TensorFlow TV-L1 call (--flow_backend=tf).')
 flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND, 'Flow is clipped to +-this many pixels, then quantised.')
 flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS, 'Flow image encoding: jpeg or lossless png.')
 flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of RGB (and JPEG flow) frames, 1..100.')
@@ -83,7 +86,8 @@ def config_from_flags() -> convert_lib.ConversionConfig:
       label_map=FLAGS.label_map,
       decode=video_io.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
       flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1,
-                                    use_initial_flow=FLAGS.tvl1_use_initial_flow),
+                                    use_initial_flow=FLAGS.tvl1_use_initial_flow,
+                                    batch_size=FLAGS.flow_batch_size),
       encoding=sequence_example.EncodingConfig(jpeg_quality=FLAGS.jpeg_quality, flow_format=FLAGS.flow_format,
                                                flow_bound=FLAGS.flow_bound))
 

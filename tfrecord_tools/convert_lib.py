@@ -156,7 +156,7 @@ def _read_json(path: str):
 
 
 def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: Sequence[str]) -> dict:
-  """What determines the records; num_workers and the runner do not, so they may change between runs."""
+  """What determines the records; num_workers, the runner and the flow batch size do not, so they may change."""
   videos = hashlib.sha256()
   for entry, label_index in tasks:
     videos.update(f'{entry.media_id}\t{entry.path}\t{label_index}\t{entry.start}\t{entry.end}\n'.encode())
@@ -165,7 +165,7 @@ def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: 
       'source': dataclasses.asdict(config.source),
       'num_shards': config.num_shards,
       'decode': dataclasses.asdict(config.decode),
-      'flow': dataclasses.asdict(config.flow),
+      'flow': {k: v for k, v in dataclasses.asdict(config.flow).items() if k != 'batch_size'},
       'encoding': dataclasses.asdict(config.encoding),
       'class_names': list(class_names),
       'num_videos': len(tasks),

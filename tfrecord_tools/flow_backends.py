@@ -2,10 +2,11 @@
 
 A backend turns the frames of one video into one flow field per frame: the flow of frame i is the motion from frame i
 to frame i + 1, and the last frame repeats the flow before it, so RGB and flow sequences have equal length
-(DESIGN.md). The `none` backend writes RGB-only records.
+(DESIGN.md). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in TensorFlow, batched
+and XLA-compiled, for a GPU or TPU), `none` (RGB-only records).
 
-To add a backend (for example the batched TensorFlow TV-L1 of `official_d3d.ops.optical_flow`), subclass
-`FlowBackend`, put its own settings (such as a batch size) in `FlowConfig`, and register a factory in `_FACTORIES`.
+To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, and register a factory in
+`_FACTORIES`.
 """
 
 import abc
@@ -14,6 +15,7 @@ from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
 from official_d3d.ops import optical_flow
 
@@ -24,10 +26,14 @@ class FlowConfig:
   backend: str = 'opencv'
   tvl1: optical_flow.Tvl1Params = optical_flow.Tvl1Params()  # TV-L1 parameters, OpenCV's defaults
   use_initial_flow: bool = False  # TV-L1 starts each frame pair from the previous pair's flow (OpenCV useInitialFlow)
+  batch_size: int = 32  # frame pairs per TensorFlow call (backend 'tf')
 
   def __post_init__(self):
     if self.backend not in BACKEND_NAMES:
       raise ValueError(f'flow backend must be one of {BACKEND_NAMES}, got {self.backend!r}')
+    if self.backend == 'tf' and self.use_initial_flow:
+      raise ValueError('the tf flow backend computes the pairs of a video as one batch, so a pair cannot start from '
+                       'the previous pair\'s flow: use_initial_flow needs the opencv backend')
 
 
 class FlowBackend(abc.ABC):
@@ -45,6 +51,11 @@ class FlowBackend(abc.ABC):
     return np.concatenate([pairs, pairs[-1:]], axis=0)
 
 
+def grayscale(frames: np.ndarray) -> np.ndarray:
+  """uint8 RGB `[T, H, W, 3]` -> uint8 `[T, H, W]`, with OpenCV's luma weights as TV-L1 pipelines use."""
+  return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])
+
+
 class OpenCVTVL1(FlowBackend):
   """OpenCV's DualTVL1 (contrib `cv2.optflow`) on grayscale frames, as MediaPipe and kinetics-i3d compute flow.
 
@@ -56,7 +67,7 @@ class OpenCVTVL1(FlowBackend):
     self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(*params.opencv_args(), use_initial_flow)
 
   def pair_flows(self, frames):
-    gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    gray = grayscale(frames)
     flows = []
     # With useInitialFlow, calc() starts from the flow it is given: zero for the first pair, then the previous pair's.
     initial = np.zeros(gray[0].shape + (2,), np.float32) if self._use_initial_flow else None
@@ -68,8 +79,25 @@ class OpenCVTVL1(FlowBackend):
     return np.stack(flows).astype(np.float32)
 
 
+class TensorFlowTVL1(FlowBackend):
+  """`official_d3d.ops.optical_flow` TV-L1: all frame pairs of a video in fixed-size batches on TensorFlow's device.
+
+  XLA-compiled when a GPU is visible; on a CPU, compiling costs about a minute per frame size and buys little, so the
+  op runs as a plain graph there.
+  """
+
+  def __init__(self, params: optical_flow.Tvl1Params, batch_size: int):
+    jit_compile = bool(tf.config.list_physical_devices('GPU'))
+    self._flow = optical_flow.TfTvl1Backend(params, batch_size=batch_size, jit_compile=jit_compile)
+
+  def pair_flows(self, frames):
+    gray = grayscale(frames)
+    return self._flow(gray[:-1], gray[1:])
+
+
 _FACTORIES: Dict[str, Callable[[FlowConfig], Optional[FlowBackend]]] = {
     'opencv': lambda config: OpenCVTVL1(config.tvl1, config.use_initial_flow),
+    'tf': lambda config: TensorFlowTVL1(config.tvl1, config.batch_size),
     'none': lambda config: None,
 }
 BACKEND_NAMES = tuple(_FACTORIES)

@@ -47,29 +47,33 @@ def resolve_num_classes(data_config: d3d_config.DataConfig) -> int:
 
 
 def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.Model:
-  """An S3D-G for one modality, built (weights created) so that checkpoints can be restored into it at once."""
-  network = s3dg.build_s3dg(config.model, resolve_num_classes(config.data), INPUT_CHANNELS[modality],
-                            name=f's3dg_{modality}')
+  """An S3D-G for one modality, built (weights created) so that checkpoints can be restored into it at once.
+
+  The class count is `data.num_classes` (always set in a saved config), else the label map's.
+  """
+  num_classes = config.data.num_classes or resolve_num_classes(config.data)
+  network = s3dg.build_s3dg(config.model, num_classes, INPUT_CHANNELS[modality], name=f's3dg_{modality}')
   network.build((None, None, None, None, INPUT_CHANNELS[modality]))
   return network
 
 
 def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
   """The model a run trains: a one-stream classifier, or for 'd3d' the student with its restored, frozen teacher."""
+  if config.stream == 'd3d' and not config.teacher_checkpoint:
+    raise ValueError('stream=d3d needs teacher_checkpoint: the model_dir of a trained flow stream')
+  num_classes = resolve_num_classes(config.data)
   network = build_network(config, stream_modality(config.stream))
   if config.init_checkpoint:
     initialize_from(network, config.init_checkpoint)
   if config.stream != 'd3d':
     return d3d_model.VideoClassifier(network, stream_modality(config.stream), config.train.label_smoothing)
-  if not config.teacher_checkpoint:
-    raise ValueError('stream=d3d needs teacher_checkpoint: the model_dir of a trained flow stream')
   teacher, teacher_config = restore_network(config.teacher_checkpoint)
   if teacher_config.stream != 'flow':
     raise ValueError(f'teacher_checkpoint {config.teacher_checkpoint} holds a {teacher_config.stream!r} stream, '
                      'not a flow teacher')
-  if teacher_config.data.num_classes != resolve_num_classes(config.data):
+  if teacher_config.data.num_classes != num_classes:
     raise ValueError(f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
-                     f'this run {resolve_num_classes(config.data)}')
+                     f'this run {num_classes}')
   return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
 
 
@@ -115,13 +119,17 @@ def training_checkpoint(model: d3d_model.VideoClassifier, step: tf.Variable) -> 
 
 
 def restore_weights(network: keras.Model, prefix: str) -> None:
-  """Loads the `network` weights of the training checkpoint at `prefix`; every weight must be found."""
+  """Loads the `network` weights of the training checkpoint at `prefix`: the same weights, none missing or extra."""
+  mismatch = f'checkpoint {prefix} does not match the network its config.json describes'
+  num_saved = sum(name.startswith('network/') for name, _ in tf.train.list_variables(prefix))
+  if num_saved != len(network.weights):
+    raise ValueError(f'{mismatch}: it holds {num_saved} network weights, the network has {len(network.weights)}')
   status = tf.train.Checkpoint(network=network_checkpoint(network)).restore(prefix)
   status.expect_partial()
   try:
     status.assert_existing_objects_matched()
-  except AssertionError as error:
-    raise ValueError(f'checkpoint {prefix} does not match the network its config.json describes: {error}') from error
+  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
+    raise ValueError(f'{mismatch}: {error}') from error
 
 
 def _restore_imported_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
@@ -144,8 +152,11 @@ def _restore_imported_network(path: str) -> Tuple[keras.Model, d3d_config.Experi
 
 
 def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
-  """(trained network, its config) from a model_dir, a checkpoint prefix with config.json beside it, or imported
-  TF-slim weights (`.weights.h5`, see `official_d3d.tools.import_slim_checkpoint`)."""
+  """(trained network, its config) from a model_dir, a checkpoint prefix, or imported TF-slim weights.
+
+  A model_dir or prefix needs the run's config.json beside the checkpoint; imported weights (`.weights.h5`, from
+  `official_d3d.tools.import_slim_checkpoint`) the JSON description written next to them.
+  """
   if path.endswith(IMPORTED_WEIGHTS_SUFFIX):
     return _restore_imported_network(path)
   prefix, model_dir = find_checkpoint(path)

@@ -109,7 +109,7 @@ def build_learning_rate(train_config: d3d_config.TrainConfig) -> keras.optimizer
 
 
 def build_optimizer(train_config: d3d_config.TrainConfig) -> keras.optimizers.Optimizer:
-  """SGD with (Nesterov-free) momentum as the S3D recipe, or AdamW; both with decoupled weight decay."""
+  """SGD with momentum (the S3D recipe) or AdamW, both with decoupled weight decay, on the configured schedule."""
   learning_rate = build_learning_rate(train_config)
   weight_decay = train_config.weight_decay or None
   if train_config.optimizer == 'sgd':

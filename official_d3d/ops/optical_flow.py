@@ -118,7 +118,7 @@ def pyramid_sizes(height, width, nscales, scale_step):
 
 
 def _coarsest_flow(initial_flow, intensity0, sizes, params):
-  """Starting flow `[channels, batch, height, width]` at the coarsest scale; a third, illumination channel with gamma."""
+  """Starting flow `[channels, batch, height, width]` at the coarsest scale; gamma adds an illumination channel."""
   batch = tf.shape(intensity0)[0]
   illumination = [tf.zeros([1, batch, *sizes[-1]], tf.float32)] if params.gamma else []
   if initial_flow is None:
@@ -405,7 +405,7 @@ class TfTvl1Backend:
                              jit_compile=jit_compile, autograph=False)
 
   def __call__(self, frames0, frames1):
-    """uint8 (or [0, 1] float) grayscale `[num_pairs, height, width]` twice -> float32 `[num_pairs, height, width, 2]`."""
+    """Grayscale uint8 (or [0, 1] float) `[pairs, height, width]` twice -> float32 `[pairs, height, width, 2]`."""
     frames0, frames1 = np.asarray(frames0), np.asarray(frames1)
     if frames0.shape != frames1.shape or frames0.ndim != 3:
       raise ValueError(f'TfTvl1Backend: expected two [num_pairs, height, width] arrays of one shape, got '
