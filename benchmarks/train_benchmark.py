@@ -6,8 +6,10 @@ r"""Training speed of the three streams: flow teacher, RGB baseline, and D3D stu
 Each case times the model's own `train_step` (the step `fit` runs), compiled as Keras compiles it: a `tf.function`,
 with XLA when `jit_compile` is on. The inputs are synthetic clips held in device memory, so the input pipeline does
 not limit these figures (`benchmarks/input_benchmark.py` measures it). A D3D step costs one extra forward pass of the
-teacher, run in inference mode outside the gradient tape; the table gives its step time over the RGB baseline's.
-The teacher's weights are random: speed does not depend on them.
+teacher, run in inference mode outside the gradient tape; the table gives its step time (and, robust to other
+processes sharing the CPU, its CPU time) over the RGB baseline's. The teacher's weights are random: speed does not
+depend on them. On CPU without XLA, TensorFlow's Conv3D gradients dominate a step, so the teacher's forward pass
+adds little; `--xla=on,off` shows the difference.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable from a checkout, not installed
@@ -49,7 +51,8 @@ class Scale:
   xla: Tuple[bool, ...]
 
 
-# As official_d3d/configs/experiments/tiny_cpu.flags. No XLA: on CPU it compiles for long and gains little.
+# As official_d3d/configs/experiments/tiny_cpu.flags. XLA off, as `official_d3d.train` runs on CPU: on CPU XLA compiles
+# for minutes, then steps several times faster (`--xla=on,off` measures both).
 TINY = Scale('tiny', num_frames=8, crop_size=32, depth_multiplier=0.1, min_depth=8, num_classes=10, batch_size=4,
              precisions=('float32',), xla=(False,))
 # The published S3D-G on Kinetics-400 clips.
@@ -59,14 +62,14 @@ FULL = Scale('full', num_frames=64, crop_size=224, depth_multiplier=1.0, min_dep
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean('full_size', None, 'S3D-G at 64x224x224 (default: when TensorFlow sees a GPU), else the tiny one.')
 flags.DEFINE_list('streams', list(d3d_config.STREAMS), 'Streams to time: flow (teacher), rgb (baseline), d3d.')
-flags.DEFINE_integer('batch_size', 0, 'Clips per step; 0: 4 tiny, 8 full size.')
+flags.DEFINE_integer('batch_size', 0, 'Clips per step; 0: 4 tiny, 8 full size.', lower_bound=0)
 flags.DEFINE_list('precisions', None, f'Keras dtype policies, from {d3d_config.PRECISIONS}; default: float32 tiny, '
                   'mixed_bfloat16 and float32 full size.')
 flags.DEFINE_list('xla', None, 'jit_compile settings, "on" and/or "off"; default: off tiny, on and off full size.')
 flags.DEFINE_integer('num_frames', 0, 'Overrides the clip length (0: 8 tiny, 64 full size).')
 flags.DEFINE_integer('crop_size', 0, 'Overrides the clip size (0: 32 tiny, 224 full size).')
-flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after the first (which traces and compiles).')
-flags.DEFINE_integer('steps', 20, 'Timed steps per case.')
+flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after the first (which traces and compiles).', lower_bound=0)
+flags.DEFINE_integer('steps', 20, 'Timed steps per case.', lower_bound=1)
 
 XLA_VALUES = {'on': True, 'off': False}
 

@@ -4,7 +4,8 @@ r"""Exports a trained network as a versioned SavedModel that TF Serving loads as
 
 writes `/tmp/serving/d3d/<version>/saved_model.pb` (version: the next integer unless `--version` says otherwise);
 serve it with `tensorflow_model_server --model_name=d3d --model_base_path=/tmp/serving/d3d`. The version is written
-to a hidden temporary folder and renamed when complete, so a server polling the base folder never loads half of it.
+to a hidden temporary folder and renamed when complete, so a server polling the base folder never loads half of it
+(on local and POSIX file systems; on object stores such as gs:// a rename copies objects one by one).
 
 A D3D student or an RGB baseline takes RGB frames only: no optical flow anywhere. A flow teacher takes flow images as
 `tfrecord_tools` stores them: uint8 (x, y, 0) quantised from +-bound pixels. Signatures:

@@ -5,6 +5,8 @@ import pathlib
 import cv2
 import numpy as np
 
+from tfrecord_tools import flow_backends
+
 FLOW_LIMIT = 20.0  # pixels, as the records store it (REFERENCE.md section 3)
 
 
@@ -28,6 +30,5 @@ def rgb_clip(video: pathlib.Path, num_frames: int, size: int, batch: int = 1) ->
 
 def flow_clip(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
   """[1, num_frames, size, size, 2] float32: Farneback flow between consecutive frames, +-20 px -> [-1, 1]."""
-  gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in _frames(video, num_frames + 1, size)]
-  flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in zip(gray, gray[1:])]
-  return (np.clip(np.stack(flows), -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT)[None].astype(np.float32)
+  flows = flow_backends.OpenCVFarneback().pair_flows(_frames(video, num_frames + 1, size))
+  return (np.clip(flows, -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT)[None].astype(np.float32)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
+from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
 HEIGHT, WIDTH = 40, 48
@@ -30,13 +31,6 @@ def read_frames(video: pathlib.Path, num_frames: int) -> np.ndarray:
   return np.stack(frames)
 
 
-def farneback_flow(frames: np.ndarray) -> np.ndarray:
-  """Forward flow in pixels [T, H, W, 2]; the last frame repeats the one before, as the converter stores it."""
-  gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-  flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in zip(gray, gray[1:])]
-  return np.stack(flows + flows[-1:])
-
-
 def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
   """Train shards (2 videos per class) and an eval shard (1 per class) of consecutive real segments, + label map.
 
@@ -52,7 +46,7 @@ def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
     label = index % NUM_CLASSES
     examples.append(sequence_example.build_sequence_example(
         media_id=f'bikes_{index}', label_index=label, label_string=CLASS_NAMES[label], frames=clip,
-        timestamps_us=[40000 * t for t in range(len(clip))], frame_rate=25.0, flow=farneback_flow(clip)))
+        timestamps_us=[40000 * t for t in range(len(clip))], frame_rate=25.0, flow=flow_backends.OpenCVFarneback().video_flow(clip)))
   train_examples, eval_examples = examples[:2 * NUM_CLASSES], examples[2 * NUM_CLASSES:]
   shards = {f'train-{i:05d}.tfrecord': train_examples[i::num_train_shards] for i in range(num_train_shards)}
   shards['eval-00000.tfrecord'] = eval_examples

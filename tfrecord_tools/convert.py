@@ -42,7 +42,8 @@ flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side, 'Resize so 
 flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
 flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
                   'Optical flow: opencv (TV-L1 on CPU cores), tf (the same TV-L1 in TensorFlow, batched; meant for a '
-                  'GPU, with --num_workers=1), none (RGB-only records).')
+                  'GPU, with --num_workers=1), farneback (fast, less accurate; for quick experiments), none (RGB-only '
+                  'records).')
 flags.DEFINE_integer('flow_batch_size', 32, 'Frame pairs per TensorFlow TV-L1 call (--flow_backend=tf).')
 flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND, 'Flow is clipped to +-this many pixels, then quantised.')
 flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS, 'Flow image encoding: jpeg or lossless png.')

@@ -97,7 +97,7 @@ class VideoClassifier(keras.Model):
         one_hot, tf.cast(logits, tf.float32), from_logits=True, label_smoothing=self.label_smoothing)
 
   def train_step(self, data):
-    inputs, labels = data
+    inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     targets = self.training_targets(inputs)
     with tf.GradientTape() as tape:
       outputs = self(inputs, training=True)
@@ -124,7 +124,7 @@ class VideoClassifier(keras.Model):
     return evaluation.multi_view_probabilities(self.network, select_modality(inputs, self.modality))
 
   def test_step(self, data):
-    inputs, labels = data
+    inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     probabilities = self.video_probabilities(inputs)
     labels = tf.cast(labels, tf.int32)
     label_probability = tf.gather(probabilities, labels, axis=1, batch_dims=1)
@@ -138,7 +138,7 @@ class VideoClassifier(keras.Model):
     return {'probabilities': self.video_probabilities(inputs)}
 
   def predict_step(self, data):
-    inputs, labels = data if isinstance(data, tuple) else (data, None)
+    inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     outputs = self.prediction_outputs(inputs)
     if labels is not None:
       outputs['labels'] = labels
