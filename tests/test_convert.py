@@ -262,8 +262,8 @@ def test_tvl1_parameters_reach_opencv():
   assert abs(np.median(flow[1, ..., 0]) - 1) < 0.2
   assert flow_backends.create_backend(flow_backends.FlowConfig(backend='none')) is None
   default = cv2.optflow.DualTVL1OpticalFlow_create()
-  assert (default.getTau(), default.getMedianFiltering()) == pytest.approx((optical_flow.Tvl1Params().tau,
-                                                                             optical_flow.Tvl1Params().median_filtering))
+  defaults = optical_flow.Tvl1Params()
+  assert (default.getTau(), default.getMedianFiltering()) == pytest.approx((defaults.tau, defaults.median_filtering))
 
 
 def test_kinetics_whole_videos_are_cut_and_missing_clips_reported(tmp_path, bikes_video):

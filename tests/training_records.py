@@ -46,7 +46,8 @@ def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
     label = index % NUM_CLASSES
     examples.append(sequence_example.build_sequence_example(
         media_id=f'bikes_{index}', label_index=label, label_string=CLASS_NAMES[label], frames=clip,
-        timestamps_us=[40000 * t for t in range(len(clip))], frame_rate=25.0, flow=flow_backends.OpenCVFarneback().video_flow(clip)))
+        timestamps_us=[40000 * t for t in range(len(clip))], frame_rate=25.0,
+        flow=flow_backends.OpenCVFarneback().video_flow(clip)))
   train_examples, eval_examples = examples[:2 * NUM_CLASSES], examples[2 * NUM_CLASSES:]
   shards = {f'train-{i:05d}.tfrecord': train_examples[i::num_train_shards] for i in range(num_train_shards)}
   shards['eval-00000.tfrecord'] = eval_examples

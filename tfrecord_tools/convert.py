@@ -26,33 +26,6 @@ from tfrecord_tools import video_io
 
 _TVL1_PREFIX = 'tvl1_'
 
-flags.DEFINE_enum('source', 'csv', manifests.SOURCES, 'Kind of video list; see tfrecord_tools/manifests.py.')
-flags.DEFINE_string('input', None, 'The CSV file (csv, kinetics), the class-folder root (folder), or the folder of '
-                    'the official split files (ucf101, hmdb51).')
-flags.DEFINE_string('video_root', '', 'Folder of the videos (ucf101, hmdb51, kinetics; csv: base of relative paths).')
-flags.DEFINE_integer('split', 1, 'Official split 1..3 (ucf101, hmdb51).')
-flags.DEFINE_string('subset', '', 'train or test (ucf101, hmdb51); kinetics: keep only rows of this split column.')
-flags.DEFINE_string('label_map', '', 'Use this label map (e.g. the train split\'s) instead of the source\'s classes.')
-flags.DEFINE_string('output_dir', None, 'Folder of the shards, label map, settings and report.')
-flags.DEFINE_string('name', 'data', 'Shard name prefix: <name>-SSSSS-of-NNNNN.tfrecord.')
-flags.DEFINE_integer('num_shards', 8, 'Number of TFRecord files.')
-flags.DEFINE_integer('num_workers', 0, 'Worker processes of the local runner; 0: all cores.')
-flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
-flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side, 'Resize so the short side is this; 0 keeps it.')
-flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
-flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
-                  'Optical flow: opencv (TV-L1 on CPU cores), tf (the same TV-L1 in TensorFlow, batched; meant for a '
-                  'GPU, with --num_workers=1), farneback (fast, less accurate; for quick experiments), none (RGB-only '
-                  'records).')
-flags.DEFINE_integer('flow_batch_size', 32, 'Frame pairs per TensorFlow TV-L1 call (--flow_backend=tf).')
-flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND, 'Flow is clipped to +-this many pixels, then quantised.')
-flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS, 'Flow image encoding: jpeg or lossless png.')
-flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of RGB (and JPEG flow) frames, 1..100.')
-flags.DEFINE_enum('runner', 'local', ('local', 'beam'), 'local: process pool on this machine, resumable; beam: '
-                  'Apache Beam pipeline on the runner named in --beam_options.')
-flags.DEFINE_string('beam_options', '', 'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P '
-                    '--region=R --temp_location=gs://B/tmp". Default: DirectRunner.')
-
 # One --tvl1_<name> flag per field of Tvl1Params (OpenCV's DualTVL1 parameters), its default OpenCV's.
 _TVL1_HELP = {
     'tau': 'time step of the numerical scheme',
@@ -67,13 +40,52 @@ _TVL1_HELP = {
     'gamma': 'weight of the illumination-change term (0: none)',
     'median_filtering': 'median filter size applied to the flow between warps',
 }
-_FLAG_DEFINERS = {float: flags.DEFINE_float, int: flags.DEFINE_integer}
-for _field in dataclasses.fields(optical_flow.Tvl1Params):
-  _FLAG_DEFINERS[_field.type](_TVL1_PREFIX + _field.name.rstrip('_'), _field.default,
-                              f'TV-L1: {_TVL1_HELP[_field.name]}; the default is OpenCV\'s.')
-flags.DEFINE_bool('tvl1_use_initial_flow', False, 'TV-L1: start each frame pair from the flow of the previous pair.')
 
-flags.mark_flags_as_required(['input', 'output_dir'])
+
+def define_flags() -> None:
+  """Command-line flags; defined only when run as a program, so importing this module defines none."""
+  flags.DEFINE_enum('source', 'csv', manifests.SOURCES, 'Kind of video list; see tfrecord_tools/manifests.py.')
+  flags.DEFINE_string('input', None, 'The CSV file (csv, kinetics), the class-folder root (folder), or the folder of '
+                      'the official split files (ucf101, hmdb51).')
+  flags.DEFINE_string('video_root', '', 'Folder of the videos (ucf101, hmdb51, kinetics; csv: base of relative '
+                      'paths).')
+  flags.DEFINE_integer('split', 1, 'Official split 1..3 (ucf101, hmdb51).')
+  flags.DEFINE_string('subset', '', 'train or test (ucf101, hmdb51); kinetics: keep only rows of this split column.')
+  flags.DEFINE_string('label_map', '', 'Use this label map (e.g. the train split\'s) instead of the source\'s '
+                      'classes.')
+  flags.DEFINE_string('output_dir', None, 'Folder of the shards, label map, settings and report.')
+  flags.DEFINE_string('name', 'data', 'Shard name prefix: <name>-SSSSS-of-NNNNN.tfrecord.')
+  flags.DEFINE_integer('num_shards', 8, 'Number of TFRecord files.')
+  flags.DEFINE_integer('num_workers', 0, 'Worker processes of the local runner; 0: all cores.')
+  flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
+  flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side,
+                       'Resize so the short side is this; 0 keeps it.')
+  flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
+  flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
+                    'Optical flow: opencv (TV-L1 on CPU cores), tf (the same TV-L1 in TensorFlow, batched; meant '
+                    'for a GPU, with --num_workers=1), farneback (fast, less accurate; for quick experiments), none '
+                    '(RGB-only records).')
+  flags.DEFINE_integer('flow_batch_size', 32, 'Frame pairs per TensorFlow TV-L1 call (--flow_backend=tf).')
+  flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND,
+                     'Flow is clipped to +-this many pixels, then quantised.')
+  flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS,
+                    'Flow image encoding: jpeg or lossless png.')
+  flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of RGB (and JPEG flow) frames, 1..100.')
+  flags.DEFINE_enum('runner', 'local', ('local', 'beam'), 'local: process pool on this machine, resumable; beam: '
+                    'Apache Beam pipeline on the runner named in --beam_options.')
+  flags.DEFINE_string('beam_options', '', 'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P '
+                      '--region=R --temp_location=gs://B/tmp". Default: DirectRunner.')
+
+  definers = {float: flags.DEFINE_float, int: flags.DEFINE_integer}
+  for field in dataclasses.fields(optical_flow.Tvl1Params):
+    definers[field.type](_TVL1_PREFIX + field.name.rstrip('_'), field.default,
+                         f'TV-L1: {_TVL1_HELP[field.name]}; the default is OpenCV\'s.')
+  flags.DEFINE_bool('tvl1_use_initial_flow', False,
+                    'TV-L1: start each frame pair from the flow of the previous pair.')
+
+  flags.mark_flags_as_required(['input', 'output_dir'])
+
+
 FLAGS = flags.FLAGS
 
 
@@ -127,4 +139,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=_parse_flags)

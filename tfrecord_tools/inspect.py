@@ -332,12 +332,16 @@ def write_pictures(paths: Sequence[str], output_dir: str, num_videos: int, frame
   return written
 
 
-flags.DEFINE_string('records', None, 'Glob of the TFRecord files, e.g. "records/train-*.tfrecord".')
-flags.DEFINE_string('label_map', '', 'Label map to name the classes by; default: the records\' clip/label/string.')
-flags.DEFINE_string('output_dir', '', 'Write PNG pictures of RGB frames and their flow here; none when empty.')
-flags.DEFINE_integer('num_videos', 3, 'Pictures of this many videos (the first ones of the sorted files).')
-flags.DEFINE_integer('frames_per_video', 4, 'Frames per picture, spread evenly over the video.')
-flags.mark_flag_as_required('records')
+def define_flags() -> None:
+  """Command-line flags; defined only when run as a program, so importing this module defines none."""
+  flags.DEFINE_string('records', None, 'Glob of the TFRecord files, e.g. "records/train-*.tfrecord".')
+  flags.DEFINE_string('label_map', '', 'Label map to name the classes by; default: the records\' clip/label/string.')
+  flags.DEFINE_string('output_dir', '', 'Write PNG pictures of RGB frames and their flow here; none when empty.')
+  flags.DEFINE_integer('num_videos', 3, 'Pictures of this many videos (the first ones of the sorted files).')
+  flags.DEFINE_integer('frames_per_video', 4, 'Frames per picture, spread evenly over the video.')
+  flags.mark_flag_as_required('records')
+
+
 FLAGS = flags.FLAGS
 
 
@@ -358,4 +362,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
