@@ -26,6 +26,7 @@ from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
+from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def make_video(frames, with_flow):
   example = sequence_example.build_sequence_example(
       media_id='bikes', label_index=0, label_string=training_records.CLASS_NAMES[0], frames=frames,
       timestamps_us=[40000 * t for t in range(len(frames))], frame_rate=25.0,
-      flow=training_records.farneback_flow(frames) if with_flow else None)
+      flow=flow_backends.OpenCVFarneback().video_flow(frames) if with_flow else None)
   jpegs = [f.bytes_list.value[0] for f in example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature]
   flow_images = np.zeros([0])
   if with_flow:
