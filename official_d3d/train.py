@@ -306,7 +306,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.', flag_values=flag_values)
   for flag_name, section, field in _config_fields():
     default = _field_default(section, field)
-    help_text = f'{section + "." if section else ""}{field.name}: see official_d3d/configs/d3d_config.py'
+    help_text = field.metadata['help']
     if isinstance(default, bool):
       flags.DEFINE_bool(flag_name, default, help_text, flag_values=flag_values)
     elif isinstance(default, int):

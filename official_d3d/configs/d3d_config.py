@@ -22,84 +22,94 @@ PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 CONFIG_FILENAME = 'config.json'
 
 
+def setting(default, help_text: str):
+  """A config field with its documentation; `train.py` shows it as the help of the field's flag."""
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
 @dataclasses.dataclass
 class DataConfig:
   """Input pipeline: which records, how clips are sampled and augmented."""
-  train_pattern: str = ''  # glob of training TFRecord shards
-  eval_pattern: str = ''  # glob of evaluation TFRecord shards
-  label_map: str = ''  # label map written by tfrecord_tools (one class per line)
-  num_classes: int = 0  # 0: the number of lines of label_map
-  num_frames: int = 64  # frames per clip
-  stride: int = 1  # temporal stride between sampled frames
-  crop_size: int = 224
-  # Training scale jitter: the short side is resized to a random size in this range before the random crop.
-  train_resize_range: Tuple[int, int] = (256, 256)
-  eval_resize: int = 256  # short side before the centre crop at evaluation
-  random_flip: bool = True
-  global_batch_size: int = 8
-  eval_batch_size: int = 8
-  num_eval_clips: int = 1  # evenly spaced clips per video at evaluation
-  num_eval_crops: int = 1  # 1: centre crop; 3: left/centre/right (or top/centre/bottom) crops
-  shuffle_buffer: int = 64
-  seed: int = 0
+  train_pattern: str = setting('', 'Glob of the training TFRecord shards.')
+  eval_pattern: str = setting('', 'Glob of the evaluation TFRecord shards.')
+  label_map: str = setting('', 'Label map written by tfrecord_tools (one class per line).')
+  num_classes: int = setting(0, 'Number of classes; 0: the number of lines of label_map.')
+  num_frames: int = setting(64, 'Frames per clip.')
+  stride: int = setting(1, 'Temporal stride between the sampled frames.')
+  crop_size: int = setting(224, 'Side of the square crop the network sees.')
+  train_resize_range: Tuple[int, int] = setting(
+      (256, 256), 'Training scale jitter: the short side is resized to a random size in this range before the '
+      'random crop.')
+  eval_resize: int = setting(256, 'Short side before the centre crop at evaluation.')
+  random_flip: bool = setting(True, 'Random horizontal flips in training (the flow\'s x component is negated).')
+  global_batch_size: int = setting(8, 'Training clips per step, over all replicas.')
+  eval_batch_size: int = setting(8, 'Videos per evaluation batch, over all replicas.')
+  num_eval_clips: int = setting(1, 'Evenly spaced clips per video at evaluation.')
+  num_eval_crops: int = setting(1, 'Crops per clip at evaluation: 1 centre; more: spread along the long side.')
+  shuffle_buffer: int = setting(64, 'Training examples in the shuffle buffer.')
+  seed: int = setting(0, 'Seed of the input pipeline\'s shuffling and augmentation.')
 
 
 @dataclasses.dataclass
 class ModelConfig:
   """S3D-G backbone (REFERENCE.md section 2); the defaults are the published network."""
-  first_temporal_kernel_size: int = 3  # 3 as the TF-slim reference, 7 as the papers
-  temporal_conv_startat: str = 'Conv2d_2c_3x3'  # earlier blocks use 2D [1, k, k] convolutions
-  gating_startat: str = 'Conv2d_2c_3x3'  # '' for no gating (S3D)
-  depth_multiplier: float = 1.0
-  min_depth: int = 16
-  dropout_rate: float = 0.2  # the reference keeps 0.8
+  first_temporal_kernel_size: int = setting(3, 'Temporal size of the first convolution: 3 as the TF-slim '
+                                            'reference, 7 as the papers.')
+  temporal_conv_startat: str = setting('Conv2d_2c_3x3', 'First block with temporal convolutions; earlier blocks use '
+                                       '2D [1, k, k] ones (the top-heavy variants). Empty: none.')
+  gating_startat: str = setting('Conv2d_2c_3x3', 'First block with self-gating; empty for none (S3D).')
+  depth_multiplier: float = setting(1.0, 'Scales every layer\'s channels (small models for tests and laptops).')
+  min_depth: int = setting(16, 'Fewest channels a layer keeps under depth_multiplier.')
+  dropout_rate: float = setting(0.2, 'Dropout before the classifier (the reference keeps 0.8).')
 
 
 @dataclasses.dataclass
 class DistillationConfig:
   """How the RGB student is taught by the frozen flow teacher (stream 'd3d' only)."""
-  target: str = 'logits'  # teacher output the student mimics: 'logits' or pooled 'features'
-  loss: str = 'l2'  # 'l2' (mean squared error) or 'kl' (temperature-scaled KL on logits)
-  weight: float = 1.0  # lambda in loss = cross-entropy + lambda * distillation
-  temperature: float = 1.0  # for 'kl'
-  use_head: bool = False  # a small head on the student's features predicts the target
+  target: str = setting('logits', 'Teacher output the student mimics: logits, or pooled features.')
+  loss: str = setting('l2', 'l2 (mean squared error) or kl (temperature-scaled KL divergence of the logits).')
+  weight: float = setting(1.0, 'lambda in loss = cross-entropy + lambda x distillation.')
+  temperature: float = setting(1.0, 'Softmax temperature of the kl loss.')
+  use_head: bool = setting(False, 'A small head on the student\'s features predicts the target (training only).')
 
 
 @dataclasses.dataclass
 class TrainConfig:
   """Optimisation, schedule, checkpoints, devices and precision."""
-  optimizer: str = 'sgd'
-  learning_rate: float = 0.1
-  momentum: float = 0.9
-  weight_decay: float = 1e-7
-  schedule: str = 'cosine'
-  warmup_steps: int = 0
-  step_boundaries: Tuple[int, ...] = ()  # for 'step': learning rate x decay_rate at each boundary
-  decay_rate: float = 0.1
-  label_smoothing: float = 0.0
-  train_steps: int = 1000  # a multiple of steps_per_loop
-  steps_per_loop: int = 100  # steps between checkpoints and summaries
-  eval_interval: int = 0  # train_and_eval: steps between evaluations during training (0: only at the end)
-  eval_steps: int = 0  # batches per evaluation; 0: the whole evaluation set
-  distribution_strategy: str = 'one_device'
-  tpu_address: str = ''
-  mixed_precision: str = 'float32'
-  jit_compile: bool = True  # XLA on GPU; ignored on CPU (slow to compile) and TPU (always compiled)
-  max_checkpoints: int = 3
+  optimizer: str = setting('sgd', 'sgd (with momentum) or adamw.')
+  learning_rate: float = setting(0.1, 'Peak learning rate, reached after the warmup.')
+  momentum: float = setting(0.9, 'SGD momentum.')
+  weight_decay: float = setting(1e-7, 'Decoupled weight decay of the optimizer (not on biases and batch norm).')
+  schedule: str = setting('cosine', 'Learning-rate schedule after the warmup: cosine, step or constant.')
+  warmup_steps: int = setting(0, 'Steps of linear warmup from 0 to learning_rate.')
+  step_boundaries: Tuple[int, ...] = setting((), 'For the step schedule: the learning rate is multiplied by '
+                                             'decay_rate at each of these steps.')
+  decay_rate: float = setting(0.1, 'Factor of the step schedule.')
+  label_smoothing: float = setting(0.0, 'Label smoothing of the cross-entropy.')
+  train_steps: int = setting(1000, 'Training steps in all; a multiple of steps_per_loop.')
+  steps_per_loop: int = setting(100, 'Steps between checkpoints and summaries.')
+  eval_interval: int = setting(0, 'train_and_eval: steps between evaluations during training (0: only at the end).')
+  eval_steps: int = setting(0, 'Batches per evaluation; 0: the whole evaluation set.')
+  distribution_strategy: str = setting('one_device', 'one_device, mirrored, multi_worker_mirrored or tpu.')
+  tpu_address: str = setting('', 'TPU name or address for the tpu strategy.')
+  mixed_precision: str = setting('float32', 'float32, mixed_bfloat16, or mixed_float16 (loss scaling; GPU only).')
+  jit_compile: bool = setting(True, 'XLA-compile the steps on GPU; ignored on CPU (slow to compile) and on TPU '
+                              '(always compiled).')
+  max_checkpoints: int = setting(3, 'Checkpoints kept in model_dir.')
 
 
 @dataclasses.dataclass
 class ExperimentConfig:
   """One run: which network is trained ('flow' teacher, 'rgb' baseline or 'd3d' student) and how."""
-  stream: str = 'd3d'
-  model_dir: str = ''
-  teacher_checkpoint: str = ''  # model_dir (or checkpoint path) of a trained flow teacher; required for 'd3d'
-  # model_dir (or checkpoint path) of a trained network to start from, e.g. Kinetics-400 before UCF-101; weights
-  # whose shapes differ (the classifier, for another class count) start fresh.
-  init_checkpoint: str = ''
-  # Evaluation only: the model_dir of a flow network to late-fuse with this RGB (or D3D) network.
-  fusion_model_dir: str = ''
-  fusion_flow_weight: float = 0.5  # two-stream probabilities = (1 - w) x RGB + w x flow
+  stream: str = setting('d3d', 'Network to train: flow (teacher), rgb (baseline) or d3d (distilled student).')
+  model_dir: str = setting('', 'Folder of the checkpoints, config.json, summaries and metrics.')
+  teacher_checkpoint: str = setting('', 'model_dir (or checkpoint) of a trained flow teacher; required for d3d.')
+  init_checkpoint: str = setting('', 'model_dir (or checkpoint) of a trained network to start from, e.g. '
+                                 'Kinetics-400 before UCF-101; weights whose shapes differ (the classifier) start '
+                                 'fresh.')
+  fusion_model_dir: str = setting('', 'Evaluation: model_dir of a flow network to late-fuse with this RGB or D3D '
+                                  'network (two-stream).')
+  fusion_flow_weight: float = setting(0.5, 'Two-stream probabilities = (1 - w) x RGB + w x flow.')
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   distillation: DistillationConfig = dataclasses.field(default_factory=DistillationConfig)
