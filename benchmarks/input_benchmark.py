@@ -24,7 +24,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable
 
 from absl import app
 from absl import flags
-import numpy as np
 import tensorflow as tf
 
 from benchmarks import table

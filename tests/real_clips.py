@@ -10,25 +10,26 @@ from tfrecord_tools import flow_backends
 FLOW_LIMIT = 20.0  # pixels, as the records store it (REFERENCE.md section 3)
 
 
-def _frames(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
+def read_frames(video: pathlib.Path, num_frames: int, width: int, height: int) -> np.ndarray:
+  """The first `num_frames` frames resized to width x height: RGB uint8 [num_frames, height, width, 3]."""
   capture = cv2.VideoCapture(str(video))
   frames = []
   while len(frames) < num_frames:
     ok, frame = capture.read()
     if not ok:
       raise ValueError(f'{video} has fewer than {num_frames} frames')
-    frames.append(cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    frames.append(cv2.cvtColor(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
   capture.release()
   return np.stack(frames)
 
 
 def rgb_clip(video: pathlib.Path, num_frames: int, size: int, batch: int = 1) -> np.ndarray:
   """[batch, num_frames, size, size, 3] float32; batch element i starts i frames later."""
-  frames = _frames(video, num_frames + batch - 1, size).astype(np.float32) / 127.5 - 1.0
+  frames = read_frames(video, num_frames + batch - 1, size, size).astype(np.float32) / 127.5 - 1.0
   return np.stack([frames[i:i + num_frames] for i in range(batch)])
 
 
 def flow_clip(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
   """[1, num_frames, size, size, 2] float32: Farneback flow between consecutive frames, +-20 px -> [-1, 1]."""
-  flows = flow_backends.OpenCVFarneback().pair_flows(_frames(video, num_frames + 1, size))
+  flows = flow_backends.OpenCVFarneback().pair_flows(read_frames(video, num_frames + 1, size, size))
   return (np.clip(flows, -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT)[None].astype(np.float32)

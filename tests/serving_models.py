@@ -25,7 +25,6 @@ from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
 
 CLASSIFIER_GAIN = 300.0  # brings the logits of the calibrated tiny network to a spread of a few units
-_CACHE = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +76,6 @@ def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
   return TinyRuns(records=records, flow_dir=flow_config.model_dir, d3d_dir=student_config.model_dir)
 
 
-def tiny_runs(tmp_path_factory, video: pathlib.Path) -> TinyRuns:
-  if 'runs' not in _CACHE:
-    _CACHE['runs'] = train_tiny_runs(tmp_path_factory.mktemp('tiny_runs'), video)
-  return _CACHE['runs']
-
-
-def exported_student(tmp_path_factory, video: pathlib.Path) -> str:
+def export_student(runs: TinyRuns, export_dir: pathlib.Path) -> str:
   """`<export_dir>/1` of the D3D student, exported with top_k=2 (of 3 classes)."""
-  if 'student' not in _CACHE:
-    runs = tiny_runs(tmp_path_factory, video)
-    _CACHE['student'] = export_saved_model.export(runs.d3d_dir, str(tmp_path_factory.mktemp('serving') / 'd3d'),
-                                                  serving=export_saved_model.ServingConfig(top_k=2))
-  return _CACHE['student']
+  return export_saved_model.export(runs.d3d_dir, str(export_dir), serving=export_saved_model.ServingConfig(top_k=2))

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import serving_models
 import training_records
 from official_d3d import evaluation
 from official_d3d import export_saved_model
@@ -109,16 +108,6 @@ def videos(bikes_video):
 @pytest.fixture(scope='module')
 def flow_videos(bikes_video):
   return two_videos(bikes_video, with_flow=True)
-
-
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory, bikes_video):
-  return serving_models.tiny_runs(tmp_path_factory, bikes_video)
-
-
-@pytest.fixture(scope='module')
-def student_export(tmp_path_factory, bikes_video):
-  return serving_models.exported_student(tmp_path_factory, bikes_video)
 
 
 @pytest.fixture(scope='module')

@@ -24,7 +24,6 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-import serving_models
 import training_records
 from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
@@ -45,16 +44,6 @@ def bikes_frames(bikes_video):
 @pytest.fixture(scope='module')
 def bikes_jpegs(bikes_frames):
   return client.encode_jpeg(bikes_frames)
-
-
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory, bikes_video):
-  return serving_models.tiny_runs(tmp_path_factory, bikes_video)
-
-
-@pytest.fixture(scope='module')
-def student_export(tmp_path_factory, bikes_video):
-  return serving_models.exported_student(tmp_path_factory, bikes_video)
 
 
 @pytest.fixture(scope='module')

@@ -3,10 +3,9 @@
 import os
 import pathlib
 
-import cv2
-import numpy as np
 import tensorflow as tf
 
+import real_clips
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
 from tfrecord_tools import flow_backends
@@ -18,19 +17,6 @@ FRAMES_PER_VIDEO = 10
 CLASS_NAMES = ('left_bikes', 'middle_bikes', 'right_bikes')
 
 
-def read_frames(video: pathlib.Path, num_frames: int) -> np.ndarray:
-  """The first `num_frames` frames, RGB uint8 [T, HEIGHT, WIDTH, 3]."""
-  capture = cv2.VideoCapture(str(video))
-  frames = []
-  while len(frames) < num_frames:
-    ok, bgr = capture.read()
-    if not ok:
-      raise ValueError(f'{video} has fewer than {num_frames} frames')
-    frames.append(cv2.cvtColor(cv2.resize(bgr, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-  capture.release()
-  return np.stack(frames)
-
-
 def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
   """Train shards (2 videos per class) and an eval shard (1 per class) of consecutive real segments, + label map.
 
@@ -39,7 +25,7 @@ def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
   root = str(root)
   os.makedirs(root, exist_ok=True)
   num_videos = 3 * NUM_CLASSES
-  frames = read_frames(video, num_videos * FRAMES_PER_VIDEO)
+  frames = real_clips.read_frames(video, num_videos * FRAMES_PER_VIDEO, WIDTH, HEIGHT)
   examples = []
   for index in range(num_videos):
     clip = frames[index * FRAMES_PER_VIDEO:(index + 1) * FRAMES_PER_VIDEO]
