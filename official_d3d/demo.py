@@ -21,7 +21,6 @@ Layout of `--output_dir` (with several seeds, one such folder per seed, `seed_<N
   export/    d3d_student/1 (the deliverable), and the two-stream networks timed against it
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -40,7 +39,6 @@ from official_d3d import export_saved_model
 from official_d3d import train
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
-from official_d3d.modeling.backbones import s3dg
 from official_d3d.ops import flow_quantization
 from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
@@ -227,7 +225,8 @@ def experiment_config(config: DemoConfig, paths: DemoPaths, name: str) -> d3d_co
       train_resize_range=tuple(config.train_resize_range), eval_resize=config.eval_resize, random_flip=False,
       global_batch_size=config.batch_size, eval_batch_size=config.batch_size, num_eval_clips=1, num_eval_crops=1,
       shuffle_buffer=256, seed=config.seed)
-  model = d3d_config.ModelConfig(depth_multiplier=config.depth_multiplier, min_depth=8, dropout_rate=0.0)
+  model = d3d_config.ModelConfig(depth_multiplier=config.depth_multiplier, min_depth=8, dropout_rate=0.0,
+                                 batch_norm_momentum=config.batch_norm_momentum)
   distillation = d3d_config.DistillationConfig(target=config.distill_target, loss=config.distill_loss,
                                                weight=config.distill_weight,
                                                temperature=config.distill_temperature)
@@ -240,17 +239,6 @@ def experiment_config(config: DemoConfig, paths: DemoPaths, name: str) -> d3d_co
       stream=stream, model_dir=paths.model_dir(name),
       teacher_checkpoint=paths.model_dir('flow_teacher') if stream == 'd3d' else '',
       data=data, model=model, distillation=distillation, train=training)
-
-
-@contextlib.contextmanager
-def batch_norm_momentum(momentum: float):
-  """Networks built inside update their batch-norm moving statistics with `momentum` (training only)."""
-  previous = s3dg.BATCH_NORM_MOMENTUM
-  s3dg.BATCH_NORM_MOMENTUM = momentum
-  try:
-    yield
-  finally:
-    s3dg.BATCH_NORM_MOMENTUM = previous
 
 
 class HistoryLogger(keras.callbacks.Callback):
@@ -291,8 +279,7 @@ def train_network(config: DemoConfig, paths: DemoPaths, name: str, number: int) 
   os.makedirs(experiment.model_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
   history = HistoryLogger(os.path.join(experiment.model_dir, HISTORY_FILENAME), config.steps_per_loop)
-  with batch_norm_momentum(config.batch_norm_momentum):
-    return train.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
+  return train.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
 
 
 def evaluate_fusion(config: DemoConfig, paths: DemoPaths) -> dict:

@@ -118,7 +118,8 @@ def test_a_second_run_skips_every_completed_step_and_gives_the_same_results(quic
 
 def test_a_changed_dataset_setting_is_refused_rather_than_mixed(quick_run):
   config, _, _ = quick_run
-  changed = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset, num_frames=10))
+  longer = dataclasses.replace(config.dataset, num_frames=config.dataset.num_frames + 2)
+  changed = dataclasses.replace(config, dataset=longer)
   with pytest.raises(ValueError, match='another dataset'):
     demo.run_demo(changed)
 

@@ -61,6 +61,8 @@ class ModelConfig:
   depth_multiplier: float = setting(1.0, 'Scales every layer\'s channels (small models for tests and laptops).')
   min_depth: int = setting(16, 'Fewest channels a layer keeps under depth_multiplier.')
   dropout_rate: float = setting(0.2, 'Dropout before the classifier (the reference keeps 0.8).')
+  batch_norm_momentum: float = setting(0.999, 'Batch-norm moving-average momentum: 0.999 as the reference, for '
+                                       'long runs; short runs need less (e.g. 0.9) for usable inference statistics.')
 
 
 @dataclasses.dataclass

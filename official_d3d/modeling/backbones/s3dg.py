@@ -117,7 +117,7 @@ class Unit3D(keras.layers.Layer):
   """
 
   def __init__(self, filters: int, kernel_size, strides=1, separable: bool = False, self_gating: bool = False,
-               weight_decay: float = 0.0, **kwargs):
+               weight_decay: float = 0.0, batch_norm_momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
     super().__init__(**kwargs)
     self.filters = filters
     self.kernel_size = _triple(kernel_size)
@@ -125,6 +125,7 @@ class Unit3D(keras.layers.Layer):
     self.separable = separable
     self.self_gating = self_gating
     self.weight_decay = weight_decay
+    self.batch_norm_momentum = batch_norm_momentum
     regularizer = _kernel_regularizer(weight_decay)
     split = separable and self.kernel_size[0] > 1
     self.conv = keras.layers.Conv3D(
@@ -132,7 +133,7 @@ class Unit3D(keras.layers.Layer):
         strides=(1,) + self.strides[1:] if split else self.strides, padding='same', use_bias=False,
         kernel_initializer=_conv_initializer(), kernel_regularizer=regularizer, dtype=self.dtype_policy, name='conv')
     self.batch_norm = keras.layers.BatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, scale=False, dtype=self.dtype_policy,
+        momentum=batch_norm_momentum, epsilon=BATCH_NORM_EPSILON, scale=False, dtype=self.dtype_policy,
         name='BatchNorm')
     self.temporal = keras.layers.Conv3D(
         filters, (self.kernel_size[0], 1, 1), strides=(self.strides[0], 1, 1), padding='same',
@@ -164,7 +165,8 @@ class Unit3D(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'filters': self.filters, 'kernel_size': self.kernel_size, 'strides': self.strides,
-            'separable': self.separable, 'self_gating': self.self_gating, 'weight_decay': self.weight_decay}
+            'separable': self.separable, 'self_gating': self.self_gating, 'weight_decay': self.weight_decay,
+            'batch_norm_momentum': self.batch_norm_momentum}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -176,7 +178,7 @@ class InceptionBlock(keras.layers.Layer):
   """
 
   def __init__(self, depths: Sequence[int], temporal_kernel_size: int = 3, self_gating: bool = False,
-               weight_decay: float = 0.0, **kwargs):
+               weight_decay: float = 0.0, batch_norm_momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
     super().__init__(**kwargs)
     if len(depths) != 6:
       raise ValueError(f'InceptionBlock needs 6 depths, got {depths}')
@@ -184,10 +186,11 @@ class InceptionBlock(keras.layers.Layer):
     self.temporal_kernel_size = temporal_kernel_size
     self.self_gating = self_gating
     self.weight_decay = weight_decay
+    self.batch_norm_momentum = batch_norm_momentum
 
     def unit(filters, name, kernel_size=1, gated=False):
       return Unit3D(filters, kernel_size, separable=True, self_gating=gated and self_gating, weight_decay=weight_decay,
-                    dtype=self.dtype_policy, name=name)
+                    batch_norm_momentum=batch_norm_momentum, dtype=self.dtype_policy, name=name)
 
     separable_kernel = (temporal_kernel_size, 3, 3)
     d0, d1a, d1b, d2a, d2b, d3b = self.depths
@@ -218,7 +221,8 @@ class InceptionBlock(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'depths': self.depths, 'temporal_kernel_size': self.temporal_kernel_size,
-            'self_gating': self.self_gating, 'weight_decay': self.weight_decay}
+            'self_gating': self.self_gating, 'weight_decay': self.weight_decay,
+            'batch_norm_momentum': self.batch_norm_momentum}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -276,12 +280,14 @@ class S3DG(keras.Model):
   `temporal_conv_startat`: first block with [3, 1, 1] temporal convolutions; earlier blocks are 2D ('' = none).
   `gating_startat`: first block with self-gating ('' or None = S3D, no gating). Defaults are the published S3D-G.
   `weight_decay` adds TF-slim's L2 penalty on every convolution kernel to `model.losses` (0 = none).
+  `batch_norm_momentum`: the reference's 0.999 suits long runs; a short run needs less (e.g. 0.9), or its moving
+  statistics, which inference uses, are still mostly their initial values.
   """
 
   def __init__(self, num_classes: int, input_channels: int = 3, first_temporal_kernel_size: int = 3,
                temporal_conv_startat: Optional[str] = 'Conv2d_2c_3x3', gating_startat: Optional[str] = 'Conv2d_2c_3x3',
                depth_multiplier: float = 1.0, min_depth: int = 16, dropout_rate: float = 0.2,
-               weight_decay: float = 0.0, **kwargs):
+               weight_decay: float = 0.0, batch_norm_momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
     super().__init__(**kwargs)
     if first_temporal_kernel_size not in FIRST_TEMPORAL_KERNEL_SIZES:
       raise ValueError(f'first_temporal_kernel_size must be one of {FIRST_TEMPORAL_KERNEL_SIZES}, '
@@ -299,6 +305,7 @@ class S3DG(keras.Model):
     self.min_depth = min_depth
     self.dropout_rate = dropout_rate
     self.weight_decay = weight_decay
+    self.batch_norm_momentum = batch_norm_momentum
     self.blocks = self._make_blocks(_block_index('temporal_conv_startat', temporal_conv_startat),
                                     _block_index('gating_startat', gating_startat))
     self.head = S3DGHead(num_classes, dropout_rate, weight_decay, dtype=self.dtype_policy, name='Logits')
@@ -311,8 +318,9 @@ class S3DG(keras.Model):
     blocks = []
     for index, name in enumerate(ENDPOINTS):
       temporal = 3 if index >= temporal_from else 1
-      common = dict(self_gating=index >= gating_from, weight_decay=self.weight_decay, dtype=self.dtype_policy,
-                    name=name)
+      units = dict(weight_decay=self.weight_decay, batch_norm_momentum=self.batch_norm_momentum,
+                   dtype=self.dtype_policy, name=name)
+      common = dict(self_gating=index >= gating_from, **units)
       if name in MAX_POOLS:
         pool_size, strides = MAX_POOLS[name]
         blocks.append(keras.layers.MaxPooling3D(pool_size, strides, padding='same', dtype=self.dtype_policy,
@@ -321,10 +329,9 @@ class S3DG(keras.Model):
         depths = [self._depth(d) for d in MIXED_BLOCK_DEPTHS[name]]
         blocks.append(InceptionBlock(depths, temporal, **common))
       elif name == 'Conv2d_1a_7x7':  # a full 3D convolution: separable is slow on the 3-channel input
-        blocks.append(Unit3D(self._depth(64), (self.first_temporal_kernel_size, 7, 7), strides=2,
-                             weight_decay=self.weight_decay, dtype=self.dtype_policy, name=name))
+        blocks.append(Unit3D(self._depth(64), (self.first_temporal_kernel_size, 7, 7), strides=2, **units))
       elif name == 'Conv2d_2b_1x1':
-        blocks.append(Unit3D(self._depth(64), 1, weight_decay=self.weight_decay, dtype=self.dtype_policy, name=name))
+        blocks.append(Unit3D(self._depth(64), 1, **units))
       else:  # Conv2d_2c_3x3
         blocks.append(Unit3D(self._depth(192), (temporal, 3, 3), separable=True, **common))
     return blocks
@@ -354,7 +361,7 @@ class S3DG(keras.Model):
             'first_temporal_kernel_size': self.first_temporal_kernel_size,
             'temporal_conv_startat': self.temporal_conv_startat, 'gating_startat': self.gating_startat,
             'depth_multiplier': self.depth_multiplier, 'min_depth': self.min_depth, 'dropout_rate': self.dropout_rate,
-            'weight_decay': self.weight_decay}
+            'weight_decay': self.weight_decay, 'batch_norm_momentum': self.batch_norm_momentum}
 
 
 def build_s3dg(model_config, num_classes: int, input_channels: int = 3, weight_decay: float = 0.0,
@@ -363,4 +370,5 @@ def build_s3dg(model_config, num_classes: int, input_channels: int = 3, weight_d
   return S3DG(num_classes, input_channels, first_temporal_kernel_size=model_config.first_temporal_kernel_size,
               temporal_conv_startat=model_config.temporal_conv_startat, gating_startat=model_config.gating_startat,
               depth_multiplier=model_config.depth_multiplier, min_depth=model_config.min_depth,
-              dropout_rate=model_config.dropout_rate, weight_decay=weight_decay, name=name)
+              dropout_rate=model_config.dropout_rate, weight_decay=weight_decay,
+              batch_norm_momentum=model_config.batch_norm_momentum, name=name)
