@@ -197,10 +197,6 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
   return metrics
 
 
-def _jit_compile(config) -> bool:
-  return config.train.jit_compile and bool(tf.config.list_logical_devices('GPU'))
-
-
 def _train(model, config, strategy, step, manager, callbacks) -> Dict:
   """Keras fit from the step reached to `train_steps`, one epoch per loop of `steps_per_loop` steps."""
   steps_per_loop = config.train.steps_per_loop
@@ -250,13 +246,13 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
     with strategy.scope():
       if training:
         model = factory.build_model(config)
-        model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=_jit_compile(config))
+        model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=config.train.jit_compile)
         # Optimizer slots exist before a restore, so that the checkpoint fills them instead of deferring.
         model.optimizer.build(model.trainable_variables)
       else:  # The trained network alone: a D3D student evaluates without its teacher.
         network, _ = factory.load_inference_network(config.model_dir)
         model = d3d_model.VideoClassifier(network, factory.stream_modality(config.stream))
-        model.compile(jit_compile=_jit_compile(config))
+        model.compile(jit_compile=config.train.jit_compile)
 
     if training:
       checkpoint = factory.training_checkpoint(model, step)

@@ -56,7 +56,7 @@ def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
     saved = json.load(f)
   assert saved['top_1'] == results['top_1']
   assert set(saved['top_1']) == set(demo.ACCURACY_NAMES)
-  num_test = len(make_motion_dataset.CLASS_NAMES) * config.dataset.videos_per_class_test
+  num_test = len(config.dataset.classes) * config.dataset.videos_per_class_test
   assert saved['num_test_videos'] == num_test
   for name, accuracy in saved['top_1'].items():
     # A video-level accuracy over num_test videos is a multiple of 1 / num_test.
@@ -78,7 +78,7 @@ def test_records_hold_every_video_with_flow(quick_run):
   config, results, _ = quick_run
   for split in make_motion_dataset.SPLITS:
     records = list(tf.data.TFRecordDataset(sorted(glob.glob(results['paths'][f'{split}_records']))))
-    assert len(records) == len(make_motion_dataset.CLASS_NAMES) * config.dataset.videos_per_class(split)
+    assert len(records) == len(config.dataset.classes) * config.dataset.videos_per_class(split)
     example = tf.train.SequenceExample.FromString(records[0].numpy())
     flow_frames = example.feature_lists.feature_list['FORWARD_FLOW/image/encoded'].feature
     assert len(flow_frames) == config.dataset.num_frames
@@ -94,12 +94,13 @@ def test_plots_are_real_pngs(quick_run):
 
 def test_student_saved_model_loads_with_plain_tensorflow_and_predicts(quick_run):
   config, results, _ = quick_run
-  video = os.path.join(config.output_dir, 'videos', 'test', 'zoom_in', 'zoom_in_000.mp4')
+  last_class = config.dataset.classes[-1]
+  video = os.path.join(config.output_dir, 'videos', 'test', last_class, f'{last_class}_000.mp4')
   frames = video_io.read_video(video, video_io.DecodeConfig(short_side=0)).frames
   serving = tf.saved_model.load(results['paths']['d3d_saved_model']).signatures['serving_default']
   outputs = serving(video=tf.constant(frames[None]))
   probabilities = outputs['probabilities'].numpy()
-  assert probabilities.shape == (1, len(make_motion_dataset.CLASS_NAMES))
+  assert probabilities.shape == (1, len(config.dataset.classes))
   assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
   class_names = label_map.read_label_map(results['paths']['label_map'])
   best = int(np.argmax(probabilities[0]))

@@ -206,6 +206,26 @@ def test_the_motion_tells_the_label(flow_summaries):
   assert min(accuracy.values()) >= 0.75, accuracy
 
 
+def test_translation_classes_move_the_object_in_eight_directions(tmp_path):
+  config = dataclasses.replace(CONFIG, classes=make_motion_dataset.TRANSLATION_CLASSES, videos_per_class_train=4,
+                               videos_per_class_test=0, width=48, height=48, translation_speed=(0.05, 0.08),
+                               translation_jitter_degrees=10.0)
+  make_motion_dataset.generate_dataset(config, str(tmp_path))
+  rows = read_manifest(tmp_path / 'train.csv')
+  assert sorted({label for _, label in rows}) == sorted(make_motion_dataset.TRANSLATION_CLASSES)
+  assert len(make_motion_dataset.TRANSLATION_CLASSES) == 8
+  directions = np.array([make_motion_dataset.MOTIONS[name][0] for name in make_motion_dataset.TRANSLATION_CLASSES])
+  labels, nearest = [], []
+  for path, label in rows:
+    translation = _flow_summary(read_video(tmp_path / path))[1][:2]
+    labels.append(label)
+    nearest.append(make_motion_dataset.TRANSLATION_CLASSES[int(np.argmax(directions @ translation))])
+  correct = np.array(labels) == np.array(nearest)
+  # The measured flow points to the class's direction (of eight, 45 degrees apart): chance would be 1/8.
+  assert correct.mean() >= 0.75, list(zip(labels, nearest))
+  assert all(correct[np.array(labels) == name].mean() >= 0.5 for name in make_motion_dataset.TRANSLATION_CLASSES)
+
+
 def test_command_line_quick_preset_with_overrides(tmp_path):
   output_dir = tmp_path / 'quick'
   subprocess.run([sys.executable, '-m', 'tfrecord_tools.make_motion_dataset', f'--output_dir={output_dir}', '--quick',
@@ -231,5 +251,9 @@ def test_bad_settings_are_refused():
     make_motion_dataset.MotionDatasetConfig(codec='H264')
   with pytest.raises(ValueError, match='num_frames'):
     make_motion_dataset.MotionDatasetConfig(num_frames=1)
+  with pytest.raises(ValueError, match='classes'):
+    make_motion_dataset.MotionDatasetConfig(classes=('translate_left', 'jump'))
+  with pytest.raises(ValueError, match='classes'):
+    make_motion_dataset.MotionDatasetConfig(classes=('zoom_in', 'zoom_in'))
   with pytest.raises(ValueError, match='unknown class'):
     make_motion_dataset.render_video('jump', CONFIG, [], [], np.random.default_rng(0))

@@ -1,8 +1,9 @@
 """Generates the motion benchmark: short videos whose classes differ by motion only.
 
 Each video shows a soft-edged elliptical object, textured with a crop of a real image that scikit-image ships, over a
-background cut from another (sometimes the same) image. The class says how the object moves: translation left, right,
-up or down, rotation clockwise or counter-clockwise, zoom in or out. Everything else is drawn independently of the
+background cut from another (sometimes the same) image. The class says how the object moves: by default translation
+left, right, up or down, rotation clockwise or counter-clockwise, zoom in or out; `classes` picks other sets from
+`MOTIONS`, for example the eight translation directions 45 degrees apart (`TRANSLATION_CLASSES`). Everything else is drawn independently of the
 class: textures, position, orientation, size, speed, a slow background drift, brightness, flicker and sensor noise; the
 codec adds real compression. The frames of a video are a sample of the same distribution whatever its class:
   - the object's position is uniform on the frame seen as a torus (a translating object leaves one side and enters
@@ -45,9 +46,11 @@ CODEC_EXTENSIONS = {'mp4v': '.mp4', 'MJPG': '.avi'}
 MANIFEST_FIELDS = ('path', 'label')
 CONFIG_FILENAME = 'motion_dataset.json'
 
-# Class -> (unit translation direction in image coordinates (y down), rotation sign, zoom sign). A positive rotation
-# sign turns the object clockwise on screen; a positive zoom sign makes it grow.
-_CLASS_MOTIONS = {
+# Motion class -> (unit translation direction in image coordinates (y down), rotation sign, zoom sign). A positive
+# rotation sign turns the object clockwise on screen; a positive zoom sign makes it grow. New classes go at the end:
+# a video's random stream is keyed by its class's position here.
+_DIAGONAL = math.sqrt(0.5)
+MOTIONS = {
     'translate_left': ((-1.0, 0.0), 0, 0),
     'translate_right': ((1.0, 0.0), 0, 0),
     'translate_up': ((0.0, -1.0), 0, 0),
@@ -56,8 +59,15 @@ _CLASS_MOTIONS = {
     'rotate_counterclockwise': ((0.0, 0.0), -1, 0),
     'zoom_in': ((0.0, 0.0), 0, 1),
     'zoom_out': ((0.0, 0.0), 0, -1),
+    'translate_up_left': ((-_DIAGONAL, -_DIAGONAL), 0, 0),
+    'translate_up_right': ((_DIAGONAL, -_DIAGONAL), 0, 0),
+    'translate_down_left': ((-_DIAGONAL, _DIAGONAL), 0, 0),
+    'translate_down_right': ((_DIAGONAL, _DIAGONAL), 0, 0),
 }
-CLASS_NAMES = tuple(_CLASS_MOTIONS)
+# The default class set: four directions of translation, two of rotation, two of zoom.
+CLASS_NAMES = tuple(list(MOTIONS)[:8])
+# Translation in eight directions, 45 degrees apart.
+TRANSLATION_CLASSES = tuple(name for name in MOTIONS if name.startswith('translate_'))
 # Largest object semi-axis, in frame short sides: below 1/2 so the object fits the frame and its copies across the
 # wrapped edges never overlap.
 _LARGEST_OBJECT_RADIUS = 0.45
@@ -67,6 +77,7 @@ _LARGEST_OBJECT_RADIUS = 0.45
 class MotionDatasetConfig:
   """What to generate. Lengths are fractions of the frame's short side so that a change of size keeps the look."""
   seed: int = 0
+  classes: Tuple[str, ...] = CLASS_NAMES  # names from MOTIONS
   # Defaults: 136 videos, 2040 frame pairs of TV-L1, about 2.5 minutes of conversion on 2 cores at short side 64.
   videos_per_class_train: int = 12
   videos_per_class_test: int = 5
@@ -95,6 +106,9 @@ class MotionDatasetConfig:
   noise_std: Tuple[float, float] = (2.0, 5.0)
 
   def __post_init__(self):
+    unknown = sorted(set(self.classes) - set(MOTIONS))
+    if unknown or len(set(self.classes)) < 2 or len(set(self.classes)) != len(self.classes):
+      raise ValueError(f'classes must be at least two distinct names from {sorted(MOTIONS)}; got {self.classes}')
     if self.codec not in CODEC_EXTENSIONS:
       raise ValueError(f'codec must be one of {sorted(CODEC_EXTENSIONS)}, got {self.codec!r}')
     if self.num_frames < 2:
@@ -107,6 +121,8 @@ class MotionDatasetConfig:
 
   def object_radius_range(self) -> Tuple[float, float]:
     """`object_radius`, shrunk for long clips so that the fastest zoom's largest object still fits the frame."""
+    if not any(MOTIONS[name][2] for name in self.classes):
+      return self.object_radius
     largest = self.object_radius[1] * math.exp(self.zoom_log_rate_per_frame[1] * (self.num_frames - 1) / 2)
     shrink = min(1.0, _LARGEST_OBJECT_RADIUS / largest)
     return self.object_radius[0] * shrink, self.object_radius[1] * shrink
@@ -151,7 +167,7 @@ class _Trajectory:
 def _sample_trajectory(class_name: str, config: MotionDatasetConfig, background_shape: Tuple[int, ...],
                        rng: np.random.Generator) -> _Trajectory:
   """Motion set by the class, everything else drawn the same way for every class, centred on the clip's middle."""
-  direction, rotation_sign, zoom_sign = _CLASS_MOTIONS[class_name]
+  direction, rotation_sign, zoom_sign = MOTIONS[class_name]
   short_side = min(config.width, config.height)
   steps = np.arange(config.num_frames) - (config.num_frames - 1) / 2
 
@@ -181,8 +197,8 @@ def render_video(class_name: str, config: MotionDatasetConfig, backgrounds: Sequ
 
   `backgrounds` and `objects` are the same texture pool (`load_textures`) at the two scales of the config.
   """
-  if class_name not in _CLASS_MOTIONS:
-    raise ValueError(f'unknown class {class_name!r}; classes are {CLASS_NAMES}')
+  if class_name not in MOTIONS:
+    raise ValueError(f'unknown class {class_name!r}; classes are {sorted(MOTIONS)}')
   width, height, short_side = config.width, config.height, min(config.width, config.height)
   background = backgrounds[rng.integers(len(backgrounds))]
   # Camouflage: the object is another piece of the background image at the same scale.
@@ -234,7 +250,7 @@ def write_video(frames: np.ndarray, path: str, frame_rate: float, codec: str) ->
 
 def _video_rng(seed: int, split: str, class_name: str, index: int) -> np.random.Generator:
   """One independent stream per video, so a video does not depend on how many others are made."""
-  return np.random.default_rng([seed, SPLITS.index(split), CLASS_NAMES.index(class_name), index])
+  return np.random.default_rng([seed, SPLITS.index(split), list(MOTIONS).index(class_name), index])
 
 
 def generate_dataset(config: MotionDatasetConfig, output_dir: str) -> Dict[str, str]:
@@ -249,7 +265,7 @@ def generate_dataset(config: MotionDatasetConfig, output_dir: str) -> Dict[str, 
   manifests = {}
   for split in SPLITS:
     rows = []
-    for class_name in CLASS_NAMES:
+    for class_name in config.classes:
       class_dir = os.path.join(output_dir, split, class_name)
       os.makedirs(class_dir, exist_ok=True)
       for index in range(config.videos_per_class(split)):
@@ -264,7 +280,7 @@ def generate_dataset(config: MotionDatasetConfig, output_dir: str) -> Dict[str, 
       writer.writerow(MANIFEST_FIELDS)
       writer.writerows(rows)
   with open(os.path.join(output_dir, CONFIG_FILENAME), 'w') as f:
-    json.dump({'class_names': list(CLASS_NAMES), 'config': dataclasses.asdict(config)}, f, indent=2)
+    json.dump({'class_names': list(config.classes), 'config': dataclasses.asdict(config)}, f, indent=2)
     f.write('\n')
   return manifests
 
@@ -278,6 +294,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('seed', 0, 'Seed: the same seed gives the same dataset.')
   flags.DEFINE_integer('videos_per_class_train', MotionDatasetConfig.videos_per_class_train, 'Train videos per class.')
   flags.DEFINE_integer('videos_per_class_test', MotionDatasetConfig.videos_per_class_test, 'Test videos per class.')
+  flags.DEFINE_list('classes', list(MotionDatasetConfig.classes), f'Motion classes, from: {", ".join(MOTIONS)}.')
   flags.DEFINE_integer('num_frames', MotionDatasetConfig.num_frames, 'Frames per video.')
   flags.DEFINE_string('size', f'{MotionDatasetConfig.width}x{MotionDatasetConfig.height}', 'Frame size, WIDTHxHEIGHT.')
   flags.DEFINE_float('frame_rate', MotionDatasetConfig.frame_rate, 'Frames per second written in the files.')
@@ -300,6 +317,8 @@ def config_from_flags() -> MotionDatasetConfig:
   """The preset (default or --quick), overridden by the flags given on the command line."""
   overrides = {name: FLAGS[name].value for name in ('seed', 'videos_per_class_train', 'videos_per_class_test',
                                                     'num_frames', 'frame_rate', 'codec') if FLAGS[name].present}
+  if FLAGS['classes'].present:
+    overrides['classes'] = tuple(FLAGS.classes)
   if FLAGS['size'].present:
     overrides['width'], overrides['height'] = _parse_size(FLAGS.size)
   try:
@@ -314,7 +333,7 @@ def main(argv):
   config = config_from_flags()
   manifests = generate_dataset(config, FLAGS.output_dir)
   for split, path in manifests.items():
-    print(f'{split}: {config.videos_per_class(split) * len(CLASS_NAMES)} videos listed in {path}')
+    print(f'{split}: {config.videos_per_class(split) * len(config.classes)} videos listed in {path}')
 
 
 if __name__ == '__main__':

@@ -95,8 +95,8 @@ class TrainConfig:
   distribution_strategy: str = setting('one_device', 'one_device, mirrored, multi_worker_mirrored or tpu.')
   tpu_address: str = setting('', 'TPU name or address for the tpu strategy.')
   mixed_precision: str = setting('float32', 'float32, mixed_bfloat16, or mixed_float16 (loss scaling; GPU only).')
-  jit_compile: bool = setting(True, 'XLA-compile the steps on GPU; ignored on CPU (slow to compile) and on TPU '
-                              '(always compiled).')
+  jit_compile: bool = setting(True, 'XLA-compile the train and eval steps, on any device (TPU steps are compiled '
+                              'anyway). On CPU it pays for long runs: the first step compiles for tens of seconds.')
   max_checkpoints: int = setting(3, 'Checkpoints kept in model_dir.')
 
 
