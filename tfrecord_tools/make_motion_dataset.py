@@ -3,14 +3,16 @@
 Each video shows a soft-edged elliptical object, textured with a crop of a real image that scikit-image ships, over a
 background cut from another (sometimes the same) image. The class says how the object moves: by default translation
 left, right, up or down, rotation clockwise or counter-clockwise, zoom in or out; `classes` picks other sets from
-`MOTIONS`, for example the eight translation directions 45 degrees apart (`TRANSLATION_CLASSES`). Everything else is drawn independently of the
-class: textures, position, orientation, size, speed, a slow background drift, brightness, flicker and sensor noise; the
-codec adds real compression. The frames of a video are a sample of the same distribution whatever its class:
+`MOTIONS`, for example the eight translation directions 45 degrees apart (`TRANSLATION_CLASSES`). Everything else is
+drawn independently of the class: textures, position, orientation, size, speed, a slow background drift, brightness,
+flicker and sensor noise; the codec adds real compression. The frames of a video are a sample of the same
+distribution whatever its class:
   - the object's position is uniform on the frame seen as a torus (a translating object leaves one side and enters
     at the other), its orientation is uniform, and its scale follows the same distribution as a zoom trajectory's
     frames, so one frame carries no label information;
-  - the classes come in time-reversed pairs (left/right, up/down, clockwise/counter-clockwise, in/out) and the
-    nuisances are time-symmetric, so even the unordered set of frames cannot tell the two classes of a pair apart.
+  - the classes come in time-reversed pairs (left/right, up/down, the diagonals, clockwise/counter-clockwise, in/out)
+    and the nuisances are time-symmetric, so even the unordered set of frames cannot tell the two classes of a pair
+    apart.
 A network has to see motion, which an optical-flow network gets directly and an RGB network has to learn: the
 setting where distilling a flow teacher into an RGB student should pay. A horizontal flip turns left into right and
 clockwise into counter-clockwise, so train on this dataset with random flips off.
