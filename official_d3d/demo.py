@@ -239,7 +239,10 @@ def experiment_config(config: DemoConfig, paths: DemoPaths, name: str) -> d3d_co
       label_map=paths.label_map, num_frames=config.num_frames, stride=config.stride, crop_size=config.crop_size,
       train_resize_range=tuple(config.train_resize_range), eval_resize=config.eval_resize, random_flip=False,
       global_batch_size=config.batch_size, eval_batch_size=config.batch_size, num_eval_clips=1, num_eval_crops=1,
-      shuffle_buffer=256, seed=config.seed)
+      shuffle_buffer=256, seed=config.seed,
+      # The same clips in the same order for the baseline and the student (which also start from the same weights):
+      # the two runs differ only by distillation. In free order the same seed gave a student at 34.4 % and at 20.3 %.
+      deterministic=True)
   model = d3d_config.ModelConfig(depth_multiplier=config.depth_multiplier, min_depth=8, dropout_rate=0.0,
                                  batch_norm_momentum=config.batch_norm_momentum)
   distillation = d3d_config.DistillationConfig(target=config.distill_target, loss=config.distill_loss,

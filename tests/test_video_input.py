@@ -5,6 +5,8 @@ with the column. So after the pipeline the flow tells which frames were sampled 
 the RGB clip must show the stored frames at exactly those frames and that crop.
 """
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -279,6 +281,18 @@ def test_all_shards_are_read_in_training(shards):
                         train_resize_range=(24, 24), global_batch_size=6)
   labels = np.concatenate([labels for _, labels in take(video_input.build_train_dataset(config), 6)])
   assert set(labels) == set(range(6))
+
+
+def test_deterministic_input_repeats_the_same_clips_in_the_same_order(shards):
+  config = small_config(train_pattern=shards['pattern'], num_frames=2, crop_size=16, train_resize_range=(24, 32),
+                        global_batch_size=2, deterministic=True)
+  first, second = (take(video_input.build_train_dataset(config, modalities=('rgb',)), 6) for _ in range(2))
+  for (features_a, labels_a), (features_b, labels_b) in zip(first, second):
+    np.testing.assert_array_equal(labels_a, labels_b)
+    np.testing.assert_array_equal(features_a['rgb'], features_b['rgb'])
+  other_seed = take(video_input.build_train_dataset(dataclasses.replace(config, seed=4), modalities=('rgb',)), 6)
+  assert any(not np.array_equal(a[1], b[1]) or not np.array_equal(a[0]['rgb'], b[0]['rgb'])
+             for a, b in zip(first, other_seed))
 
 
 def test_bad_settings_name_the_problem(shards):

@@ -48,6 +48,8 @@ class DataConfig:
   num_eval_crops: int = setting(1, 'Crops per clip at evaluation: 1 centre; more: spread along the long side.')
   shuffle_buffer: int = setting(64, 'Training examples in the shuffle buffer.')
   seed: int = setting(0, 'Seed of the input pipeline\'s shuffling and augmentation.')
+  deterministic: bool = setting(False, 'Training clips in the same order on every run with the same seed (reproducible '
+                                'comparisons); off, parallel reads and decodes deliver whichever is ready first.')
 
 
 @dataclasses.dataclass

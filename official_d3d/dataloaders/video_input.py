@@ -177,16 +177,16 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
              .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
              .repeat()
              .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_INTERLEAVED_FILES),
-                         num_parallel_calls=AUTOTUNE, deterministic=False)
+                         num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
              .shuffle(data_config.shuffle_buffer, seed=seed))
   example_seeds = tf.data.Dataset.random(seed=seed).batch(2)
   dataset = (tf.data.Dataset.zip((records, example_seeds))
              .map(lambda record, example_seed: decode_train_example(record, example_seed, data_config, modalities),
-                  num_parallel_calls=AUTOTUNE, deterministic=False)
+                  num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
              .batch(_batch_size(data_config.global_batch_size, input_context), drop_remainder=True)
              .prefetch(AUTOTUNE))
   options = tf.data.Options()
-  options.deterministic = False
+  options.deterministic = data_config.deterministic
   return dataset.with_options(options)
 
 
