@@ -136,6 +136,8 @@ def test_summary_gives_mean_and_spread_over_seeds(quick_run):
   assert student['mean'] == pytest.approx(results['top_1']['d3d_student'] + 0.25, abs=1e-4)
   assert student['std'] == pytest.approx(0.5 / np.sqrt(2), abs=1e-4)
   assert summary['top_1']['flow_teacher']['std'] == 0.0
+  assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
+  assert 'D3D - RGB' in demo.format_summary(summary)
 
 
 def test_settings_that_cannot_work_are_refused():
@@ -143,3 +145,10 @@ def test_settings_that_cannot_work_are_refused():
     demo.DemoConfig(num_frames=32)
   with pytest.raises(ValueError, match='must be >= crop'):
     demo.DemoConfig(crop_size=96)
+
+
+def test_step_counts_train_cannot_use_are_refused_before_any_work(tmp_path):
+  config = dataclasses.replace(demo.QUICK_CONFIG, output_dir=str(tmp_path / 'demo'), teacher_steps=7)
+  with pytest.raises(ValueError, match='train_steps=7 must be a positive multiple'):
+    demo.run_demo(config)
+  assert not (tmp_path / 'demo').exists()
