@@ -98,6 +98,23 @@ def test_distillation_loss_falls_on_a_fixed_batch(trained):
   np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], losses), rtol=1e-5)
 
 
+def test_distillation_starts_at_start_step_and_ramps_to_its_weight(batch):
+  keras.utils.set_random_seed(0)
+  model = build_d3d(tiny_config(weight=2.0, start_step=2, ramp_steps=2))
+  set_teacher_logits(model, TEACHER_LOGITS)
+  weights = []
+  for step in range(6):
+    model.optimizer.iterations.assign(step)
+    weights.append(float(model.distillation_weight()))
+  np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 1.0, 2.0, 2.0])
+  # In training: no distillation loss before step 2, the full one from step 4.
+  model.optimizer.iterations.assign(0)
+  history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=5, steps_per_epoch=1, verbose=0).history
+  assert history['distill_loss'][:3] == [0.0, 0.0, 0.0]
+  assert history['distill_loss'][4] > 0.0
+  np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], history['distill_loss']), rtol=1e-5)
+
+
 def test_test_step_is_rgb_only_and_averages_views(trained, batch):
   model, _, _ = trained
   views = np.stack([batch[0]['rgb'][:2], batch[0]['rgb'][2:]], axis=1)  # [2 videos, 2 views, T, S, S, 3]

@@ -75,6 +75,9 @@ class DistillationConfig:
   weight: float = setting(1.0, 'lambda in loss = cross-entropy + lambda x distillation.')
   temperature: float = setting(1.0, 'Softmax temperature of the kl loss.')
   use_head: bool = setting(False, 'A small head on the student\'s features predicts the target (training only).')
+  start_step: int = setting(0, 'Step from which the distillation loss counts; before it the student learns from the '
+                            'labels alone (a student that cannot see motion yet only gets noise from the teacher).')
+  ramp_steps: int = setting(0, 'Steps over which the weight then grows linearly from 0 to weight; 0: all at once.')
 
 
 @dataclasses.dataclass
@@ -133,6 +136,8 @@ class ExperimentConfig:
         raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
     if self.distillation.loss == 'kl' and self.distillation.target != 'logits':
       raise ValueError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
+    if self.distillation.start_step < 0 or self.distillation.ramp_steps < 0:
+      raise ValueError('distillation.start_step and distillation.ramp_steps must be >= 0')
     if self.data.num_frames < 1 or self.data.stride < 1:
       raise ValueError('data.num_frames and data.stride must be positive')
     train = self.train

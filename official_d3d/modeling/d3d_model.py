@@ -151,7 +151,7 @@ class D3DModel(VideoClassifier):
   The teacher runs on flow in inference mode (batch norm uses its moving statistics) outside the gradient tape, so
   it neither trains nor costs backward memory. It is frozen here, before `compile` captures the trainable set.
   With `use_head`, a linear layer on the student's pooled features predicts the target; it is training-only and is
-  not part of the exported network.
+  not part of the exported network. `start_step` / `ramp_steps` delay the distillation (see `distillation_weight`).
   """
 
   def __init__(self, student: keras.Model, teacher: keras.Model, distillation: d3d_config.DistillationConfig,
@@ -187,11 +187,23 @@ class D3DModel(VideoClassifier):
     outputs = self.teacher(select_modality(inputs, 'flow'), training=False)
     return tf.stop_gradient(tf.cast(outputs[self.distillation.target], tf.float32))
 
+  def distillation_weight(self) -> tf.Tensor:
+    """lambda at the current step: 0 before `start_step`, then growing linearly to `weight` over `ramp_steps`."""
+    config = self.distillation
+    if not config.start_step and not config.ramp_steps:
+      return tf.constant(config.weight, tf.float32)
+    steps_since_start = tf.cast(self.optimizer.iterations, tf.float32) - float(config.start_step)
+    if config.ramp_steps:
+      progress = tf.clip_by_value(steps_since_start / float(config.ramp_steps), 0.0, 1.0)
+    else:
+      progress = tf.cast(steps_since_start >= 0.0, tf.float32)
+    return config.weight * progress
+
   def auxiliary_losses(self, outputs, targets):
     config = self.distillation
     prediction = self.head(outputs['features']) if self.head is not None else outputs[config.target]
     distill_loss = distillation_loss(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
-    return {'distill_loss': config.weight * distill_loss}
+    return {'distill_loss': self.distillation_weight() * distill_loss}
 
 
 class LateFusionClassifier(VideoClassifier):
