@@ -89,7 +89,7 @@ class DemoConfig:
   depth_multiplier: float = 0.25
   # The first convolution spans 7 frames (S3D-G's papers; TF-slim's default is 3). Measured on seed 1 with the RGB
   # baseline: 3 frames sat at chance until step ~1500 (17.2 % after 2000 steps), 7 frames left it by step 1000 (35.9 %);
-  # it costs about 1.8x per training step on 2 cores.
+  # on seed 0 it went the other way (20.3 % against 40.6 %). It costs about 1.8x per training step on 2 cores.
   first_temporal_kernel_size: int = 7
   batch_size: int = 8
   # On flow the teacher learns in a few hundred steps (400 steps: 96.9 % on seed 2); the RGB networks sit near chance
