@@ -13,6 +13,8 @@ import keras
 from keras import ops
 import numpy as np
 
+from official_d3d.modeling.layers import folded_conv3d
+
 # Blocks in network order. Those from Conv2d_2c_3x3 on can start the temporal convolutions or the self-gating.
 ENDPOINTS = ('Conv2d_1a_7x7', 'MaxPool_2a_3x3', 'Conv2d_2b_1x1', 'Conv2d_2c_3x3', 'MaxPool_3a_3x3', 'Mixed_3b',
              'Mixed_3c', 'MaxPool_4a_3x3', 'Mixed_4b', 'Mixed_4c', 'Mixed_4d', 'Mixed_4e', 'Mixed_4f', 'MaxPool_5a_2x2',
@@ -91,7 +93,7 @@ class SelfGating(keras.layers.Layer):
     self.transformer = None
 
   def build(self, input_shape):
-    self.transformer = keras.layers.Conv3D(
+    self.transformer = folded_conv3d.FoldedConv3D(
         input_shape[-1], 1, use_bias=False, kernel_initializer=_conv_initializer(),
         kernel_regularizer=_kernel_regularizer(self.weight_decay), dtype=self.dtype_policy, name='transformer_W')
     self.transformer.build(input_shape)
@@ -128,14 +130,14 @@ class Unit3D(keras.layers.Layer):
     self.batch_norm_momentum = batch_norm_momentum
     regularizer = _kernel_regularizer(weight_decay)
     split = separable and self.kernel_size[0] > 1
-    self.conv = keras.layers.Conv3D(
+    self.conv = folded_conv3d.FoldedConv3D(
         filters, (1,) + self.kernel_size[1:] if split else self.kernel_size,
         strides=(1,) + self.strides[1:] if split else self.strides, padding='same', use_bias=False,
         kernel_initializer=_conv_initializer(), kernel_regularizer=regularizer, dtype=self.dtype_policy, name='conv')
     self.batch_norm = keras.layers.BatchNormalization(
         momentum=batch_norm_momentum, epsilon=BATCH_NORM_EPSILON, scale=False, dtype=self.dtype_policy,
         name='BatchNorm')
-    self.temporal = keras.layers.Conv3D(
+    self.temporal = folded_conv3d.FoldedConv3D(
         filters, (self.kernel_size[0], 1, 1), strides=(self.strides[0], 1, 1), padding='same',
         kernel_initializer=TemporalIdentity(), kernel_regularizer=regularizer, dtype=self.dtype_policy,
         name='temporal') if split else None
@@ -240,7 +242,7 @@ class S3DGHead(keras.layers.Layer):
     self.dropout_rate = dropout_rate
     self.weight_decay = weight_decay
     self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy, name='Dropout_0b')
-    self.classifier = keras.layers.Conv3D(
+    self.classifier = folded_conv3d.FoldedConv3D(
         num_classes, 1, kernel_regularizer=_kernel_regularizer(weight_decay), dtype=self.dtype_policy,
         name='Conv2d_0c_1x1')
 
