@@ -8,10 +8,11 @@ with XLA when `jit_compile` is on. The inputs are synthetic clips held in device
 not limit these figures (`benchmarks/input_benchmark.py` measures it). A D3D step costs one extra forward pass of the
 teacher, run in inference mode outside the gradient tape; the table gives its step time (and, robust to other
 processes sharing the CPU, its CPU time) over the RGB baseline's. The teacher's weights are random: speed does not
-depend on them. On CPU without XLA, TensorFlow's Conv3D gradients dominate a step, so the teacher's forward pass
-adds little; `--xla=on,off` shows the difference.
+depend on them. `--convolutions=folded,conv3d` also times the networks with Keras' own Conv3D op in place of
+`FoldedConv3D`'s 2-D convolutions (same weights, same outputs), the baseline that folding is measured against.
 """
 
+import contextlib
 import dataclasses
 import gc
 import math
@@ -35,6 +36,7 @@ from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory
 from official_d3d.modeling import optimization
+from official_d3d.modeling.layers import folded_conv3d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +70,13 @@ flags.DEFINE_list('precisions', None, f'Keras dtype policies, from {d3d_config.P
 flags.DEFINE_list('xla', None, 'jit_compile settings, "on" and/or "off"; default: off tiny, on and off full size.')
 flags.DEFINE_integer('num_frames', 0, 'Overrides the clip length (0: 8 tiny, 64 full size).')
 flags.DEFINE_integer('crop_size', 0, 'Overrides the clip size (0: 32 tiny, 224 full size).')
+flags.DEFINE_list('convolutions', ['folded'], 'How the 3-D convolutions run: "folded" (as 2-D ones, as the models '
+                  'do) and/or "conv3d" (Keras\' Conv3D op, the baseline).')
 flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps after the first (which traces and compiles).', lower_bound=0)
 flags.DEFINE_integer('steps', 20, 'Timed steps per case.', lower_bound=1)
 
 XLA_VALUES = {'on': True, 'off': False}
+CONVOLUTIONS = ('folded', 'conv3d')
 
 
 def resolve_scale() -> Scale:
@@ -81,8 +86,9 @@ def resolve_scale() -> Scale:
   unknown = [p for p in FLAGS.precisions or () if p not in d3d_config.PRECISIONS]
   unknown += [x for x in FLAGS.xla or () if x not in XLA_VALUES]
   unknown += [s for s in FLAGS.streams if s not in d3d_config.STREAMS]
+  unknown += [c for c in FLAGS.convolutions if c not in CONVOLUTIONS]
   if unknown:
-    raise app.UsageError(f'unknown values {unknown} in --precisions, --xla or --streams')
+    raise app.UsageError(f'unknown values {unknown} in --precisions, --xla, --streams or --convolutions')
   return dataclasses.replace(
       scale, num_frames=FLAGS.num_frames or scale.num_frames, crop_size=FLAGS.crop_size or scale.crop_size,
       batch_size=FLAGS.batch_size or scale.batch_size,
@@ -146,20 +152,33 @@ def time_training(model: d3d_model.VideoClassifier, batch, jit_compile: bool) ->
   return Timing(first_step_seconds, elapsed / FLAGS.steps, cpu / FLAGS.steps)
 
 
+@contextlib.contextmanager
+def convolution_op(name: str):
+  """'folded': FoldedConv3D as the models run it; 'conv3d': with Keras' Conv3D op instead, for the baseline."""
+  folded_op = folded_conv3d.FoldedConv3D.convolution_op
+  if name == 'conv3d':
+    folded_conv3d.FoldedConv3D.convolution_op = keras.layers.Conv3D.convolution_op
+  try:
+    yield
+  finally:
+    folded_conv3d.FoldedConv3D.convolution_op = folded_op
+
+
 @dataclasses.dataclass
 class Case:
   stream: str
   precision: str
   jit_compile: bool
+  convolution: str
   timing: Optional[Timing] = None  # None: failed, see `error`
   error: str = ''
 
 
-def run_case(scale: Scale, stream: str, precision: str, jit_compile: bool) -> Case:
+def run_case(scale: Scale, stream: str, precision: str, jit_compile: bool, convolution: str) -> Case:
   config = experiment_config(scale, stream)
-  case = Case(stream, precision, jit_compile)
+  case = Case(stream, precision, jit_compile, convolution)
   try:
-    with train.precision_policy(precision):
+    with train.precision_policy(precision), convolution_op(convolution):
       model = build_model(config)
       case.timing = time_training(model, synthetic_batch(config), jit_compile)
   except tf.errors.ResourceExhaustedError:
@@ -182,30 +201,37 @@ def _xla_name(jit_compile: bool) -> str:
 
 
 def report(scale: Scale, cases: List[Case]) -> str:
-  """The speed of every case, and the speed-ups of bfloat16 and XLA where both sides were measured."""
-  by_key = {(c.stream, c.precision, c.jit_compile): c for c in cases}
+  """The speed of every case, and the speed-ups of bfloat16, XLA and folding where both sides were measured."""
+  by_key = {(c.stream, c.precision, c.jit_compile, c.convolution): c for c in cases}
   rows = []
   for case in cases:
     timing = case.timing
     cells = ([f'{timing.first_step_seconds:.1f}', f'{timing.step_seconds * 1e3:.1f}',
               f'{timing.cpu_seconds_per_step * 1e3:.0f}', f'{1 / timing.step_seconds:.2f}',
               f'{scale.batch_size / timing.step_seconds:.1f}'] if timing else [case.error, '', '', '', ''])
-    rgb = by_key.get(('rgb', case.precision, case.jit_compile))
-    rows.append([case.stream, case.precision, _xla_name(case.jit_compile), *cells, _ratio(case, rgb),
-                 _ratio(case, rgb, 'cpu_seconds_per_step')])
-  text = table.format_table(['stream', 'precision', 'XLA', 'first step s', 'step ms', 'CPU ms/step', 'steps/s',
+    rgb = by_key.get(('rgb', case.precision, case.jit_compile, case.convolution))
+    rows.append([case.stream, case.precision, _xla_name(case.jit_compile), case.convolution, *cells,
+                 _ratio(case, rgb), _ratio(case, rgb, 'cpu_seconds_per_step')])
+  text = table.format_table(['stream', 'precision', 'XLA', 'convolution', 'first step s', 'step ms', 'CPU ms/step', 'steps/s',
                              'clips/s', 'step time / rgb', 'CPU time / rgb'], rows)
 
   speedups = []
   streams = sorted({c.stream for c in cases}, key=d3d_config.STREAMS.index)
   for stream in streams:
-    for jit_compile in scale.xla:
-      speedups.append([stream, f'float32 / mixed_bfloat16, XLA {_xla_name(jit_compile)}',
-                       _ratio(by_key.get((stream, 'float32', jit_compile)),
-                              by_key.get((stream, 'mixed_bfloat16', jit_compile)))])
+    for convolution in FLAGS.convolutions:
+      for jit_compile in scale.xla:
+        speedups.append([stream, f'float32 / mixed_bfloat16, XLA {_xla_name(jit_compile)}, {convolution}',
+                         _ratio(by_key.get((stream, 'float32', jit_compile, convolution)),
+                                by_key.get((stream, 'mixed_bfloat16', jit_compile, convolution)))])
+      for precision in scale.precisions:
+        speedups.append([stream, f'XLA off / on, {precision}, {convolution}',
+                         _ratio(by_key.get((stream, precision, False, convolution)),
+                                by_key.get((stream, precision, True, convolution)))])
     for precision in scale.precisions:
-      speedups.append([stream, f'XLA off / on, {precision}',
-                       _ratio(by_key.get((stream, precision, False)), by_key.get((stream, precision, True)))])
+      for jit_compile in scale.xla:
+        speedups.append([stream, f'conv3d / folded, {precision}, XLA {_xla_name(jit_compile)}',
+                         _ratio(by_key.get((stream, precision, jit_compile, 'conv3d')),
+                                by_key.get((stream, precision, jit_compile, 'folded')))])
   speedups = [row for row in speedups if row[-1]]
   if speedups:
     text += ('\n\nSpeed-ups (step time over step time):\n' +
@@ -227,10 +253,11 @@ def main(argv):
   cases = []
   for precision in scale.precisions:
     for jit_compile in scale.xla:
-      for stream in FLAGS.streams:
-        cases.append(run_case(scale, stream, precision, jit_compile))
-        print(f'  {stream} {precision} XLA {"on" if jit_compile else "off"}: '
-              f'{cases[-1].error or f"{cases[-1].timing.step_seconds * 1e3:.1f} ms/step"}', flush=True)
+      for convolution in FLAGS.convolutions:
+        for stream in FLAGS.streams:
+          cases.append(run_case(scale, stream, precision, jit_compile, convolution))
+          print(f'  {stream} {precision} XLA {_xla_name(jit_compile)} {convolution}: '
+                f'{cases[-1].error or f"{cases[-1].timing.step_seconds * 1e3:.1f} ms/step"}', flush=True)
   print(f'\nTraining speed; load average {os.getloadavg()[0]:.2f} (1 min) at the end\n')
   print(report(scale, cases))
 
