@@ -1,6 +1,6 @@
 r"""D3D end to end on a generated motion benchmark, in one command and with no download.
 
-  python -m official_d3d.demo --output_dir=demo_output            # about 17 minutes on 2 CPU cores
+  python -m official_d3d.demo --output_dir=demo_output            # about 15 minutes on 2 CPU cores
   python -m official_d3d.demo --output_dir=/tmp/demo --quick      # a smoke run of a couple of minutes
   python -m official_d3d.demo --output_dir=demo_output --seed=0,1,2  # one run per seed, then mean and spread
 
