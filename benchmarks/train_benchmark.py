@@ -212,8 +212,8 @@ def report(scale: Scale, cases: List[Case]) -> str:
     rgb = by_key.get(('rgb', case.precision, case.jit_compile, case.convolution))
     rows.append([case.stream, case.precision, _xla_name(case.jit_compile), case.convolution, *cells,
                  _ratio(case, rgb), _ratio(case, rgb, 'cpu_seconds_per_step')])
-  text = table.format_table(['stream', 'precision', 'XLA', 'convolution', 'first step s', 'step ms', 'CPU ms/step', 'steps/s',
-                             'clips/s', 'step time / rgb', 'CPU time / rgb'], rows)
+  text = table.format_table(['stream', 'precision', 'XLA', 'convolution', 'first step s', 'step ms', 'CPU ms/step',
+                             'steps/s', 'clips/s', 'step time / rgb', 'CPU time / rgb'], rows)
 
   speedups = []
   streams = sorted({c.stream for c in cases}, key=d3d_config.STREAMS.index)
