@@ -427,7 +427,8 @@ def measure_latency(config: DemoConfig, paths: DemoPaths, exported: Dict[str, st
       'two_stream_ms_per_clip': _median_ms(timings['two_stream']),
       'tvl1_flow_ms_per_clip': _median_ms(timings['tvl1_flow']),
       'clips_timed': len(clips) - 1,
-      'frames_per_clip': span,
+      'frames_per_clip': config.num_frames,
+      'stride': config.stride,
       'frame_size': [config.dataset.width, config.dataset.height],
       'cpu_cores': convert_lib.resolve_num_workers(0),
       'gpu': bool(tf.config.list_logical_devices('GPU')),
@@ -451,7 +452,8 @@ def format_table(results: dict) -> str:
           f'{"two-stream (incl. TV-L1)":<28} {latency["two_stream_ms_per_clip"]:>9.1f}',
           f'{"  of which TV-L1 flow":<28} {latency["tvl1_flow_ms_per_clip"]:>9.1f}',
           f'two-stream / D3D: {latency["two_stream_over_d3d"]:.1f}x '
-          f'({latency["frames_per_clip"]} frames of {latency["frame_size"][0]}x{latency["frame_size"][1]}, '
+          f'({latency["frames_per_clip"]} frames at stride {latency["stride"]}, '
+          f'{latency["frame_size"][0]}x{latency["frame_size"][1]}, '
           f'{latency["cpu_cores"]} CPU cores{", GPU" if latency["gpu"] else ""})']
   return '\n'.join(rows)
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from official_d3d import demo
 from official_d3d.dataloaders import label_map
+from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
 from tfrecord_tools import video_io
 
@@ -105,6 +106,23 @@ def test_student_saved_model_loads_with_plain_tensorflow_and_predicts(quick_run)
   class_names = label_map.read_label_map(results['paths']['label_map'])
   best = int(np.argmax(probabilities[0]))
   assert outputs['top_k_labels'].numpy()[0, 0].decode() == class_names[best]
+
+
+def test_two_stream_timing_computes_the_flow_of_the_sampled_frames_only(quick_run):
+  config, _, _ = quick_run
+  first_class = config.dataset.classes[0]
+  video = os.path.join(config.output_dir, 'videos', 'test', first_class, f'{first_class}_000.mp4')
+  frames = video_io.read_video(video, video_io.DecodeConfig(short_side=0)).frames[:config.num_frames * config.stride]
+  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=config.tvl1))
+  whole_video = backend.video_flow(frames)  # every pair, as the converter stores it
+  sampled = np.arange(0, len(frames), config.stride)
+  assert config.stride > 1 and sampled[-1] == len(frames) - 2  # the last sampled frame's pair is the last pair
+  flow = demo.sampled_flow(backend, frames, sampled)
+  np.testing.assert_allclose(flow[sampled], whole_video[sampled], atol=1e-5)
+  skipped = np.setdiff1d(np.arange(len(frames)), sampled)
+  assert not flow[skipped].any()
+  # At the last frame, the flow repeats the pair before it, as in the records.
+  np.testing.assert_allclose(demo.sampled_flow(backend, frames, [len(frames) - 1])[-1], whole_video[-1], atol=1e-5)
 
 
 def test_a_second_run_skips_every_completed_step_and_gives_the_same_results(quick_run):
