@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_ARGS ?=
 
-.PHONY: venv demo test benchmark clean
+.PHONY: venv demo test clean
 
 venv: $(VENV)/.installed
 
@@ -23,4 +23,4 @@ test: venv
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output demo_quick

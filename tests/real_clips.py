@@ -7,7 +7,7 @@ import numpy as np
 
 from tfrecord_tools import flow_backends
 
-FLOW_LIMIT = 20.0  # pixels, as the records store it (REFERENCE.md section 3)
+FLOW_LIMIT = 20.0  # pixels, as the records store it
 
 
 def read_frames(video: pathlib.Path, num_frames: int, width: int, height: int) -> np.ndarray:
@@ -29,7 +29,9 @@ def rgb_clip(video: pathlib.Path, num_frames: int, size: int, batch: int = 1) ->
   return np.stack([frames[i:i + num_frames] for i in range(batch)])
 
 
-def flow_clip(video: pathlib.Path, num_frames: int, size: int) -> np.ndarray:
-  """[1, num_frames, size, size, 2] float32: Farneback flow between consecutive frames, +-20 px -> [-1, 1]."""
-  flows = flow_backends.OpenCVFarneback().pair_flows(read_frames(video, num_frames + 1, size, size))
-  return (np.clip(flows, -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT)[None].astype(np.float32)
+def flow_clip(video: pathlib.Path, num_frames: int, size: int, batch: int = 1) -> np.ndarray:
+  """[batch, num_frames, size, size, 2] float32: Farneback flow between consecutive frames, +-20 px -> [-1, 1];
+  batch element i starts i frames later."""
+  flows = flow_backends.OpenCVFarneback().pair_flows(read_frames(video, num_frames + batch, size, size))
+  flows = (np.clip(flows, -FLOW_LIMIT, FLOW_LIMIT) / FLOW_LIMIT).astype(np.float32)
+  return np.stack([flows[i:i + num_frames] for i in range(batch)])

@@ -24,7 +24,7 @@ from official_d3d import train
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
 
-CLASSIFIER_GAIN = 300.0  # brings the logits of the calibrated tiny network to a spread of a few units
+LOGIT_RANGE = 5.0  # largest |logit| of a calibrated network on its clips: a spread of a few units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,11 @@ def save_network(network: keras.Model, model_dir: str, step: int) -> None:
 
 
 def make_input_sensitive(network: keras.Model, clips: np.ndarray) -> None:
-  """Sets the batch-norm statistics of `network` to those of `clips` and scales up its classifier."""
+  """Sets the batch-norm statistics of `network` to those of `clips` and scales up its classifier.
+
+  `clips` needs several clips: a tiny network's last feature map can be 1x1x1, which batch norm maps to 0 for a
+  batch of one.
+  """
   batch_norms = [layer for layer in network._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
   momenta = [layer.momentum for layer in batch_norms]
   for layer in batch_norms:
@@ -49,10 +53,11 @@ def make_input_sensitive(network: keras.Model, clips: np.ndarray) -> None:
   network(clips, training=True)
   for layer, momentum in zip(batch_norms, momenta):
     layer.momentum = momentum
-  classifier = network.head.classifier.kernel
-  classifier.assign(classifier * CLASSIFIER_GAIN)
-  logits = network(clips, training=False)['logits'].numpy()
-  assert np.abs(logits).max() < 100, f'logits of {np.abs(logits).max():g}: float32 comparisons would lose precision'
+  # A gain from the logits themselves, not a constant: the initial weights are random, and the logits of a badly
+  # drawn network would otherwise grow past what float32 comparisons resolve.
+  classifier, bias = network.head.classifier.kernel, network.head.classifier.bias
+  logits = network(clips, training=False)['logits'].numpy() - bias.numpy()
+  classifier.assign(classifier * (LOGIT_RANGE / np.abs(logits).max()))
 
 
 def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
@@ -68,7 +73,7 @@ def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
   student_config.teacher_checkpoint = flow_config.model_dir
   train.run_experiment(student_config, 'train')
   # Only now: distilling the scaled-up teacher would blow up the student's 2 training steps.
-  make_input_sensitive(teacher, real_clips.flow_clip(video, num_frames, size))
+  make_input_sensitive(teacher, real_clips.flow_clip(video, num_frames, size, batch=4))
   save_network(teacher, flow_config.model_dir, step=2)
   student, _ = factory.load_inference_network(student_config.model_dir)
   make_input_sensitive(student, real_clips.rgb_clip(video, num_frames, size, batch=4))

@@ -50,8 +50,7 @@ def set_teacher_logits(model, logits):
 def batch(bikes_video):
   """Four real RGB clips and their Farneback flow clips, shifted by one frame each."""
   rgb = real_clips.rgb_clip(bikes_video, NUM_FRAMES, SIZE, batch=BATCH)
-  flow = real_clips.flow_clip(bikes_video, NUM_FRAMES + BATCH - 1, SIZE)
-  flow = np.concatenate([flow[:, i:i + NUM_FRAMES] for i in range(BATCH)])
+  flow = real_clips.flow_clip(bikes_video, NUM_FRAMES, SIZE, batch=BATCH)
   return {'rgb': rgb, 'flow': flow}, LABELS
 
 

@@ -143,6 +143,13 @@ def test_a_changed_dataset_setting_is_refused_rather_than_mixed(quick_run):
     demo.run_demo(changed)
 
 
+def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(quick_run):
+  config, _, _ = quick_run
+  changed = dataclasses.replace(config, distill_weight=config.distill_weight * 2)
+  with pytest.raises(ValueError, match=r'd3d_student.*other settings \(distillation\.weight\)'):
+    demo.run_demo(changed)
+
+
 def test_summary_gives_mean_and_spread_over_seeds(quick_run):
   _, results, _ = quick_run
   other = json.loads(json.dumps(results))

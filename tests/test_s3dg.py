@@ -11,7 +11,7 @@ from official_d3d.modeling.backbones import s3dg
 
 TINY = dict(depth_multiplier=0.1, min_depth=16)
 
-# Trainable parameters of the TF-slim S3D-G graph (REFERENCE.md section 2) with 400 classes, RGB input and
+# Trainable parameters of the TF-slim S3D-G graph (nets/s3dg.py) with 400 classes, RGB input and
 # first_temporal_kernel_size=3, counted from its variables: every conv has `weights`; a conv followed by batch norm
 # adds only `beta` (no gamma, no bias; the moving statistics are not trainable); each temporal [3, 1, 1] conv of a
 # separable unit adds 3 c^2 + c (weights and biases); each self-gating adds a c x c `transformer_W`.

@@ -2,7 +2,7 @@
 
 A backend turns the frames of one video into one flow field per frame: the flow of frame i is the motion from frame i
 to frame i + 1, and the last frame repeats the flow before it, so RGB and flow sequences have equal length
-(DESIGN.md). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in TensorFlow, batched
+(one frame index addresses both). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in TensorFlow, batched
 and XLA-compiled, for a GPU or TPU), `farneback` (OpenCV's Farneback: much faster, less accurate; for quick
 experiments and tests), `none` (RGB-only records).
 

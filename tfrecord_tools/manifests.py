@@ -1,6 +1,6 @@
 """Reads the list of videos to convert, with their labels, from the split formats of common datasets.
 
-Sources (REFERENCE.md section 4):
+Sources:
   csv       a CSV with a header `path,label` and optional `start,end` (seconds); relative paths resolve against
             `video_root`, or the CSV's folder when no `video_root` is given.
   folder    `<input>/<class>/<video file>`.

@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-  """S3D-G backbone (REFERENCE.md section 2); the defaults are the published network."""
+  """S3D-G backbone (TF-slim's nets/s3dg.py options); the defaults are the published network."""
   first_temporal_kernel_size: int = setting(3, 'Temporal size of the first convolution: 3 as the TF-slim '
                                             'reference, 7 as the papers.')
   temporal_conv_startat: str = setting('Conv2d_2c_3x3', 'First block with temporal convolutions; earlier blocks use '

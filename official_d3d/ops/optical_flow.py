@@ -30,7 +30,7 @@ _MAX_ITERATIONS_PER_CHECK = 5
 
 @dataclasses.dataclass(frozen=True)
 class Tvl1Params:
-  """OpenCV's DualTVL1 parameters with OpenCV's defaults (REFERENCE.md section 3)."""
+  """OpenCV's DualTVL1 parameters with OpenCV's defaults (`cv2.optflow.DualTVL1OpticalFlow_create`)."""
   tau: float = 0.25
   lambda_: float = 0.15
   theta: float = 0.3

@@ -4,7 +4,7 @@ Each function does one step on one clip so that the input pipeline and the servi
 pieces. Clips are `[T, H, W, C]`. RGB clips are float in [-1, 1] after `normalize_rgb`; flow clips are float
 `[T, H, W, 2]` in [-1, 1] (pixels / bound) after `flow_quantization.decode_normalized_flow`. Geometric transforms
 take `is_flow`, because a flow field changes with the geometry: a resize scales its components, a horizontal flip
-negates its x component (REFERENCE.md section 3).
+negates its x component.
 """
 
 import tensorflow as tf

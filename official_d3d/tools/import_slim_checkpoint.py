@@ -6,7 +6,7 @@ The architecture options (classes, input channels, first temporal kernel, where 
 start) are read from the checkpoint's variable shapes and names unless given as flags. Every checkpoint variable that
 was not used and every model weight left unset is reported; the exit status is 1 if a model weight is left unset.
 
-The mapping (REFERENCE.md section 2), with `<unit>` a conv unit's scope such as `Mixed_4b/Branch_1/Conv2d_0b_3x3`:
+The mapping (TF-slim's variable names), with `<unit>` a conv unit's scope such as `Mixed_4b/Branch_1/Conv2d_0b_3x3`:
   <unit>/conv/kernel                         <- InceptionV1/<unit>/weights
   <unit>/BatchNorm/{beta,moving_mean,moving_variance}  <- InceptionV1/<unit>/BatchNorm/{same}
   <unit>/temporal/{kernel,bias}              <- InceptionV1/<unit>/temporal/{weights,biases}

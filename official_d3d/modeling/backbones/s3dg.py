@@ -1,6 +1,6 @@
 """S3D-G (Xie et al. 2018, arXiv 1712.04851) in Keras 3, layer for layer as the TF-slim reference graph.
 
-The architecture and its options follow REFERENCE.md section 2 (tensorflow/models research/slim/nets/s3dg.py).
+The architecture and its options follow tensorflow/models research/slim/nets/s3dg.py.
 Keras layer names repeat the TF-slim scopes, so a weight's path reads like its checkpoint name:
 `s3dg/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel` is `InceptionV1/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/weights`
 (`official_d3d.tools.import_slim_checkpoint` holds that mapping). The model takes `[batch, frames, height, width,
