@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
@@ -137,12 +138,12 @@ class DemoConfig:
 
   def __post_init__(self):
     if self.num_frames * self.stride > self.dataset.num_frames:
-      raise ValueError(f'clips of {self.num_frames} frames at stride {self.stride} are longer than the '
+      raise d3d_config.ConfigError(f'clips of {self.num_frames} frames at stride {self.stride} are longer than the '
                        f'{self.dataset.num_frames}-frame videos')
     if self.eval_resize < self.crop_size or min(self.train_resize_range) < self.crop_size:
-      raise ValueError(f'resize sizes {self.train_resize_range} / {self.eval_resize} must be >= crop {self.crop_size}')
+      raise d3d_config.ConfigError(f'resize sizes {self.train_resize_range} / {self.eval_resize} must be >= crop {self.crop_size}')
     if self.latency_clips < 1:
-      raise ValueError(f'latency_clips must be >= 1, got {self.latency_clips}')
+      raise d3d_config.ConfigError(f'latency_clips must be >= 1, got {self.latency_clips}')
 
 
 # The smoke preset: tiny videos, network and training; it checks the plumbing, not the claim.
@@ -214,7 +215,7 @@ def generate_videos(config: DemoConfig, paths: DemoPaths) -> None:
   saved_path = os.path.join(paths.videos, make_motion_dataset.CONFIG_FILENAME)
   if os.path.exists(saved_path):
     if _read_json(saved_path)['config'] != _as_json(dataclasses.asdict(dataset)):
-      raise ValueError(f'{saved_path} describes another dataset than this demo\'s settings: use another '
+      raise d3d_config.ConfigError(f'{saved_path} describes another dataset than this demo\'s settings: use another '
                        '--output_dir, or delete that one')
     _log_step(1, f'Motion dataset already in {paths.videos}: skipped')
     return
@@ -649,7 +650,10 @@ def main(argv):
     raise app.UsageError(f'--seed takes comma-separated integers, got {",".join(FLAGS.seed)}') from None
   # TensorFlow's INFO lines (one per SavedModel function, per checkpoint) would drown the demo's progress lines.
   tf.get_logger().setLevel('WARNING')
-  run_seeds(config_from_flags(), seeds)
+  try:
+    run_seeds(config_from_flags(), seeds)
+  except (d3d_config.ConfigError, FileNotFoundError) as error:  # The user's to fix: no traceback.
+    sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

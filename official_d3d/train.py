@@ -15,6 +15,7 @@ The library functions `run_experiment` and `evaluate_two_stream` are what the fl
 import contextlib
 import dataclasses
 import os
+import sys
 from typing import Dict, Optional, Sequence
 
 from absl import app
@@ -58,7 +59,7 @@ def build_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strate
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f'train.distribution_strategy must be one of {d3d_config.STRATEGIES}, got {name!r}')
+  raise d3d_config.ConfigError(f'train.distribution_strategy must be one of {d3d_config.STRATEGIES}, got {name!r}')
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -108,7 +109,7 @@ def check_saved_config(config: d3d_config.ExperimentConfig, allowed: Sequence[st
   changed = [name for name in d3d_config.differences(config, d3d_config.load(config.model_dir))
              if name not in allowed and (checked is None or name.startswith(tuple(checked)))]
   if changed:
-    raise ValueError(f'{path} was written by a run with other settings ({", ".join(changed)}): use a new '
+    raise d3d_config.ConfigError(f'{path} was written by a run with other settings ({", ".join(changed)}): use a new '
                      'model_dir, or the same settings to resume')
 
 
@@ -176,10 +177,10 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
     rgb_network, rgb_config = factory.load_inference_network(rgb_model_dir)
     flow_network, flow_config = factory.load_inference_network(flow_model_dir)
     if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
-      raise ValueError(f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
+      raise d3d_config.ConfigError(f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
                        f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
     if rgb_config.data.num_classes != flow_config.data.num_classes:
-      raise ValueError(f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
+      raise d3d_config.ConfigError(f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
                        f'{flow_config.data.num_classes}')
     model = d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight)
     model.compile()
@@ -227,9 +228,9 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
   metrics, 'two_stream': fusion metrics when `fusion_model_dir` is set}.
   """
   if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    raise d3d_config.ConfigError(f'mode must be one of {MODES}, got {mode!r}')
   if not config.model_dir:
-    raise ValueError('model_dir is required: checkpoints, config.json and metrics are written there')
+    raise d3d_config.ConfigError('model_dir is required: checkpoints, config.json and metrics are written there')
   config = resolve_config(config)
   training = mode != 'eval'
   strategy = build_strategy(config.train)
@@ -325,14 +326,17 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> d3d_config
       try:
         value = tuple(int(v) for v in value)
       except ValueError as error:
-        raise ValueError(f'--{flag_name} takes comma-separated integers, got {value}') from error
+        raise d3d_config.ConfigError(f'--{flag_name} takes comma-separated integers, got {value}') from error
     setattr(getattr(config, section) if section else config, field.name, value)
   return config
 
 
 def main(argv):
   del argv  # Everything comes in through flags.
-  results = run_experiment(config_from_flags(), flags.FLAGS.mode)
+  try:
+    results = run_experiment(config_from_flags(), flags.FLAGS.mode)
+  except (d3d_config.ConfigError, FileNotFoundError) as error:  # The user's to fix: no traceback.
+    sys.exit(f'error: {error}')
   if 'eval' in results:
     logging.info('Evaluation: %s', {k: v for k, v in results['eval'].items() if k != 'per_class_accuracy'})
 

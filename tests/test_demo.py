@@ -10,6 +10,8 @@ import glob
 import io
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -21,6 +23,8 @@ from official_d3d.dataloaders import label_map
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
 from tfrecord_tools import video_io
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_printing(config):
@@ -144,10 +148,16 @@ def test_a_changed_dataset_setting_is_refused_rather_than_mixed(quick_run):
 
 
 def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(quick_run):
+  """From the command line: the teacher and the baseline still fit, the student names the setting, no traceback."""
   config, _, _ = quick_run
-  changed = dataclasses.replace(config, distill_weight=config.distill_weight * 2)
-  with pytest.raises(ValueError, match=r'd3d_student.*other settings \(distillation\.weight\)'):
-    demo.run_demo(changed)
+  process = subprocess.run(
+      [sys.executable, '-m', 'official_d3d.demo', '--quick', f'--output_dir={config.output_dir}',
+       f'--distill_weight={config.distill_weight * 2}'],
+      cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+  assert process.returncode == 1
+  student_config = os.path.join(config.output_dir, 'models', 'd3d_student', 'config.json')
+  assert f'error: {student_config} was written by a run with other settings (distillation.weight)' in process.stderr
+  assert 'Traceback' not in process.stderr
 
 
 def test_summary_gives_mean_and_spread_over_seeds(quick_run):

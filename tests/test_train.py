@@ -63,6 +63,17 @@ def test_cli_trains_evaluates_and_writes_checkpoints_config_summaries_and_metric
   assert 0.0 <= metrics['top_1'] <= metrics['top_5'] == 1.0  # 3 classes: the label is always in the top 5
 
 
+def test_cli_refuses_other_settings_in_a_trained_model_dir_with_the_message_alone(flow_run, records):
+  model_dir, _ = flow_run
+  command = [sys.executable, '-m', 'official_d3d.train', f'--flagfile={TINY_FLAGFILE}', f'--model_dir={model_dir}',
+             *data_flags(records), '--learning_rate=0.5']
+  process = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+  assert process.returncode == 1
+  assert f'error: {model_dir}/config.json was written by a run with other settings (train.learning_rate)' in (
+      process.stderr)
+  assert 'Traceback' not in process.stderr
+
+
 def d3d_config_for(records, model_dir, teacher_dir):
   config = training_records.tiny_config(records, model_dir, 'd3d')
   config.teacher_checkpoint = teacher_dir

@@ -22,6 +22,11 @@ PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 CONFIG_FILENAME = 'config.json'
 
 
+class ConfigError(ValueError):
+  """Settings that cannot work, or that disagree with the run already in a model_dir: the user's to fix, so the
+  command lines print the message alone, without a traceback."""
+
+
 def setting(default, help_text: str):
   """A config field with its documentation; `train.py` shows it as the help of the field's flag."""
   return dataclasses.field(default=default, metadata={'help': help_text})
@@ -123,7 +128,7 @@ class ExperimentConfig:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
   def validate(self):
-    """Raises ValueError naming the first inconsistent setting."""
+    """Raises ConfigError naming the first inconsistent setting."""
     choices = [('stream', self.stream, STREAMS),
                ('distillation.target', self.distillation.target, DISTILL_TARGETS),
                ('distillation.loss', self.distillation.loss, DISTILL_LOSSES),
@@ -133,22 +138,22 @@ class ExperimentConfig:
                ('train.mixed_precision', self.train.mixed_precision, PRECISIONS)]
     for name, value, allowed in choices:
       if value not in allowed:
-        raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+        raise ConfigError(f'{name} must be one of {allowed}, got {value!r}')
     if self.distillation.loss == 'kl' and self.distillation.target != 'logits':
-      raise ValueError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
+      raise ConfigError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
     if self.distillation.start_step < 0 or self.distillation.ramp_steps < 0:
-      raise ValueError('distillation.start_step and distillation.ramp_steps must be >= 0')
+      raise ConfigError('distillation.start_step and distillation.ramp_steps must be >= 0')
     if self.data.num_frames < 1 or self.data.stride < 1:
-      raise ValueError('data.num_frames and data.stride must be positive')
+      raise ConfigError('data.num_frames and data.stride must be positive')
     train = self.train
     if train.steps_per_loop < 1 or train.train_steps < 1 or train.train_steps % train.steps_per_loop:
-      raise ValueError(f'train.train_steps={train.train_steps} must be a positive multiple of '
+      raise ConfigError(f'train.train_steps={train.train_steps} must be a positive multiple of '
                        f'train.steps_per_loop={train.steps_per_loop}')
     if train.eval_interval < 0 or train.eval_interval % train.steps_per_loop:
-      raise ValueError(f'train.eval_interval={train.eval_interval} must be a multiple of '
+      raise ConfigError(f'train.eval_interval={train.eval_interval} must be a multiple of '
                        f'train.steps_per_loop={train.steps_per_loop}')
     if not 0.0 <= self.fusion_flow_weight <= 1.0:
-      raise ValueError(f'fusion_flow_weight must be in [0, 1], got {self.fusion_flow_weight}')
+      raise ConfigError(f'fusion_flow_weight must be in [0, 1], got {self.fusion_flow_weight}')
     return self
 
 
@@ -157,7 +162,7 @@ def _from_dict(cls, values):
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = set(values) - set(fields)
   if unknown:
-    raise ValueError(f'unknown {cls.__name__} keys: {sorted(unknown)}')
+    raise ConfigError(f'unknown {cls.__name__} keys: {sorted(unknown)}')
   kwargs = {}
   for name, value in values.items():
     default = getattr(cls(), name)

@@ -135,7 +135,7 @@ def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], 
     raise ValueError(f'modalities must be distinct names from {sorted(MODALITIES)}, got {tuple(modalities)}')
   min_side, max_side = data_config.train_resize_range
   if min_side > max_side:
-    raise ValueError(f'data.train_resize_range must be (min, max), got {data_config.train_resize_range}')
+    raise d3d_config.ConfigError(f'data.train_resize_range must be (min, max), got {data_config.train_resize_range}')
   if short_side < data_config.crop_size:
     raise ValueError(f'frames resized to a short side of {short_side} are smaller than '
                      f'data.crop_size={data_config.crop_size}')
