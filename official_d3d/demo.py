@@ -138,10 +138,12 @@ class DemoConfig:
 
   def __post_init__(self):
     if self.num_frames * self.stride > self.dataset.num_frames:
-      raise d3d_config.ConfigError(f'clips of {self.num_frames} frames at stride {self.stride} are longer than the '
-                       f'{self.dataset.num_frames}-frame videos')
+      raise d3d_config.ConfigError(
+          f'clips of {self.num_frames} frames at stride {self.stride} are longer than the '
+          f'{self.dataset.num_frames}-frame videos')
     if self.eval_resize < self.crop_size or min(self.train_resize_range) < self.crop_size:
-      raise d3d_config.ConfigError(f'resize sizes {self.train_resize_range} / {self.eval_resize} must be >= crop {self.crop_size}')
+      raise d3d_config.ConfigError(
+          f'resize sizes {self.train_resize_range} / {self.eval_resize} must be >= crop {self.crop_size}')
     if self.latency_clips < 1:
       raise d3d_config.ConfigError(f'latency_clips must be >= 1, got {self.latency_clips}')
 
@@ -215,8 +217,9 @@ def generate_videos(config: DemoConfig, paths: DemoPaths) -> None:
   saved_path = os.path.join(paths.videos, make_motion_dataset.CONFIG_FILENAME)
   if os.path.exists(saved_path):
     if _read_json(saved_path)['config'] != _as_json(dataclasses.asdict(dataset)):
-      raise d3d_config.ConfigError(f'{saved_path} describes another dataset than this demo\'s settings: use another '
-                       '--output_dir, or delete that one')
+      raise d3d_config.ConfigError(
+          f'{saved_path} describes another dataset than this demo\'s settings: use another '
+          '--output_dir, or delete that one')
     _log_step(1, f'Motion dataset already in {paths.videos}: skipped')
     return
   total = sum(dataset.videos_per_class(split) for split in SPLITS) * len(dataset.classes)

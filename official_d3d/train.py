@@ -109,8 +109,9 @@ def check_saved_config(config: d3d_config.ExperimentConfig, allowed: Sequence[st
   changed = [name for name in d3d_config.differences(config, d3d_config.load(config.model_dir))
              if name not in allowed and (checked is None or name.startswith(tuple(checked)))]
   if changed:
-    raise d3d_config.ConfigError(f'{path} was written by a run with other settings ({", ".join(changed)}): use a new '
-                     'model_dir, or the same settings to resume')
+    raise d3d_config.ConfigError(
+        f'{path} was written by a run with other settings ({", ".join(changed)}): use a new '
+        'model_dir, or the same settings to resume')
 
 
 class CheckpointEveryLoop(keras.callbacks.Callback):
@@ -177,11 +178,13 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
     rgb_network, rgb_config = factory.load_inference_network(rgb_model_dir)
     flow_network, flow_config = factory.load_inference_network(flow_model_dir)
     if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
-      raise d3d_config.ConfigError(f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
-                       f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
+      raise d3d_config.ConfigError(
+          f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
+          f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
     if rgb_config.data.num_classes != flow_config.data.num_classes:
-      raise d3d_config.ConfigError(f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
-                       f'{flow_config.data.num_classes}')
+      raise d3d_config.ConfigError(
+          f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
+          f'{flow_config.data.num_classes}')
     model = d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight)
     model.compile()
   data_config = data_config or rgb_config.data

@@ -1,10 +1,10 @@
 """Optical-flow backends for the converter, chosen by name.
 
 A backend turns the frames of one video into one flow field per frame: the flow of frame i is the motion from frame i
-to frame i + 1, and the last frame repeats the flow before it, so RGB and flow sequences have equal length
-(one frame index addresses both). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in TensorFlow, batched
-and XLA-compiled, for a GPU or TPU), `farneback` (OpenCV's Farneback: much faster, less accurate; for quick
-experiments and tests), `none` (RGB-only records).
+to frame i + 1, and the last frame repeats the flow before it, so RGB and flow sequences have equal length (one
+frame index addresses both). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in
+TensorFlow, batched and XLA-compiled, for a GPU or TPU), `farneback` (OpenCV's Farneback: much faster, less accurate;
+for quick experiments and tests), `none` (RGB-only records).
 
 To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, and register a factory in
 `_FACTORIES`.

@@ -147,11 +147,13 @@ class ExperimentConfig:
       raise ConfigError('data.num_frames and data.stride must be positive')
     train = self.train
     if train.steps_per_loop < 1 or train.train_steps < 1 or train.train_steps % train.steps_per_loop:
-      raise ConfigError(f'train.train_steps={train.train_steps} must be a positive multiple of '
-                       f'train.steps_per_loop={train.steps_per_loop}')
+      raise ConfigError(
+          f'train.train_steps={train.train_steps} must be a positive multiple of '
+          f'train.steps_per_loop={train.steps_per_loop}')
     if train.eval_interval < 0 or train.eval_interval % train.steps_per_loop:
-      raise ConfigError(f'train.eval_interval={train.eval_interval} must be a multiple of '
-                       f'train.steps_per_loop={train.steps_per_loop}')
+      raise ConfigError(
+          f'train.eval_interval={train.eval_interval} must be a multiple of '
+          f'train.steps_per_loop={train.steps_per_loop}')
     if not 0.0 <= self.fusion_flow_weight <= 1.0:
       raise ConfigError(f'fusion_flow_weight must be in [0, 1], got {self.fusion_flow_weight}')
     return self

@@ -129,7 +129,7 @@ def decode_eval_example(serialized, data_config: d3d_config.DataConfig, modaliti
 
 
 def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], short_side: int) -> None:
-  """Raises ValueError naming the setting that cannot give a batch of clips."""
+  """Raises ConfigError naming the setting that cannot give a batch of clips (ValueError: bad `modalities`)."""
   unknown = [name for name in modalities if name not in MODALITIES]
   if not modalities or unknown or len(set(modalities)) != len(modalities):
     raise ValueError(f'modalities must be distinct names from {sorted(MODALITIES)}, got {tuple(modalities)}')
@@ -137,10 +137,10 @@ def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], 
   if min_side > max_side:
     raise d3d_config.ConfigError(f'data.train_resize_range must be (min, max), got {data_config.train_resize_range}')
   if short_side < data_config.crop_size:
-    raise ValueError(f'frames resized to a short side of {short_side} are smaller than '
-                     f'data.crop_size={data_config.crop_size}')
+    raise d3d_config.ConfigError(f'frames resized to a short side of {short_side} are smaller than '
+                                 f'data.crop_size={data_config.crop_size}')
   if data_config.num_eval_clips < 1 or data_config.num_eval_crops < 1:
-    raise ValueError('data.num_eval_clips and data.num_eval_crops must be positive')
+    raise d3d_config.ConfigError('data.num_eval_clips and data.num_eval_crops must be positive')
 
 
 def list_shard_files(pattern: str, setting: str, input_context: Optional[tf.distribute.InputContext]):

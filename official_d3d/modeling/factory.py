@@ -38,8 +38,9 @@ def resolve_num_classes(data_config: d3d_config.DataConfig) -> int:
   """`data.num_classes`, or the length of `data.label_map`; both given must agree."""
   from_label_map = len(label_map.read_label_map(data_config.label_map)) if data_config.label_map else 0
   if data_config.num_classes and from_label_map and data_config.num_classes != from_label_map:
-    raise d3d_config.ConfigError(f'data.num_classes={data_config.num_classes} but {data_config.label_map} lists '
-                     f'{from_label_map} classes')
+    raise d3d_config.ConfigError(
+        f'data.num_classes={data_config.num_classes} but {data_config.label_map} lists '
+        f'{from_label_map} classes')
   num_classes = data_config.num_classes or from_label_map
   if num_classes < 1:
     raise d3d_config.ConfigError('set data.label_map (or data.num_classes): the number of classes is unknown')
@@ -69,11 +70,13 @@ def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifie
     return d3d_model.VideoClassifier(network, stream_modality(config.stream), config.train.label_smoothing)
   teacher, teacher_config = restore_network(config.teacher_checkpoint)
   if teacher_config.stream != 'flow':
-    raise d3d_config.ConfigError(f'teacher_checkpoint {config.teacher_checkpoint} holds a {teacher_config.stream!r} stream, '
-                     'not a flow teacher')
+    raise d3d_config.ConfigError(
+        f'teacher_checkpoint {config.teacher_checkpoint} holds a {teacher_config.stream!r} stream, '
+        'not a flow teacher')
   if teacher_config.data.num_classes != num_classes:
-    raise d3d_config.ConfigError(f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
-                     f'this run {num_classes}')
+    raise d3d_config.ConfigError(
+        f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
+        f'this run {num_classes}')
   return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
 
 
@@ -180,7 +183,8 @@ def initialize_from(network: keras.Model, path: str) -> None:
   source_weights = variables_by_path(source.weights, source.name)
   weights = variables_by_path(network.weights, network.name)
   if set(source_weights) != set(weights):
-    raise d3d_config.ConfigError(f'init_checkpoint {path}: its network has other layers than this one: the model settings differ')
+    raise d3d_config.ConfigError(
+        f'init_checkpoint {path}: its network has other layers than this one: the model settings differ')
   skipped = []
   for name, weight in weights.items():
     if tuple(source_weights[name].shape) == tuple(weight.shape):
