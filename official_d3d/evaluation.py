@@ -10,6 +10,7 @@ import json
 import warnings
 from typing import Dict, Mapping, Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -43,11 +44,39 @@ def fuse_probabilities(probabilities: Sequence, weights: Sequence[float]):
   return sum(p * (w / total) for p, w in zip(probabilities, weights))
 
 
-def top_k_correct(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-  """Boolean `[N]`: the label is among the k most probable classes (ties counted in the label's favour)."""
-  label_probability = probabilities[np.arange(len(labels)), labels]
-  num_better = np.sum(probabilities > label_probability[:, None], axis=1)
-  return num_better < k
+def top_k_credit(scores, labels, k: int) -> tf.Tensor:
+  """float32 `[N]` in [0, 1]: the chance that the label is among the k best-scored classes, ties broken at random.
+
+  A label tied with other classes across the k-th place gets the fraction of tie-breaks that keep it in the top k,
+  so a constant (uniform) predictor scores chance, k / num_classes, not 100 %. A row with any non-finite score (a
+  diverged network) scores 0. `scores` `[N, K]` are probabilities or logits; works on tensors and NumPy arrays.
+  """
+  scores = tf.convert_to_tensor(scores)
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  label_score = tf.gather(scores, labels, axis=1, batch_dims=1)[:, tf.newaxis]
+  num_better = tf.reduce_sum(tf.cast(scores > label_score, tf.float32), axis=1)
+  num_tied = tf.reduce_sum(tf.cast(scores == label_score, tf.float32), axis=1)  # the label itself included
+  credit = tf.clip_by_value((float(k) - num_better) / num_tied, 0.0, 1.0)
+  finite = tf.reduce_all(tf.math.is_finite(scores), axis=1)
+  return tf.where(finite, credit, tf.zeros_like(credit))
+
+
+class TopKAccuracy(keras.metrics.Mean):
+  """Mean `top_k_credit` of integer labels `[B]` against scores `[B, K]`: Keras' top-k count without its ties bonus.
+
+  (`keras.metrics.SparseTopKCategoricalAccuracy` counts a tie across the k-th place as a hit, so a diverged or
+  constant network reads 100 %.)
+  """
+
+  def __init__(self, k: int, name: Optional[str] = None, **kwargs):
+    super().__init__(name=name or f'top_{k}', **kwargs)
+    self.k = k
+
+  def update_state(self, labels, scores, sample_weight=None):
+    return super().update_state(top_k_credit(scores, labels, self.k), sample_weight=sample_weight)
+
+  def get_config(self):
+    return {**super().get_config(), 'k': self.k}
 
 
 def classification_metrics(probabilities, labels, class_names: Optional[Sequence[str]] = None) -> Dict:
@@ -65,8 +94,8 @@ def classification_metrics(probabilities, labels, class_names: Optional[Sequence
 
   metrics = {'num_videos': int(len(labels))}
   for k in TOP_K:
-    metrics[f'top_{k}'] = float(np.mean(top_k_correct(probabilities, labels, k))) if len(labels) else 0.0
-  correct = top_k_correct(probabilities, labels, 1)
+    metrics[f'top_{k}'] = float(np.mean(top_k_credit(probabilities, labels, k))) if len(labels) else 0.0
+  correct = top_k_credit(probabilities, labels, 1).numpy() if len(labels) else np.zeros([0])
   per_class = {names[c]: float(np.mean(correct[labels == c])) for c in range(num_classes) if np.any(labels == c)}
   metrics['mean_class_accuracy'] = float(np.mean(list(per_class.values()))) if per_class else 0.0
   metrics['per_class_accuracy'] = per_class

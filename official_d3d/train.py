@@ -4,8 +4,14 @@ r"""Trains and evaluates the flow teacher, the RGB baseline and the D3D student.
       --model_dir=/tmp/ucf101_d3d --mode=train_and_eval
 
 Flags only fill `official_d3d.configs.d3d_config.ExperimentConfig` (one flag per field, documented there; the
-distillation fields take a `distill_` prefix). The resolved config is written to `<model_dir>/config.json`; a run
-restarted on the same model_dir resumes from its latest checkpoint, after checking that the config still matches.
+distillation fields take a `distill_` prefix). The resolved config is written to `<model_dir>/config.json` with the
+first checkpoint (a run that fails to start leaves the folder free for the corrected command); a run restarted on
+the same model_dir resumes from its latest checkpoint, after checking that the config still matches. A training run
+holds its model_dir: a second one started there is refused while the first is alive.
+
+A run stops with one `error: ...` line and exit status 1 when it cannot go on: settings that cannot work, records
+it cannot use (the message names the file and video), or a loss that is no longer finite (the message names the
+step; no checkpoint is saved after it).
 Evaluation writes `<model_dir>/eval_metrics.json`, and with `--fusion_model_dir` also
 `<model_dir>/two_stream_metrics.json`. TensorBoard summaries go to `<model_dir>/logs`.
 
@@ -14,6 +20,7 @@ The library functions `run_experiment` and `evaluate_two_stream` are what the fl
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 from typing import Dict, Optional, Sequence
@@ -25,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from official_d3d import evaluation
+from official_d3d import folder_lock
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import video_input
@@ -93,11 +101,52 @@ def precision_policy(name: str):
     keras.config.set_dtype_policy(previous)
 
 
+def _pixel_range(config: d3d_config.ExperimentConfig) -> str:
+  """`model.pixel_range`, or when empty: the saved run's, else the init_checkpoint network's, else [-1, 1]."""
+  if config.model.pixel_range:
+    return config.model.pixel_range
+  if tf.io.gfile.exists(os.path.join(config.model_dir, d3d_config.CONFIG_FILENAME)):
+    return d3d_config.load(config.model_dir).model.pixel_range
+  if config.init_checkpoint:
+    return factory.network_config(config.init_checkpoint).model.pixel_range
+  return d3d_config.DEFAULT_PIXEL_RANGE
+
+
 def resolve_config(config: d3d_config.ExperimentConfig) -> d3d_config.ExperimentConfig:
-  """A validated copy with the class count filled in from the label map."""
+  """A validated copy with the class count filled in from the label map, and the pixel range from the network."""
   config = d3d_config.from_dict(d3d_config.to_dict(config)).validate()
   config.data.num_classes = factory.resolve_num_classes(config.data)
+  config.model.pixel_range = _pixel_range(config)
   return config
+
+
+def check_data(config: d3d_config.ExperimentConfig, mode: str) -> None:
+  """Raises, before anything is written, when a pattern matches nothing or its records lack a modality the run
+  reads."""
+  if mode != 'eval':
+    video_input.check_first_record(config.data.train_pattern, 'train_pattern', factory.train_modalities(config.stream))
+  if mode != 'train' or config.train.eval_interval:
+    video_input.check_first_record(config.data.eval_pattern, 'eval_pattern',
+                                   (factory.stream_modality(config.stream),))
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss or the weights stopped being finite: training cannot recover, and nothing after it is saved."""
+
+
+@contextlib.contextmanager
+def named_data_errors(config: d3d_config.ExperimentConfig):
+  """Turns TensorFlow's errors about bad records into a RecordError naming the file (and video)."""
+  try:
+    yield
+  except tf.errors.InvalidArgumentError as error:
+    record_error = video_input.record_error(error)
+    if record_error is None:
+      raise
+    raise record_error from None
+  except tf.errors.DataLossError as error:
+    found = video_input.find_corrupt_record((config.data.train_pattern, config.data.eval_pattern))
+    raise video_input.RecordError(found or f'a record could not be read: {error.message}') from None
 
 
 def check_saved_config(config: d3d_config.ExperimentConfig, allowed: Sequence[str] = RESUMABLE_CHANGES,
@@ -114,16 +163,55 @@ def check_saved_config(config: d3d_config.ExperimentConfig, allowed: Sequence[st
         'model_dir, or the same settings to resume')
 
 
-class CheckpointEveryLoop(keras.callbacks.Callback):
-  """Saves model, optimizer and step count after each loop of `steps_per_loop` steps (one Keras epoch)."""
+def all_finite(variables) -> bool:
+  return all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in variables)
 
-  def __init__(self, manager: tf.train.CheckpointManager, step: tf.Variable, steps_per_loop: int):
+
+class StopOnDivergence(keras.callbacks.Callback):
+  """Stops training, naming the step, at the first loss that is not finite, or at the end of a loop whose weights
+  are not all finite (a loss can stay finite on the step that breaks them). Listed before the checkpoint callback,
+  it stops a loop's end before its checkpoint is saved."""
+
+  def __init__(self, steps_per_loop: int, learning_rate: float):
+    super().__init__()
+    self.steps_per_loop = steps_per_loop
+    self.learning_rate = learning_rate
+    self.loop = 0
+
+  def _diverged(self, step: int, problem: str) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f'training diverged at step {step}: {problem}; no checkpoint after step {self.loop * self.steps_per_loop} '
+        f'was saved. Train in a new model_dir with a lower train.learning_rate (now {self.learning_rate:g}) or more '
+        'train.warmup_steps')
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.loop = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = float(logs['loss'])
+    if not math.isfinite(loss):
+      raise self._diverged(self.loop * self.steps_per_loop + batch + 1, f'the loss is {loss}')
+
+  def on_epoch_end(self, epoch, logs=None):
+    if not all(bool(tf.reduce_all(tf.math.is_finite(weight))) for weight in self.model.weights):
+      raise self._diverged((epoch + 1) * self.steps_per_loop, 'some weights are no longer finite')
+
+
+class CheckpointEveryLoop(keras.callbacks.Callback):
+  """Saves model, optimizer and step count after each loop of `steps_per_loop` steps (one Keras epoch);
+  `before_first_save` runs once, before the first checkpoint (it writes the run's config)."""
+
+  def __init__(self, manager: tf.train.CheckpointManager, step: tf.Variable, steps_per_loop: int,
+               before_first_save=lambda: None):
     super().__init__()
     self.manager = manager
     self.step = step
     self.steps_per_loop = steps_per_loop
+    self.before_first_save = before_first_save
 
   def on_epoch_end(self, epoch, logs=None):
+    if self.manager.latest_checkpoint is None:
+      self.before_first_save()
     self.step.assign((epoch + 1) * self.steps_per_loop)
     path = self.manager.save(checkpoint_number=int(self.step.numpy()))
     logging.info('Step %d: saved %s', int(self.step.numpy()), path)
@@ -131,7 +219,7 @@ class CheckpointEveryLoop(keras.callbacks.Callback):
 
 def _eval_dataset(strategy, config, modalities):
   def dataset_fn(input_context):
-    dataset = video_input.build_eval_dataset(config.data, modalities, input_context)
+    dataset = video_input.build_eval_dataset(config.data, modalities, input_context, config.model.pixel_range)
     return dataset.take(config.train.eval_steps) if config.train.eval_steps else dataset
   return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -175,8 +263,8 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
-    rgb_network, rgb_config = factory.load_inference_network(rgb_model_dir)
-    flow_network, flow_config = factory.load_inference_network(flow_model_dir)
+    rgb_network, rgb_config = factory.restore_network(rgb_model_dir)
+    flow_network, flow_config = factory.restore_network(flow_model_dir)
     if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
       raise d3d_config.ConfigError(
           f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
@@ -202,7 +290,8 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
 
 
 def _train(model, config, strategy, step, manager, callbacks) -> Dict:
-  """Keras fit from the step reached to `train_steps`, one epoch per loop of `steps_per_loop` steps."""
+  """Keras fit from the step reached to `train_steps`, one epoch per loop of `steps_per_loop` steps; the chief
+  writes the run's config with the first checkpoint."""
   steps_per_loop = config.train.steps_per_loop
   initial_loop = int(step.numpy()) // steps_per_loop
   num_loops = config.train.train_steps // steps_per_loop
@@ -210,12 +299,18 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
     logging.info('Training already reached step %d of %d', int(step.numpy()), config.train.train_steps)
     return {}
   train_dataset = strategy.distribute_datasets_from_function(
-      lambda context: video_input.build_train_dataset(config.data, factory.train_modalities(config.stream), context))
+      lambda context: video_input.build_train_dataset(config.data, factory.train_modalities(config.stream), context,
+                                                      config.model.pixel_range))
   validation = {}
   if config.train.eval_interval:
     validation = dict(validation_data=_eval_dataset(strategy, config, (factory.stream_modality(config.stream),)),
                       validation_freq=config.train.eval_interval // steps_per_loop)
-  callbacks = [CheckpointEveryLoop(manager, step, steps_per_loop),
+  def write_config():
+    if is_chief(strategy):
+      d3d_config.save(config, config.model_dir)
+
+  callbacks = [StopOnDivergence(steps_per_loop, config.train.learning_rate),
+               CheckpointEveryLoop(manager, step, steps_per_loop, write_config),
                keras.callbacks.TensorBoard(os.path.join(worker_dir(config.model_dir, strategy), LOGS_DIRNAME)),
                *callbacks]
   history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
@@ -239,11 +334,19 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
   strategy = build_strategy(config.train)
   if training:
     check_saved_config(config)
-    if is_chief(strategy):
-      d3d_config.save(config, config.model_dir)
   else:
     check_saved_config(config, allowed=(), checked=NETWORK_SETTINGS)
+  check_data(config, mode)
+  holds_model_dir = training and is_chief(strategy)
+  with folder_lock.hold(config.model_dir, 'training') if holds_model_dir else contextlib.nullcontext():
+    with named_data_errors(config):
+      return _run(config, mode, strategy, callbacks)
 
+
+def _run(config: d3d_config.ExperimentConfig, mode: str, strategy: tf.distribute.Strategy,
+         callbacks: Sequence[keras.callbacks.Callback]) -> Dict:
+  """`run_experiment` once its settings and data are checked."""
+  training = mode != 'eval'
   results = {}
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')  # Host-side bookkeeping, not distributed.
   with precision_policy(config.train.mixed_precision):
@@ -254,7 +357,7 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
         # Optimizer slots exist before a restore, so that the checkpoint fills them instead of deferring.
         model.optimizer.build(model.trainable_variables)
       else:  # The trained network alone: a D3D student evaluates without its teacher.
-        network, _ = factory.load_inference_network(config.model_dir)
+        network, _ = factory.restore_network(config.model_dir)
         model = d3d_model.VideoClassifier(network, factory.stream_modality(config.stream))
         model.compile(jit_compile=config.train.jit_compile)
 
@@ -338,7 +441,8 @@ def main(argv):
   del argv  # Everything comes in through flags.
   try:
     results = run_experiment(config_from_flags(), flags.FLAGS.mode)
-  except (d3d_config.ConfigError, FileNotFoundError) as error:  # The user's to fix: no traceback.
+  except (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError, folder_lock.FolderLockedError,
+          TrainingDivergedError) as error:  # The user's to fix: no traceback.
     sys.exit(f'error: {error}')
   if 'eval' in results:
     logging.info('Evaluation: %s', {k: v for k, v in results['eval'].items() if k != 'per_class_accuracy'})

@@ -90,9 +90,31 @@ def test_classification_metrics_top_k_and_per_class():
   assert metrics['mean_class_accuracy'] == pytest.approx(0.5)
 
 
-def test_ties_count_for_the_label_and_bad_inputs_are_named():
+def test_ties_never_favour_the_label_and_a_diverged_network_scores_zero():
   uniform = np.full((2, 6), 1 / 6)
-  assert evaluation.classification_metrics(uniform, [2, 4])['top_1'] == 1.0
+  metrics = evaluation.classification_metrics(uniform, [2, 4])
+  assert metrics['top_1'] == pytest.approx(1 / 6) and metrics['top_5'] == pytest.approx(5 / 6)  # chance
+  # The label tied with one other class for first place: half of the tie-breaks put it first.
+  tied = np.array([[0.4, 0.4, 0.1, 0.1, 0.0, 0.0]])
+  assert evaluation.classification_metrics(tied, [1])['top_1'] == pytest.approx(0.5)
+  nan = np.full((2, 6), np.nan)
+  one_nan = np.array([[0.9, np.nan, 0.1, 0.0, 0.0, 0.0]])
+  for probabilities, labels in ((nan, [2, 4]), (one_nan, [0])):
+    metrics = evaluation.classification_metrics(probabilities, labels)
+    assert metrics['top_1'] == 0.0 and metrics['top_5'] == 0.0 and metrics['mean_class_accuracy'] == 0.0
+
+
+def test_the_training_metric_uses_the_same_tie_rule():
+  metric = evaluation.TopKAccuracy(k=1)
+  metric.update_state(tf.constant([0, 3]), tf.zeros([2, 4]))  # constant logits: chance
+  assert float(metric.result()) == pytest.approx(0.25)
+  metric.update_state(tf.constant([1]), tf.constant([[np.nan] * 4]))
+  assert float(metric.result()) == pytest.approx(0.5 / 3)
+  assert evaluation.TopKAccuracy.from_config(metric.get_config()).k == 1
+
+
+def test_bad_evaluation_inputs_are_named():
+  uniform = np.full((2, 6), 1 / 6)
   with pytest.raises(ValueError, match=r'labels must be in \[0, 6\)'):
     evaluation.classification_metrics(uniform, [0, 6])
   with pytest.raises(ValueError, match='do not match'):

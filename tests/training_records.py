@@ -17,10 +17,11 @@ FRAMES_PER_VIDEO = 10
 CLASS_NAMES = ('left_bikes', 'middle_bikes', 'right_bikes')
 
 
-def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
+def write_records(root, video: pathlib.Path, num_train_shards: int = 2, with_flow: bool = True):
   """Train shards (2 videos per class) and an eval shard (1 per class) of consecutive real segments, + label map.
 
   Returns {'train': glob, 'eval': glob, 'label_map': path}. A video's class is its segment index modulo 3.
+  `with_flow=False` writes RGB-only records, as the converter's `--flow_backend=none`.
   """
   root = str(root)
   os.makedirs(root, exist_ok=True)
@@ -33,7 +34,7 @@ def write_records(root, video: pathlib.Path, num_train_shards: int = 2):
     examples.append(sequence_example.build_sequence_example(
         media_id=f'bikes_{index}', label_index=label, label_string=CLASS_NAMES[label], frames=clip,
         timestamps_us=[40000 * t for t in range(len(clip))], frame_rate=25.0,
-        flow=flow_backends.OpenCVFarneback().video_flow(clip)))
+        flow=flow_backends.OpenCVFarneback().video_flow(clip) if with_flow else None))
   train_examples, eval_examples = examples[:2 * NUM_CLASSES], examples[2 * NUM_CLASSES:]
   shards = {f'train-{i:05d}.tfrecord': train_examples[i::num_train_shards] for i in range(num_train_shards)}
   shards['eval-00000.tfrecord'] = eval_examples

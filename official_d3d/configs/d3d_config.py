@@ -18,6 +18,10 @@ OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')
 STRATEGIES = ('one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+# What uint8 RGB 0 and 255 become at a network's input. TF-slim and Model Garden train on [-1, 1]; the authors'
+# helper for their released D3D / S3D-G checkpoints feeds image / 255 (BUILD_NOTES.md, "Pixel range").
+PIXEL_RANGES = {'minus_one_to_one': (-1.0, 1.0), 'zero_to_one': (0.0, 1.0)}
+DEFAULT_PIXEL_RANGE = 'minus_one_to_one'
 
 CONFIG_FILENAME = 'config.json'
 
@@ -70,6 +74,9 @@ class ModelConfig:
   dropout_rate: float = setting(0.2, 'Dropout before the classifier (the reference keeps 0.8).')
   batch_norm_momentum: float = setting(0.999, 'Batch-norm moving-average momentum: 0.999 as the reference, for '
                                        'long runs; short runs need less (e.g. 0.9) for usable inference statistics.')
+  pixel_range: str = setting('', 'What RGB 0..255 becomes at the network\'s input: minus_one_to_one or zero_to_one '
+                             '(the authors\' released checkpoints). Empty: the run being resumed or evaluated keeps '
+                             'its own, a run from init_checkpoint takes that network\'s, any other minus_one_to_one.')
 
 
 @dataclasses.dataclass
@@ -136,6 +143,7 @@ class ExperimentConfig:
                ('train.schedule', self.train.schedule, SCHEDULES),
                ('train.distribution_strategy', self.train.distribution_strategy, STRATEGIES),
                ('train.mixed_precision', self.train.mixed_precision, PRECISIONS)]
+    choices.append(('model.pixel_range', self.model.pixel_range, ('', *PIXEL_RANGES)))
     for name, value, allowed in choices:
       if value not in allowed:
         raise ConfigError(f'{name} must be one of {allowed}, got {value!r}')
@@ -143,8 +151,12 @@ class ExperimentConfig:
       raise ConfigError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
     if self.distillation.start_step < 0 or self.distillation.ramp_steps < 0:
       raise ConfigError('distillation.start_step and distillation.ramp_steps must be >= 0')
-    if self.data.num_frames < 1 or self.data.stride < 1:
-      raise ConfigError('data.num_frames and data.stride must be positive')
+    positive = {'data.num_frames': self.data.num_frames, 'data.stride': self.data.stride,
+                'data.crop_size': self.data.crop_size, 'data.global_batch_size': self.data.global_batch_size,
+                'data.eval_batch_size': self.data.eval_batch_size}
+    for name, value in positive.items():
+      if value < 1:
+        raise ConfigError(f'{name} must be positive, got {value}')
     train = self.train
     if train.steps_per_loop < 1 or train.train_steps < 1 or train.train_steps % train.steps_per_loop:
       raise ConfigError(
@@ -208,8 +220,11 @@ def save(config: ExperimentConfig, model_dir: str) -> str:
 
 
 def load(model_dir: str) -> ExperimentConfig:
+  """The config a run saved; runs from before `model.pixel_range` existed trained on [-1, 1], and say so."""
   path = os.path.join(model_dir, CONFIG_FILENAME)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{path} not found: is {model_dir} the model_dir of a training run?')
   with tf.io.gfile.GFile(path) as f:
-    return from_dict(json.load(f))
+    values = json.load(f)
+  values.get('model', {}).setdefault('pixel_range', DEFAULT_PIXEL_RANGE)
+  return from_dict(values)

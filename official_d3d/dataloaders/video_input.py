@@ -4,10 +4,14 @@ Training samples one clip per video at a random position and applies one random 
 requested modalities, so that RGB and flow stay aligned frame by frame and pixel by pixel. Evaluation takes
 `num_eval_clips x num_eval_crops` deterministic views per video. Only the requested modalities are parsed, and only
 the sampled frames are decoded.
+
+Every record is checked as it is read: a video without frames of a requested modality, RGB and flow of different
+lengths, or a label outside the label map stop the pipeline with an error naming the record's file and media id
+(`RecordError` via `record_error`), rather than train on it or fail later with a traceback.
 """
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -33,8 +37,19 @@ MODALITIES = {
 }
 
 
+class RecordError(ValueError):
+  """A record the pipeline cannot use (the message names its file and media id): the data's to fix."""
+
+
+# Marks the messages of the in-graph record checks, so that `record_error` finds them in TensorFlow's error text.
+_RECORD_ERROR_MARK = 'bad record: '
+
+
 def parse_example(serialized, modalities: Sequence[str]) -> Tuple[Dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
-  """Serialized SequenceExample -> (encoded frames `[N]` per modality, int32 label, media id)."""
+  """Serialized SequenceExample -> (encoded frames `[N]` per modality, int32 label, media id).
+
+  A modality missing from the record parses as no frames, which `check_record` reports with the record's name.
+  """
   context, sequences = tf.io.parse_single_sequence_example(
       serialized,
       context_features={
@@ -42,20 +57,47 @@ def parse_example(serialized, modalities: Sequence[str]) -> Tuple[Dict[str, tf.T
           schema.MEDIA_ID: tf.io.FixedLenFeature([], tf.string, default_value=''),
       },
       sequence_features={
-          MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string) for name in modalities
+          MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+          for name in modalities
       })
   encoded = {name: sequences[MODALITIES[name].feature_key] for name in modalities}
   return encoded, tf.cast(context[schema.LABEL_INDEX], tf.int32), context[schema.MEDIA_ID]
 
 
-def count_video_frames(encoded: Dict[str, tf.Tensor], media_id) -> tf.Tensor:
-  """Frames in the video; fails, naming the video, when it has none or its modalities differ in length."""
-  lengths = [tf.shape(frames)[0] for frames in encoded.values()]
-  checks = [tf.debugging.Assert(lengths[0] > 0, ['video has no frames:', media_id])]
-  checks += [tf.debugging.Assert(tf.equal(length, lengths[0]), ['RGB and flow frame counts differ in', media_id])
-             for length in lengths[1:]]
+def _record_check(condition, problem: str, media_id, path) -> tf.Operation:
+  message = tf.strings.join([_RECORD_ERROR_MARK, path, ': video ', media_id, ': ', problem])
+  return tf.debugging.Assert(condition, [message])
+
+
+def check_record(encoded: Dict[str, tf.Tensor], label, media_id, path,
+                 data_config: d3d_config.DataConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(frames in the video, label) once the record is checked: frames in every modality, as many of each, and a label
+  within `[0, data.num_classes)` (when the class count is known)."""
+  lengths = {name: tf.shape(frames)[0] for name, frames in encoded.items()}
+  checks = [_record_check(length > 0, f'no {MODALITIES[name].feature_key} frames (records converted without '
+                          f'{name}?)', media_id, path) for name, length in lengths.items()]
+  first, *others = lengths.values()
+  checks += [_record_check(tf.equal(length, first), 'RGB and flow frame counts differ', media_id, path)
+             for length in others]
+  if data_config.num_classes:
+    label_map_name = data_config.label_map or f'data.num_classes={data_config.num_classes}'
+    checks.append(_record_check(
+        tf.logical_and(label >= 0, label < data_config.num_classes),
+        tf.strings.join(['label ', tf.strings.as_string(label),
+                         f' is outside the {data_config.num_classes} classes of {label_map_name}']),
+        media_id, path))
   with tf.control_dependencies(checks):
-    return tf.identity(lengths[0])
+    return tf.identity(first), tf.identity(label)
+
+
+def record_error(error: tf.errors.OpError) -> Optional[RecordError]:
+  """The RecordError that a failed record check raised inside TensorFlow, or None for other errors."""
+  message = error.message
+  start = message.find(_RECORD_ERROR_MARK)
+  if start < 0:
+    return None
+  message = message[start + len(_RECORD_ERROR_MARK):]
+  return RecordError(message.split('\n')[0].rstrip('] '))
 
 
 def gather_and_decode(encoded, indices, channels=3):
@@ -63,29 +105,33 @@ def gather_and_decode(encoded, indices, channels=3):
   return video_ops.decode_frames(tf.gather(encoded, tf.reshape(indices, [-1])), channels=channels)
 
 
-def decode_clip(encoded, indices, modality: Modality):
-  """The frames at `indices`, decoded and normalised to [-1, 1]: float32 `[N, H, W, modality.channels]`."""
-  return video_ops.normalize_frames(gather_and_decode(encoded, indices), modality.is_flow)
+def decode_clip(encoded, indices, modality: Modality, pixel_range: str):
+  """The frames at `indices`, decoded and normalised (RGB to `pixel_range`, flow to [-1, 1]): float32
+  `[N, H, W, modality.channels]`."""
+  return video_ops.normalize_frames(gather_and_decode(encoded, indices), modality.is_flow,
+                                    d3d_config.PIXEL_RANGES[pixel_range])
 
 
-def _augment(frames, modality, window, flip, data_config):
+def _augment(frames, modality, window, flip, data_config, pixel_range):
   """Crops the window, resizes it to the crop size and (maybe) flips: one modality, parameters shared by all."""
   offset_y, offset_x, window_size = window
-  clip = video_ops.normalize_frames(video_ops.crop(frames, offset_y, offset_x, window_size), modality.is_flow)
+  clip = video_ops.normalize_frames(video_ops.crop(frames, offset_y, offset_x, window_size), modality.is_flow,
+                                    d3d_config.PIXEL_RANGES[pixel_range])
   size = data_config.crop_size
   clip = video_ops.resize(clip, size, size, is_flow=modality.is_flow)
   clip = tf.cond(flip, lambda: video_ops.horizontal_flip(clip, modality.is_flow), lambda: clip)
   return tf.ensure_shape(clip, [data_config.num_frames, size, size, modality.channels])
 
 
-def decode_train_example(serialized, seed, data_config: d3d_config.DataConfig, modalities: Sequence[str]):
-  """One record -> ({modality: float32 `[T, S, S, C]`}, int32 label): random clip, scale, crop and flip.
+def decode_train_example(serialized, path, seed, data_config: d3d_config.DataConfig, modalities: Sequence[str],
+                         pixel_range: str):
+  """One record of file `path` -> ({modality: float32 `[T, S, S, C]`}, int32 label): random clip, scale, crop, flip.
 
   `seed` (int `[2]`) drives every random choice, so one record and seed always give the same clip. The frame size
   is read from the first modality: the writer stores RGB and flow at one size.
   """
   encoded, label, media_id = parse_example(serialized, modalities)
-  num_video_frames = count_video_frames(encoded, media_id)
+  num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
   start_seed, window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
 
   start = video_ops.random_clip_start(num_video_frames, data_config.num_frames, data_config.stride, start_seed)
@@ -96,18 +142,20 @@ def decode_train_example(serialized, seed, data_config: d3d_config.DataConfig, m
   window = video_ops.random_scale_jitter_window(frame_shape[1], frame_shape[2], data_config.crop_size,
                                                 *data_config.train_resize_range, window_seed)
   flip = tf.logical_and(data_config.random_flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-  features = {name: _augment(frames[name], MODALITIES[name], window, flip, data_config) for name in modalities}
+  features = {name: _augment(frames[name], MODALITIES[name], window, flip, data_config, pixel_range)
+              for name in modalities}
   return features, label
 
 
-def decode_eval_example(serialized, data_config: d3d_config.DataConfig, modalities: Sequence[str]):
-  """One record -> ({modality: float32 `[V, T, S, S, C]`}, int32 label), V = num_eval_clips x num_eval_crops.
+def decode_eval_example(serialized, path, data_config: d3d_config.DataConfig, modalities: Sequence[str],
+                        pixel_range: str):
+  """One record of file `path` -> ({modality: float32 `[V, T, S, S, C]`}, int32 label), V = clips x crops.
 
   Views are ordered clip-major: (clip 0, crop 0), (clip 0, crop 1), ... Clips are evenly spaced in time; crops
   are evenly spaced along the long side of the frame after its short side is resized to `eval_resize`.
   """
   encoded, label, media_id = parse_example(serialized, modalities)
-  num_video_frames = count_video_frames(encoded, media_id)
+  num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
   num_clips, num_crops = data_config.num_eval_clips, data_config.num_eval_crops
   num_frames, size = data_config.num_frames, data_config.crop_size
   starts = video_ops.evenly_spaced_clip_starts(num_video_frames, num_frames, data_config.stride, num_clips)
@@ -116,7 +164,7 @@ def decode_eval_example(serialized, data_config: d3d_config.DataConfig, modaliti
   features = {}
   for name in modalities:
     modality = MODALITIES[name]
-    frames = decode_clip(encoded[name], indices, modality)
+    frames = decode_clip(encoded[name], indices, modality, pixel_range)
     frames = video_ops.resize_short_side(frames, data_config.eval_resize, modality.is_flow)
     offsets_y, offsets_x = video_ops.evenly_spaced_crop_offsets(
         tf.shape(frames)[1], tf.shape(frames)[2], size, num_crops)
@@ -143,30 +191,81 @@ def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], 
     raise d3d_config.ConfigError('data.num_eval_clips and data.num_eval_crops must be positive')
 
 
+def glob_files(pattern: str) -> List[str]:
+  """Sorted files of a comma-separated list of globs."""
+  return sorted({path for glob in pattern.split(',') if glob.strip() for path in tf.io.gfile.glob(glob.strip())})
+
+
 def list_shard_files(pattern: str, setting: str, input_context: Optional[tf.distribute.InputContext]):
   """Sorted files of a comma-separated list of globs; this input pipeline's share of them under tf.distribute."""
-  files = sorted({path for glob in pattern.split(',') if glob.strip() for path in tf.io.gfile.glob(glob.strip())})
+  files = glob_files(pattern)
   if not files:
-    raise ValueError(f'data.{setting}={pattern!r} matches no files')
+    raise d3d_config.ConfigError(f'data.{setting}={pattern!r} matches no files')
   if input_context is None or input_context.num_input_pipelines == 1:
     return files
   if len(files) < input_context.num_input_pipelines:
-    raise ValueError(f'data.{setting}={pattern!r} matches {len(files)} files, fewer than the '
+    raise d3d_config.ConfigError(f'data.{setting}={pattern!r} matches {len(files)} files, fewer than the '
                      f'{input_context.num_input_pipelines} input pipelines: write at least that many shards')
   return files[input_context.input_pipeline_id::input_context.num_input_pipelines]
 
 
+def check_first_record(pattern: str, setting: str, modalities: Sequence[str]) -> None:
+  """Raises RecordError when the first record of `pattern` lacks frames of a modality, so that records converted
+  without flow (say) fail in seconds, before a run writes anything, rather than at its first batch."""
+  for path in list_shard_files(pattern, setting, None):
+    try:
+      first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.DataLossError as error:
+      raise RecordError(f'{path}: not a readable TFRecord file ({error.message})') from None
+    if first is None:
+      continue  # an empty shard: the next one tells
+    feature_lists = tf.train.SequenceExample.FromString(first.numpy()).feature_lists.feature_list
+    missing = [name for name in modalities if not feature_lists[MODALITIES[name].feature_key].feature]
+    if missing:
+      raise RecordError(f'{path}: its records hold no {" or ".join(missing)} frames '
+                        f'({", ".join(MODALITIES[name].feature_key for name in missing)}), which this run reads; '
+                        'were they converted without optical flow (--flow_backend=none)?')
+    return
+
+
+def find_corrupt_record(patterns: Sequence[str]) -> Optional[str]:
+  """A description of the first unreadable record in the files of `patterns` (reading every record), or None.
+
+  TensorFlow's error about a corrupt record does not name its file; this finds it.
+  """
+  for path in sorted({path for pattern in patterns for path in glob_files(pattern)}):
+    num_read = 0
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        num_read += 1
+    except tf.errors.DataLossError as error:
+      return f'{path}: record {num_read} is corrupt or truncated ({error.message})'
+  return None
+
+
 def _batch_size(batch_size: int, input_context: Optional[tf.distribute.InputContext]) -> int:
-  return input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
+  """This input pipeline's batch: the global batch split evenly over the replicas."""
+  if input_context is None:
+    return batch_size
+  if batch_size % input_context.num_replicas_in_sync:
+    raise d3d_config.ConfigError(f'a batch of {batch_size} clips does not split evenly over '
+                                 f'{input_context.num_replicas_in_sync} replicas')
+  return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _records_with_path(path) -> tf.data.Dataset:
+  """(serialized record, its file) of one TFRecord file: the file names a bad record in error messages."""
+  return tf.data.TFRecordDataset(path).map(lambda record: (record, path))
 
 
 def build_train_dataset(data_config: d3d_config.DataConfig,
                         modalities: Sequence[str] = ('rgb', 'flow'),
-                        input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                        input_context: Optional[tf.distribute.InputContext] = None,
+                        pixel_range: str = d3d_config.DEFAULT_PIXEL_RANGE) -> tf.data.Dataset:
   """Endless, shuffled batches ({modality: float32 `[B, T, S, S, C]`}, int32 labels `[B]`) for training.
 
   B is `global_batch_size`, or the per-replica batch when `input_context` is given (then each input pipeline reads
-  its own subset of the shards).
+  its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`).
   """
   modalities = tuple(modalities)
   check_config(data_config, modalities, data_config.train_resize_range[0])
@@ -176,12 +275,13 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
   records = (tf.data.Dataset.from_tensor_slices(files)
              .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
              .repeat()
-             .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_INTERLEAVED_FILES),
+             .interleave(_records_with_path, cycle_length=min(len(files), MAX_INTERLEAVED_FILES),
                          num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
              .shuffle(data_config.shuffle_buffer, seed=seed))
   example_seeds = tf.data.Dataset.random(seed=seed).batch(2)
   dataset = (tf.data.Dataset.zip((records, example_seeds))
-             .map(lambda record, example_seed: decode_train_example(record, example_seed, data_config, modalities),
+             .map(lambda record, example_seed: decode_train_example(*record, example_seed, data_config, modalities,
+                                                                    pixel_range),
                   num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
              .batch(_batch_size(data_config.global_batch_size, input_context), drop_remainder=True)
              .prefetch(AUTOTUNE))
@@ -192,15 +292,19 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
 
 def build_eval_dataset(data_config: d3d_config.DataConfig,
                        modalities: Sequence[str] = ('rgb',),
-                       input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                       input_context: Optional[tf.distribute.InputContext] = None,
+                       pixel_range: str = d3d_config.DEFAULT_PIXEL_RANGE) -> tf.data.Dataset:
   """One pass, in file order, of ({modality: float32 `[B, V, T, S, S, C]`}, int32 labels `[B]`); last batch kept.
 
-  V = num_eval_clips x num_eval_crops views per video, to be averaged into one video-level prediction.
+  V = num_eval_clips x num_eval_crops views per video, to be averaged into one video-level prediction. RGB is
+  scaled to the network's `pixel_range`.
   """
   modalities = tuple(modalities)
   check_config(data_config, modalities, data_config.eval_resize)
   files = list_shard_files(data_config.eval_pattern, 'eval_pattern', input_context)
-  return (tf.data.TFRecordDataset(files)
-          .map(lambda record: decode_eval_example(record, data_config, modalities), num_parallel_calls=AUTOTUNE)
+  return (tf.data.Dataset.from_tensor_slices(files)
+          .flat_map(_records_with_path)
+          .map(lambda record, path: decode_eval_example(record, path, data_config, modalities, pixel_range),
+               num_parallel_calls=AUTOTUNE)
           .batch(_batch_size(data_config.eval_batch_size, input_context), drop_remainder=False)
           .prefetch(AUTOTUNE))

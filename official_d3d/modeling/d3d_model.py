@@ -65,8 +65,8 @@ class VideoClassifier(keras.Model):
     self.label_smoothing = label_smoothing
     self.loss_tracker = keras.metrics.Mean(name='loss')
     self.cls_loss_tracker = keras.metrics.Mean(name='cls_loss')
-    self.top_1 = keras.metrics.SparseTopKCategoricalAccuracy(k=1, name='top_1')
-    self.top_5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name='top_5')
+    self.top_1 = evaluation.TopKAccuracy(k=1)
+    self.top_5 = evaluation.TopKAccuracy(k=5)
 
   @property
   def metrics(self):

@@ -135,8 +135,8 @@ def restore_weights(network: keras.Model, prefix: str) -> None:
     raise ValueError(f'{mismatch}: {error}') from error
 
 
-def _restore_imported_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
-  """A network saved by `official_d3d.tools.import_slim_checkpoint`: `<name>.weights.h5` and `<name>.json`."""
+def _imported_network_config(path: str) -> d3d_config.ExperimentConfig:
+  """The config of weights saved by `official_d3d.tools.import_slim_checkpoint`, from the `<name>.json` beside them."""
   description_path = path[:-len(IMPORTED_WEIGHTS_SUFFIX)] + '.json'
   if not tf.io.gfile.exists(description_path):
     raise FileNotFoundError(f'{description_path} not found: it describes the network of {path}')
@@ -149,9 +149,19 @@ def _restore_imported_network(path: str) -> Tuple[keras.Model, d3d_config.Experi
         model=d3d_config.ModelConfig(**description['model']))
   except (KeyError, TypeError) as error:
     raise ValueError(f'{description_path} is not a network description of import_slim_checkpoint: {error}') from error
-  network = build_network(config, stream_modality(config.stream))
-  network.load_weights(path)
-  return network, config
+  if config.model.pixel_range not in d3d_config.PIXEL_RANGES:
+    raise d3d_config.ConfigError(
+        f'{description_path} does not say which pixel range the network expects (model.pixel_range): import the '
+        f'checkpoint again, or add "pixel_range": one of {sorted(d3d_config.PIXEL_RANGES)} to its "model"')
+  return config
+
+
+def network_config(path: str) -> d3d_config.ExperimentConfig:
+  """The config of the trained network at `path` (model_dir, checkpoint prefix or imported `.weights.h5`), without
+  building it."""
+  if path.endswith(IMPORTED_WEIGHTS_SUFFIX):
+    return _imported_network_config(path)
+  return d3d_config.load(find_checkpoint(path)[1])
 
 
 def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
@@ -160,12 +170,12 @@ def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig
   A model_dir or prefix needs the run's config.json beside the checkpoint; imported weights (`.weights.h5`, from
   `official_d3d.tools.import_slim_checkpoint`) the JSON description written next to them.
   """
-  if path.endswith(IMPORTED_WEIGHTS_SUFFIX):
-    return _restore_imported_network(path)
-  prefix, model_dir = find_checkpoint(path)
-  config = d3d_config.load(model_dir)
+  config = network_config(path)
   network = build_network(config, stream_modality(config.stream))
-  restore_weights(network, prefix)
+  if path.endswith(IMPORTED_WEIGHTS_SUFFIX):
+    network.load_weights(path)
+  else:
+    restore_weights(network, find_checkpoint(path)[0])
   return network, config
 
 

@@ -1,10 +1,10 @@
 """Tensor transforms of video clips: frame index sampling, decoding, resizing, cropping, flipping, normalisation.
 
 Each function does one step on one clip so that the input pipeline and the serving signatures compose the same
-pieces. Clips are `[T, H, W, C]`. RGB clips are float in [-1, 1] after `normalize_rgb`; flow clips are float
-`[T, H, W, 2]` in [-1, 1] (pixels / bound) after `flow_quantization.decode_normalized_flow`. Geometric transforms
-take `is_flow`, because a flow field changes with the geometry: a resize scales its components, a horizontal flip
-negates its x component.
+pieces. Clips are `[T, H, W, C]`. RGB clips are float in the network's range ([-1, 1], or [0, 1] for the authors'
+released checkpoints) after `normalize_rgb`; flow clips are float `[T, H, W, 2]` in [-1, 1] (pixels / bound) after
+`flow_quantization.decode_normalized_flow`. Geometric transforms take `is_flow`, because a flow field changes with
+the geometry: a resize scales its components, a horizontal flip negates its x component.
 """
 
 import tensorflow as tf
@@ -50,14 +50,16 @@ def decode_frames(encoded, channels=3):
       fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
 
 
-def normalize_rgb(frames):
-  """uint8 RGB -> float32 in [-1, 1]."""
-  return tf.cast(frames, tf.float32) / 127.5 - 1.0
+def normalize_rgb(frames, value_range=(-1.0, 1.0)):
+  """uint8 RGB -> float32 scaled linearly so that 0 and 255 become `value_range` (low, high)."""
+  low, high = value_range
+  return tf.cast(frames, tf.float32) / (255.0 / (high - low)) + low  # [-1, 1]: x / 127.5 - 1; [0, 1]: x / 255
 
 
-def normalize_frames(frames, is_flow):
-  """Decoded uint8 frames -> the network's float32 [-1, 1] input: RGB `[..., 3]`, or flow `[..., 2]`."""
-  return flow_quantization.decode_normalized_flow(frames) if is_flow else normalize_rgb(frames)
+def normalize_frames(frames, is_flow, rgb_range=(-1.0, 1.0)):
+  """Decoded uint8 frames -> the network's float32 input: RGB `[..., 3]` in `rgb_range`, or flow `[..., 2]` in
+  [-1, 1] (+-bound pixels)."""
+  return flow_quantization.decode_normalized_flow(frames) if is_flow else normalize_rgb(frames, rgb_range)
 
 
 def short_side_size(height, width, short_side):

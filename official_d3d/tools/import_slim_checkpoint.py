@@ -3,7 +3,10 @@ r"""Loads a TF-slim S3D-G checkpoint (the released S3D-G and D3D weights) into t
     python -m official_d3d.tools.import_slim_checkpoint --checkpoint=/path/model.ckpt --output=/path/s3dg.weights.h5
 
 The architecture options (classes, input channels, first temporal kernel, where temporal convolutions and gating
-start) are read from the checkpoint's variable shapes and names unless given as flags. Every checkpoint variable that
+start) are read from the checkpoint's variable shapes and names unless given as flags. The JSON written beside the
+weights also records `--pixel_range`, what RGB 0..255 becomes at the network's input; its default, zero_to_one, is
+what the authors' own helper for the released checkpoints feeds (princeton-vl/d3dhelper: `image / 255`; see
+BUILD_NOTES.md). Training from, evaluating and exporting these weights all scale RGB that way. Every checkpoint variable that
 was not used and every model weight left unset is reported; the exit status is 1 if a model weight is left unset.
 
 The mapping (TF-slim's variable names), with `<unit>` a conv unit's scope such as `Mixed_4b/Branch_1/Conv2d_0b_3x3`:
@@ -195,6 +198,9 @@ def define_flags():
   flags.DEFINE_integer('min_depth', 16, 'Minimum channels the checkpoint was trained with.')
   flags.DEFINE_bool('use_moving_averages', False, 'Load the exponential moving averages of the weights if present.')
   flags.DEFINE_bool('skip_mismatched_shapes', False, 'Leave weights of other shapes (e.g. logits) unset.')
+  flags.DEFINE_enum('pixel_range', 'zero_to_one', list(d3d_config.PIXEL_RANGES),
+                    'What RGB 0..255 becomes at the network\'s input; the released D3D / S3D-G checkpoints were fed '
+                    'image / 255 by their authors\' helper (zero_to_one).')
   flags.mark_flags_as_required(['checkpoint', 'output'])
 
 
@@ -209,7 +215,7 @@ def main(argv):
   model_config = d3d_config.ModelConfig(
       first_temporal_kernel_size=options['first_temporal_kernel_size'],
       temporal_conv_startat=options['temporal_conv_startat'], gating_startat=options['gating_startat'],
-      depth_multiplier=FLAGS.depth_multiplier, min_depth=FLAGS.min_depth)
+      depth_multiplier=FLAGS.depth_multiplier, min_depth=FLAGS.min_depth, pixel_range=FLAGS.pixel_range)
   model = s3dg.build_s3dg(model_config, options['num_classes'], options['input_channels'])
   report = load_slim_checkpoint(model, FLAGS.checkpoint, FLAGS.scope, FLAGS.use_moving_averages,
                                 FLAGS.skip_mismatched_shapes)
