@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
 from official_d3d.ops import flow_quantization
 from official_d3d.ops import optical_flow
+from tfrecord_tools import cli
+from tfrecord_tools import convert
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
@@ -75,10 +78,17 @@ def make_config(csv_path, output_dir, **overrides):
   return convert_lib.ConversionConfig(**settings)
 
 
-def run_cli(args, **popen_kwargs):
-  command = [sys.executable, '-m', 'tfrecord_tools.convert'] + args
+def run_cli(args, prefix=(), **popen_kwargs):
+  """Starts `python -m tfrecord_tools.convert` with `args`, after the `prefix` command (e.g. one that drops rights)."""
+  command = list(prefix) + [sys.executable, '-m', 'tfrecord_tools.convert'] + args
   return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           **popen_kwargs)
+
+
+def error_lines(stderr):
+  """The `error:` lines of a command's stderr; a traceback there fails the test, since users must not see one."""
+  assert 'Traceback' not in stderr, stderr
+  return [line for line in stderr.splitlines() if line.startswith('error:')]
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +112,7 @@ def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunn
   report = convert_lib.run_local(config)
 
   assert (report['videos_written'], report['videos_failed'], report['frames_written']) == (2, 0, 16)
-  assert convert_lib.exit_status(report) == convert_lib.EXIT_OK
+  assert convert.exit_status(report) == cli.EXIT_OK
   assert label_map.read_label_map(str(tmp_path / 'out' / 'label_map.txt')) == ['bike', 'bunny']
   shards = read_shards(tmp_path / 'out', 'clips', 2)
   assert [len(s) for s in shards] == [1, 1]
@@ -160,7 +170,7 @@ def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
                      '--num_workers=2', '--short_side=48', '--max_frames=5'])
   stdout, stderr = process.communicate(timeout=300)
 
-  assert process.returncode == convert_lib.EXIT_VIDEOS_FAILED, stderr
+  assert process.returncode == cli.EXIT_SKIPPED, stderr
   report = json.loads(pathlib.Path(convert_lib.report_path(str(output_dir), 'mixed')).read_text())
   assert (report['videos_written'], report['videos_failed']) == (1, len(bad))
   reasons = {f['path']: f['reason'] for f in report['failures']}
@@ -175,28 +185,55 @@ def _state_files(folder):
   return sorted(p.name for p in folder.iterdir() if p.name.startswith('.'))
 
 
-def test_killed_conversion_resumes_to_the_clean_result(tmp_path, six_clips):
+def _cli_args(config):
+  """The command-line flags of a `make_config` conversion."""
+  return [f'--input={config.source.input}', f'--output_dir={config.output_dir}', f'--name={config.name}',
+          f'--num_shards={config.num_shards}', f'--num_workers={config.num_workers}',
+          f'--short_side={config.decode.short_side}', f'--max_frames={config.decode.max_frames}']
+
+
+def wait_for(condition, process, timeout=240):
+  """Polls `condition` until it holds; fails when `process` ends first, since the test meant to act on it alive."""
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert process.poll() is None, 'the conversion ended before the test could act on it'
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.01)
+
+
+def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_result(tmp_path, six_clips):
   clean_config, clean = six_clips
   assert [len(s) for s in clean] == [1] * 6
   config = dataclasses.replace(clean_config, output_dir=str(tmp_path / 'killed'))
-  process = run_cli([f'--input={config.source.input}', f'--output_dir={config.output_dir}', '--name=clips',
-                     '--num_shards=6', '--num_workers=1', '--short_side=48', '--max_frames=5'],
-                    start_new_session=True)
+  output_dir = pathlib.Path(config.output_dir)
+  first = run_cli(_cli_args(config), start_new_session=True)
+  lock = output_dir / convert_lib.LOCK_FILENAME
+  wait_for(lambda: lock.exists() and f'pid {first.pid} ' in lock.read_text(), first)
+  os.killpg(first.pid, signal.SIGSTOP)  # alive and holding the folder, until the second run has been answered
+
+  second = run_cli(_cli_args(config))
+  _, stderr = second.communicate(timeout=120)
+
+  assert second.returncode == cli.EXIT_ERROR
+  assert error_lines(stderr) == [f'error: output folder {output_dir} is in use by another conversion (pid {first.pid} '
+                                 f'on {socket.gethostname()}); wait for it to end, or use another --output_dir']
+  os.killpg(first.pid, signal.SIGCONT)
   first_shard = pathlib.Path(convert_lib.shard_paths(config.output_dir, 'clips', 6)[0])
-  deadline = time.monotonic() + 240
-  while not first_shard.exists() and process.poll() is None and time.monotonic() < deadline:
-    time.sleep(0.01)
-  os.killpg(process.pid, signal.SIGKILL)
-  process.communicate()
-  finished = sorted(first_shard.parent.glob('clips-*.tfrecord'))
+  wait_for(first_shard.exists, first)
+  os.killpg(first.pid, signal.SIGKILL)
+  first.communicate()
+  finished = sorted(output_dir.glob('clips-*.tfrecord'))
   assert first_shard in finished and len(finished) < 6, 'the kill should land in the middle of the job'
 
-  report = convert_lib.run_local(config)
+  rerun = run_cli(_cli_args(config))
+  stdout, stderr = rerun.communicate(timeout=300)
 
-  assert read_shards(config.output_dir, 'clips', 6) == clean
-  assert report['videos_written'] == 6 and report['frames_written'] == 30
-  assert report['frames_this_run'] < 30  # the shards finished before the kill were kept
-  assert not [name for name in _state_files(first_shard.parent) if not name.endswith('.done.json')]
+  assert rerun.returncode == cli.EXIT_OK and not error_lines(stderr)
+  assert json.loads(stdout)['videos_written'] == 6
+  assert read_shards(config.output_dir, 'clips', 6) == clean  # every video once, byte for byte
+  report = json.loads(pathlib.Path(convert_lib.report_path(config.output_dir, 'clips')).read_text())
+  assert report['frames_written'] == 30 and report['frames_this_run'] < 30  # the finished shards were kept
+  assert [name for name in _state_files(output_dir) if not name.endswith('.done.json')] == [convert_lib.LOCK_FILENAME]
 
 
 def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips):
@@ -208,14 +245,26 @@ def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips
   kept_mtime = paths[0].stat().st_mtime_ns
 
   paths[1].unlink()  # killed before the rename, with a stale temporary file left behind
-  (output_dir / f'.{paths[1].name}.incomplete').write_bytes(b'half a record')
-  pathlib.Path(convert_lib.summary_path(str(paths[2]))).unlink()  # killed between summary and rename
-  report = convert_lib.run_local(config)
+  stale = output_dir / f'.{paths[1].name}.4242-0badf00d.incomplete'
+  stale.write_bytes(b'half a record')
+  pathlib.Path(convert_lib.summary_path(str(paths[2]))).unlink()  # marker gone: the shard is not known complete
+  changed = bytearray(paths[3].read_bytes())
+  changed[:8] = bytes(8)  # zeros over the start of a shard that was marked complete
+  paths[3].write_bytes(changed)
+  finished_size = paths[4].stat().st_size
+  paths[4].write_bytes(paths[4].read_bytes()[:-100])  # cut short after it was marked complete
+  process = run_cli(_cli_args(config))
+  _, stderr = process.communicate(timeout=300)
 
+  assert process.returncode == cli.EXIT_OK and not error_lines(stderr)
+  assert f'{paths[3]}: its contents changed after it was finished (SHA-256 differs); rewriting it' in stderr
+  assert (f'{paths[4]}: it has {finished_size - 100} bytes, but had {finished_size} when it was finished; '
+          'rewriting it') in stderr
   assert read_shards(output_dir, 'clips', 6) == clean
   assert paths[0].stat().st_mtime_ns == kept_mtime
-  assert report['frames_this_run'] == 10 and report['videos_written'] == 6
-  assert not (output_dir / f'.{paths[1].name}.incomplete').exists()
+  report = json.loads(pathlib.Path(convert_lib.report_path(str(output_dir), 'clips')).read_text())
+  assert report['frames_this_run'] == 20 and report['videos_written'] == 6
+  assert not stale.exists()
 
 
 def test_changed_settings_or_classes_are_refused(tmp_path, six_clips, bikes_video):
@@ -238,8 +287,9 @@ def test_changed_settings_or_classes_are_refused(tmp_path, six_clips, bikes_vide
 def test_usage_errors_exit_with_2(tmp_path):
   process = run_cli([f'--output_dir={tmp_path}', '--fps=25'])
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == convert_lib.EXIT_USAGE
-  assert 'input' in stderr
+  assert process.returncode == cli.EXIT_ERROR
+  assert error_lines(stderr) == ['error: flag --input=None: Flag --input must have a value other than None. '
+                                 '(--helpfull lists the flags)']
 
 
 def test_shards_are_contiguous_blocks_of_sorted_videos():
@@ -278,7 +328,7 @@ def test_kinetics_whole_videos_are_cut_and_missing_clips_reported(tmp_path, bike
 
   report = convert_lib.run_local(config)
 
-  assert convert_lib.exit_status(report) == convert_lib.EXIT_VIDEOS_FAILED
+  assert convert.exit_status(report) == cli.EXIT_SKIPPED
   assert [(f['media_id'], f['reason'].split(':')[0]) for f in report['failures']] == [('goneYT00001_000010_000020',
                                                                                       'missing')]
   [[record]] = read_shards(tmp_path / 'out', 'clips', 1)

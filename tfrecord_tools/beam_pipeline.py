@@ -6,7 +6,8 @@ default, Dataflow, Flink or Spark through pipeline options, e.g.
 `--beam_options="--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp"`; remote workers must be
 able to import this project and its requirements (Beam's `--setup_file`, `--requirements_file` or a custom
 container). Videos and outputs may be on gs://. Beam retries failed bundles itself, so there is no resume: a rerun
-rewrites every shard.
+rewrites every shard. Like the local driver, a run holds a local output folder, so that no other conversion writes
+there at the same time.
 """
 
 import json
@@ -70,15 +71,16 @@ def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequ
   `beam_options` are Beam pipeline flags, as one string or a list (e.g. "--runner=FlinkRunner --parallelism=8").
   """
   started = time.monotonic()
-  job = convert_lib.prepare_job(config)
-  for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):
-    # Beam puts other videos in each shard than the local driver: a later local rerun must not keep any shard.
-    summary = convert_lib.summary_path(shard_path)
-    if tf.io.gfile.exists(summary):
-      tf.io.gfile.remove(summary)
   args = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
-  with beam.Pipeline(options=pipeline_options.PipelineOptions(args)) as pipeline:
-    build_pipeline(pipeline, job, config)
+  with convert_lib.output_folder_lock(config.output_dir):
+    job = convert_lib.prepare_job(config)
+    for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):
+      # Beam puts other videos in each shard than the local driver: a later local rerun must not keep any shard.
+      summary = convert_lib.summary_path(shard_path)
+      if tf.io.gfile.exists(summary):
+        tf.io.gfile.remove(summary)
+    with beam.Pipeline(options=pipeline_options.PipelineOptions(args)) as pipeline:
+      build_pipeline(pipeline, job, config)
 
   log_path = _log_prefix(config) + '.jsonl'
   with tf.io.gfile.GFile(log_path) as f:

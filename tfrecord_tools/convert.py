@@ -4,13 +4,14 @@ r"""Converts videos into RGB + optical-flow TFRecords (MediaSequence SequenceExa
       --split=1 --subset=train --output_dir=records/ucf101 --name=train --num_shards=64
 
 Writes `<output_dir>/<name>-SSSSS-of-NNNNN.tfrecord`, `label_map.txt`, `<name>.settings.json` and
-`<name>.report.json`. Rerunning the same command resumes. Exit status: 0 when every video was converted, 1 when some
-were skipped (the report lists them with their reasons), 2 for usage errors (nothing converted).
+`<name>.report.json`. Rerunning the same command resumes; a second conversion into a folder that a live one holds is
+refused. Exit status: 0 when every video was converted, 1 when some were skipped (the report lists them with their
+reasons), 2 for a usage or setup error (nothing, or not everything, could be converted: the `error:` line says why;
+D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C (rerun the same command to resume).
 """
 
 import dataclasses
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -18,6 +19,7 @@ from absl import logging
 
 from official_d3d.dataloaders import schema
 from official_d3d.ops import optical_flow
+from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
@@ -105,29 +107,18 @@ def config_from_flags() -> convert_lib.ConversionConfig:
                                                flow_bound=FLAGS.flow_bound))
 
 
-def _parse_flags(argv):
-  """absl exits with 1 on bad flags; here 1 means 'some videos failed', so usage errors exit with 2."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    sys.stderr.write(f'{error}\nSee --helpfull for the flags.\n')
-    sys.exit(convert_lib.EXIT_USAGE)
+def exit_status(report: dict) -> int:
+  return cli.EXIT_SKIPPED if report['videos_failed'] else cli.EXIT_OK
 
 
-def main(argv):
-  if len(argv) > 1:
-    logging.error('Unexpected arguments: %s', argv[1:])
-    return convert_lib.EXIT_USAGE
-  try:
-    config = config_from_flags()
-    if FLAGS.runner == 'beam':
-      from tfrecord_tools import beam_pipeline  # pylint: disable=g-import-not-at-top  (Beam is slow to import)
-      report = beam_pipeline.run_beam(config, FLAGS.beam_options)
-    else:
-      report = convert_lib.run_local(config)
-  except (ValueError, FileNotFoundError, manifests.ManifestError, convert_lib.ConversionSetupError) as error:
-    logging.error('%s', error)
-    return convert_lib.EXIT_USAGE
+def convert() -> int:
+  """Runs the conversion that the flags describe, prints its summary and returns the exit status."""
+  config = config_from_flags()
+  if FLAGS.runner == 'beam':
+    from tfrecord_tools import beam_pipeline  # pylint: disable=g-import-not-at-top  (Beam is slow to import)
+    report = beam_pipeline.run_beam(config, FLAGS.beam_options)
+  else:
+    report = convert_lib.run_local(config)
   path = convert_lib.write_report(config, report)
   summary = {k: report[k] for k in ('videos_written', 'videos_failed', 'frames_written', 'seconds',
                                     'frames_per_second')}
@@ -135,9 +126,15 @@ def main(argv):
   for failure in report['failures']:
     logging.warning('Skipped %s', failure['reason'])
   logging.info('Report: %s', path)
-  return convert_lib.exit_status(report)
+  return exit_status(report)
+
+
+def main(argv):
+  del argv  # cli.parse_flags refuses arguments that are not flags
+  return cli.run(convert, user_errors=(ValueError, manifests.ManifestError, convert_lib.ConversionError),
+                 interrupted_hint='rerun the same command to resume')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -2,25 +2,34 @@
 
 The local driver runs the per-video function in a process pool and writes shards one after the other:
 
+- One conversion at a time per output folder: a run holds a lock on `<output_dir>/.convert.lock`, which the OS
+  releases when the run ends however it ends (even killed), and a second run into the folder is refused.
 - Videos are sorted by media id and cut into `num_shards` contiguous blocks, so a video's shard never changes.
-- A shard is written to a hidden temporary file, then its summary (a hidden `.done.json`) is written, then the
-  temporary file is renamed to `<name>-SSSSS-of-NNNNN.tfrecord`. A shard file therefore exists only when complete.
-- A rerun of the same command keeps the complete shards (shard file and summary present) and redoes the others, so a
-  job killed at any moment is restored without duplicates. The job's settings, saved in `<name>.settings.json`, must
-  match, or the run is refused: mixing shards made with different settings would corrupt the data set.
+- A shard is written to a hidden temporary file of its own process, then its completion marker (a hidden
+  `.done.json`: records, frames, failures, and the file's byte size and SHA-256) is written, then the temporary file
+  is renamed to `<name>-SSSSS-of-NNNNN.tfrecord`.
+- A rerun of the same command keeps the shards that still match their markers and redoes the others: a shard that
+  changed after it was finished is logged and rewritten, so a job killed at any moment is restored without
+  duplicates or damage. The job's settings, saved in `<name>.settings.json`, must match, or the run is refused:
+  mixing shards made with different settings would corrupt the data set.
 
-Bad videos are skipped and listed, with their reason, in `<name>.report.json`; `exit_status` turns a report into the
-documented exit status.
+Bad videos are skipped and listed, with their reason, in `<name>.report.json`.
 """
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
+import secrets
+import signal
+import socket
+import threading
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import tensorflow as tf
@@ -28,22 +37,30 @@ import tqdm
 from absl import logging
 
 from official_d3d.dataloaders import label_map
+from tfrecord_tools import cli
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
 from tfrecord_tools import video_io
 
-EXIT_OK = 0
-EXIT_VIDEOS_FAILED = 1  # the data set was written, but some videos are missing from it (see the report)
-EXIT_USAGE = 2  # nothing was converted: bad flags, unreadable split files, or settings that clash with output_dir
-
+LOCK_FILENAME = '.convert.lock'
 _SETTINGS_FORMAT = 1
+_TEMPORARY_SUFFIX = '.incomplete'
+_READ_CHUNK_BYTES = 16 << 20
 
 Task = Tuple[manifests.VideoEntry, int]  # a video and its label index
 
 
-class ConversionSetupError(Exception):
-  """The job cannot start: its labels or settings clash with what is already in the output folder."""
+class ConversionError(Exception):
+  """A conversion that cannot go on, for a reason the user can fix; the message names the file or folder."""
+
+
+class ConversionSetupError(ConversionError):
+  """The job cannot start: the output folder is in use or unusable, or the job clashes with what is there."""
+
+
+class OutputWriteError(ConversionError):
+  """A shard could not be written (e.g. a full disk); it is not marked complete, so a rerun redoes it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +122,8 @@ def convert_video(entry: manifests.VideoEntry, label_index: int, config: Convers
     return VideoResult(entry.media_id, entry.path, reason=str(error))
   except Exception as error:  # pylint: disable=broad-except
     # One unexpected failure (e.g. an OpenCV error on a strange stream) must not end a job of many hours.
-    logging.exception('Unexpected error converting %s', entry.path)
+    if cli.traceback_requested():
+      logging.exception('Unexpected error converting %s', entry.path)
     return VideoResult(entry.media_id, entry.path, reason=f'{entry.path}: {type(error).__name__}: {error}')
   # Deterministic serialisation (sorted feature maps): the same video gives the same bytes in every run and runner.
   record = example.SerializeToString(deterministic=True)
@@ -127,8 +145,9 @@ def _hidden(path: str, suffix: str) -> str:
   return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + suffix)
 
 
-def _temporary_path(shard_path: str) -> str:
-  return _hidden(shard_path, '.incomplete')
+def _temporary_path(path: str) -> str:
+  """A hidden name next to `path` that only this process uses: concurrent or killed writers never share a file."""
+  return _hidden(path, f'.{os.getpid()}-{secrets.token_hex(4)}{_TEMPORARY_SUFFIX}')
 
 
 def summary_path(shard_path: str) -> str:
@@ -143,11 +162,28 @@ def report_path(output_dir: str, name: str) -> str:
   return os.path.join(output_dir, f'{name}.report.json')
 
 
-def _write_json_atomically(path: str, value) -> None:
-  temporary = path + '.tmp'
-  with tf.io.gfile.GFile(temporary, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=True)
+@contextlib.contextmanager
+def _written_atomically(path: str) -> Iterator[str]:
+  """Yields a temporary path to write `path` under: renamed to `path` when the block succeeds, removed when not."""
+  temporary = _temporary_path(path)
+  try:
+    yield temporary
+  except BaseException:
+    with contextlib.suppress(OSError, tf.errors.OpError):
+      tf.io.gfile.remove(temporary)
+    raise
   tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _remove_stale_temporaries(output_dir: str) -> None:
+  """Removes the temporary files of killed runs; only while holding the folder, when no other run writes there."""
+  for path in tf.io.gfile.glob(os.path.join(output_dir, '.*' + _TEMPORARY_SUFFIX)):
+    tf.io.gfile.remove(path)
+
+
+def _write_json_atomically(path: str, value) -> None:
+  with _written_atomically(path) as temporary, tf.io.gfile.GFile(temporary, 'w') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
 
 
 def _read_json(path: str):
@@ -204,12 +240,53 @@ def _check_settings(config: ConversionConfig, settings: dict) -> None:
   _write_json_atomically(path, settings)
 
 
+def _make_output_folder(output_dir: str) -> None:
+  if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+    raise ConversionSetupError(f'output folder {output_dir} is a file, not a folder')
+  try:
+    tf.io.gfile.makedirs(output_dir)
+  except tf.errors.OpError as error:
+    raise ConversionSetupError(f'output folder {output_dir} cannot be made ({cli.error_reason(error)})') from None
+
+
+@contextlib.contextmanager
+def output_folder_lock(output_dir: str) -> Iterator[None]:
+  """Holds `output_dir` for one conversion: the OS releases the lock when the process ends, however it ends.
+
+  Raises:
+    ConversionSetupError: another live conversion holds the folder, or the folder cannot be made or written.
+
+  Remote folders (gs://...) have no file locks: there, one conversion at a time is up to the user.
+  """
+  _make_output_folder(output_dir)
+  if '://' in output_dir:
+    yield
+    return
+  try:
+    lock_file = open(os.path.join(output_dir, LOCK_FILENAME), 'a+', encoding='utf-8')
+  except OSError as error:
+    raise ConversionSetupError(f'output folder {output_dir} is not writable ({error.strerror})') from None
+  with lock_file:
+    try:
+      fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock_file.seek(0)
+      holder = lock_file.read().strip() or 'a process that has not said which'
+      raise ConversionSetupError(f'output folder {output_dir} is in use by another conversion ({holder}); wait '
+                                 'for it to end, or use another --output_dir') from None
+    lock_file.truncate(0)
+    lock_file.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    lock_file.flush()
+    yield
+
+
 def prepare_job(config: ConversionConfig) -> Job:
   """Reads the manifest, fixes the label indices, and checks and records the job in output_dir.
 
   Raises:
     manifests.ManifestError: the split files cannot be read.
-    ConversionSetupError: labels outside the label map, or settings that clash with output_dir.
+    ConversionSetupError: labels outside the label map, settings that clash with output_dir, or an output_dir that
+      cannot be made.
   """
   manifest = manifests.read_manifest(config.source)
   class_names = label_map.read_label_map(config.label_map) if config.label_map else manifest.class_names
@@ -220,7 +297,7 @@ def prepare_job(config: ConversionConfig) -> Job:
   if unknown:
     raise ConversionSetupError(f'labels not in the label map {config.label_map or "of the source"}: {unknown[:10]}')
   tasks = [(entry, label_index[entry.label]) for entry in manifest.entries]
-  tf.io.gfile.makedirs(config.output_dir)
+  _make_output_folder(config.output_dir)
   _check_label_map(config.output_dir, class_names)
   _check_settings(config, _job_settings(config, tasks, class_names))
   missing = [dataclasses.asdict(m) for m in manifest.missing]
@@ -250,10 +327,6 @@ def write_report(config: ConversionConfig, report: dict) -> str:
   return path
 
 
-def exit_status(report: dict) -> int:
-  return EXIT_VIDEOS_FAILED if report['videos_failed'] else EXIT_OK
-
-
 def resolve_num_workers(num_workers: int) -> int:
   """0 means every core this process may run on."""
   if num_workers:
@@ -277,6 +350,19 @@ def _convert_task(task: Task) -> VideoResult:
 
 
 @contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+  """Processes started inside inherit SIGINT ignored: Ctrl-C interrupts only the parent, which then stops them."""
+  if threading.current_thread() is not threading.main_thread():  # only the main thread may set signal handlers
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: int) -> Iterator[Iterator[VideoResult]]:
   """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process."""
   if num_workers == 1 or len(tasks) <= 1:
@@ -284,48 +370,106 @@ def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: i
     yield map(_convert_task, tasks)
     return
   context = multiprocessing.get_context('spawn')
-  with context.Pool(min(num_workers, len(tasks)), initializer=_init_worker, initargs=(config,)) as pool:
+  with _sigint_ignored():
+    pool = context.Pool(min(num_workers, len(tasks)), initializer=_init_worker, initargs=(config,))
+  with pool:
     yield pool.imap(_convert_task, tasks, chunksize=1)
 
 
+def _file_fingerprint(path: str) -> Dict[str, object]:
+  """The byte size and SHA-256 of a file: what a completion marker records, and a rerun checks again."""
+  digest = hashlib.sha256()
+  size = 0
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    while chunk := f.read(_READ_CHUNK_BYTES):
+      digest.update(chunk)
+      size += len(chunk)
+  return {'bytes': size, 'sha256': digest.hexdigest()}
+
+
+def _mismatch(shard_path: str, marker: dict) -> str:
+  """How a finished shard differs from its completion marker; '' when its size and SHA-256 still match."""
+  if 'sha256' not in marker:
+    return 'its completion marker has no checksum (an older converter wrote it)'
+  actual = _file_fingerprint(shard_path)
+  if actual['bytes'] != marker['bytes']:
+    return f'it has {actual["bytes"]} bytes, but had {marker["bytes"]} when it was finished'
+  if actual['sha256'] != marker['sha256']:
+    return 'its contents changed after it was finished (SHA-256 differs)'
+  return ''
+
+
 def _shard_is_complete(shard_path: str) -> bool:
-  return tf.io.gfile.exists(shard_path) and tf.io.gfile.exists(summary_path(shard_path))
+  """Whether the shard was finished and is unchanged since; a finished shard that changed is logged by name."""
+  marker_path = summary_path(shard_path)
+  if not (tf.io.gfile.exists(shard_path) and tf.io.gfile.exists(marker_path)):
+    return False
+  try:
+    problem = _mismatch(shard_path, _read_json(marker_path))
+  except ValueError:
+    problem = f'its completion marker {marker_path} is unreadable'
+  if problem:
+    logging.warning('%s: %s; rewriting it', shard_path, problem)
+  return not problem
+
+
+def _write_shard(shard_path: str, num_videos: int, results: Iterator[VideoResult],
+                 on_result: Callable[[VideoResult], None]) -> None:
+  """Writes the next `num_videos` results as the shard, with the completion marker that makes it checkable.
+
+  Raises:
+    OutputWriteError: the shard or its marker could not be written (e.g. a full disk); neither is left behind.
+  """
+  marker = {'videos_written': 0, 'frames_written': 0, 'failures': []}  # videos_written: the shard's record count
+  try:
+    with _written_atomically(shard_path) as temporary:
+      with tf.io.TFRecordWriter(temporary) as writer:
+        for result in itertools.islice(results, num_videos):
+          if result.record is None:
+            marker['failures'].append(result.failure())
+          else:
+            writer.write(result.record)
+            marker['videos_written'] += 1
+            marker['frames_written'] += result.num_frames
+          on_result(result)
+      marker.update(_file_fingerprint(temporary))
+      _write_json_atomically(summary_path(shard_path), marker)
+  except (OSError, tf.errors.OpError) as error:
+    raise OutputWriteError(f'{shard_path}: cannot be written ({cli.error_reason(error)})') from error
 
 
 def run_local(config: ConversionConfig) -> dict:
-  """Converts every video of `config` with a local process pool, resuming a previous run; returns the report."""
+  """Converts every video of `config` with a local process pool, resuming a previous run; returns the report.
+
+  Raises:
+    manifests.ManifestError, ConversionError: the job cannot start, or a shard cannot be written.
+  """
   started = time.monotonic()
-  job = prepare_job(config)
-  num_workers = resolve_num_workers(config.num_workers)
-  paths = shard_paths(config.output_dir, config.name, config.num_shards)
-  shards = assign_shards(job.tasks, config.num_shards)
-  pending = [i for i, path in enumerate(paths) if not _shard_is_complete(path)]
-  pending_tasks = [task for i in pending for task in shards[i]]
-  logging.info('%s: %d videos in %d shards; %d shards done before, %d videos to convert with %d workers',
-               config.name, len(job.tasks), len(paths), len(paths) - len(pending), len(pending_tasks), num_workers)
+  with output_folder_lock(config.output_dir):
+    job = prepare_job(config)
+    _remove_stale_temporaries(config.output_dir)
+    num_workers = resolve_num_workers(config.num_workers)
+    paths = shard_paths(config.output_dir, config.name, config.num_shards)
+    shards = assign_shards(job.tasks, config.num_shards)
+    pending = [i for i, path in enumerate(paths) if not _shard_is_complete(path)]
+    pending_tasks = [task for i in pending for task in shards[i]]
+    logging.info('%s: %d videos in %d shards; %d shards done before, %d videos to convert with %d workers',
+                 config.name, len(job.tasks), len(paths), len(paths) - len(pending), len(pending_tasks), num_workers)
 
-  frames_this_run = 0
-  with _ordered_results(pending_tasks, config, num_workers) as results, tqdm.tqdm(
-      total=len(pending_tasks), unit='video', desc=config.name, disable=None) as progress:
-    for i in pending:
-      temporary = _temporary_path(paths[i])
-      summary = {'videos_written': 0, 'frames_written': 0, 'failures': []}
-      with tf.io.TFRecordWriter(temporary) as writer:
-        for _ in shards[i]:
-          result = next(results)
-          if result.record is None:
-            summary['failures'].append(result.failure())
-          else:
-            writer.write(result.record)
-            summary['videos_written'] += 1
-            summary['frames_written'] += result.num_frames
-            frames_this_run += result.num_frames
-          progress.update(1)
-          progress.set_postfix_str(f'{frames_this_run / (time.monotonic() - started):.1f} frames/s')
-      _write_json_atomically(summary_path(paths[i]), summary)
-      tf.io.gfile.rename(temporary, paths[i], overwrite=True)
+    frames_this_run = 0
+    with _ordered_results(pending_tasks, config, num_workers) as results, tqdm.tqdm(
+        total=len(pending_tasks), unit='video', desc=config.name, disable=None) as progress:
 
-  summaries = [_read_json(summary_path(path)) for path in paths]
+      def on_result(result: VideoResult) -> None:
+        nonlocal frames_this_run
+        frames_this_run += result.num_frames
+        progress.update(1)
+        progress.set_postfix_str(f'{frames_this_run / (time.monotonic() - started):.1f} frames/s')
+
+      for i in pending:
+        _write_shard(paths[i], len(shards[i]), results, on_result)
+
+    summaries = [_read_json(summary_path(path)) for path in paths]
   return build_report(
       config, 'local',
       videos_written=sum(s['videos_written'] for s in summaries),

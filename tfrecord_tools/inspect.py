@@ -10,7 +10,11 @@ stored. With --output_dir it writes one PNG per video for the first --num_videos
 Flow colours follow the Middlebury convention: hue is the direction (in image coordinates, y down: right red, down
 yellow-green, left cyan, up violet), saturation the magnitude, and zero flow is white. The magnitude that gets full
 colour is a fixed fraction of the records' flow bound, so pictures of one data set are comparable with each other.
-Exit status: 0 on success, 1 when the glob matches nothing or a file is not a TFRecord of video SequenceExamples.
+
+A damaged record (truncated file, failed checksum, not a video SequenceExample) stops the command with one `error:`
+line naming the file, the record and its byte offset; --skip_corrupt skips such records instead and counts them per
+file. Exit status: 0 on success, 1 when --skip_corrupt skipped records, 2 when the glob matches nothing or a file
+cannot be read (D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C.
 """
 
 import collections
@@ -18,8 +22,7 @@ import dataclasses
 import os
 import re
 import statistics
-import sys
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -31,12 +34,12 @@ from google.protobuf import message
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
 from official_d3d.ops import flow_quantization
+from tfrecord_tools import cli
+from tfrecord_tools import record_file
 
 # TV-L1 flow of 25 fps videos at short side 256 is mostly a few pixels; a quarter of the +-20 px storage bound
 # uses the whole colour range for it, and larger motion saturates instead of washing the rest out.
 FULL_COLOUR_FRACTION_OF_BOUND = 0.25
-# A TFRecord stores each record with a 12-byte header (length and its CRC) and a 4-byte CRC of the data.
-_RECORD_OVERHEAD_BYTES = 16
 _REQUIRED_CONTEXT = (schema.MEDIA_ID, schema.LABEL_INDEX, schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH)
 _MAX_SIZES_LISTED = 5
 
@@ -69,41 +72,37 @@ def find_shards(pattern: str) -> List[str]:
   return paths
 
 
-def read_records(path: str) -> Iterator[Tuple[int, tf.train.SequenceExample]]:
-  """(index, SequenceExample) of every record in `path`; raises InspectError naming the file for anything else."""
-  consumed_bytes = 0
-  index = -1
+def read_records(path: str, skipped: Optional[List[str]] = None) -> Iterator[Tuple[int, tf.train.SequenceExample]]:
+  """(index, SequenceExample) of every record in `path`.
+
+  A damaged record, or one that is not a video SequenceExample, raises InspectError naming the file, the record and
+  its byte offset; when a `skipped` list is given, the record's description goes there instead, and reading goes on.
+  """
+  for record in record_file.read_records(path):
+    try:
+      example = _video_sequence_example(record)
+    except InspectError as error:
+      description = f'record {record.index} at byte {record.offset}: {error}'
+      if skipped is None:
+        raise InspectError(f'{path} {description} (--skip_corrupt skips damaged records)') from None
+      skipped.append(description)
+      continue
+    yield record.index, example
+
+
+def _video_sequence_example(record: record_file.Record) -> tf.train.SequenceExample:
+  """The video SequenceExample that `record` holds; InspectError says why it holds none."""
+  if record.damage:
+    raise InspectError(record.damage)
   try:
-    for index, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
-      consumed_bytes += len(record) + _RECORD_OVERHEAD_BYTES
-      yield index, _parse_sequence_example(record, path, index)
-  except tf.errors.DataLossError as error:
-    raise InspectError(f'{path}: not a TFRecord file, or a corrupt one, after {index + 1} records '
-                       f'({_op_error_text(error)})') from None
-  # TFRecordDataset silently ignores a tail shorter than one record header, as in a file of a few stray bytes.
-  size = tf.io.gfile.stat(path).length
-  if consumed_bytes != size:
-    raise InspectError(f'{path}: not a TFRecord file, or a truncated one: {size - consumed_bytes} bytes after '
-                       f'the last of its {index + 1} records are not a record')
-
-
-def _op_error_text(error: tf.errors.OpError) -> str:
-  """The reason in a TensorFlow op error, without the function and op names around it."""
-  text = error.message.split('}}')[-1]
-  return text.split(' [Op:')[0].strip()
-
-
-def _parse_sequence_example(record: bytes, path: str, index: int) -> tf.train.SequenceExample:
-  try:
-    example = tf.train.SequenceExample.FromString(record)
+    example = tf.train.SequenceExample.FromString(record.data)
   except message.DecodeError as error:
-    raise InspectError(f'{path} record {index}: not a tf.train.SequenceExample ({error})') from None
+    raise InspectError(f'not a tf.train.SequenceExample ({error})') from None
   missing = [key for key in _REQUIRED_CONTEXT if _context_value(example, key) is None]
   if schema.IMAGE_ENCODED not in example.feature_lists.feature_list:
     missing.append(schema.IMAGE_ENCODED)
   if missing:
-    raise InspectError(f'{path} record {index}: not a video SequenceExample of tfrecord_tools.convert; it lacks '
-                       f'{", ".join(missing)}')
+    raise InspectError(f'not a video SequenceExample of tfrecord_tools.convert; it lacks {", ".join(missing)}')
   return example
 
 
@@ -148,10 +147,15 @@ def class_name(index: int, label_string: str, class_names: Optional[Sequence[str
 
 @dataclasses.dataclass
 class Summary:
-  """The records of a glob, one `VideoInfo` each, and the class names of the label map when one was given."""
+  """The records of a glob, one `VideoInfo` each; the class names of the label map when one was given; and, per file,
+  the descriptions of the damaged records that were skipped."""
   shards: List[str]
   videos: List[VideoInfo]
   class_names: Optional[Sequence[str]] = None
+  skipped: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+
+  def num_skipped(self) -> int:
+    return sum(len(descriptions) for descriptions in self.skipped.values())
 
   def videos_per_class(self) -> List[Tuple[int, str, int]]:
     """(label index, class name, videos), by index; with a label map, its classes without videos count 0."""
@@ -167,7 +171,7 @@ class Summary:
     return min(frames), statistics.fmean(frames), max(frames)
 
   def to_text(self) -> str:
-    lines = [f'Records: {len(self.videos)} videos in {len(self.shards)} shard(s)']
+    lines = [f'Records: {len(self.videos)} videos in {len(self.shards)} shard(s)'] + self._skipped_lines()
     if not self.videos:
       return '\n'.join(lines)
     classes = self.videos_per_class()
@@ -186,6 +190,14 @@ class Summary:
     lines.append('Frame rate: ' + _counted(f'{v.frame_rate:g} fps' for v in self.videos))
     lines.append(self._flow_line())
     return '\n'.join(lines)
+
+  def _skipped_lines(self) -> List[str]:
+    """Per file with skipped records: how many, and the first one's description."""
+    if not self.num_skipped():
+      return []
+    return [f'Skipped {self.num_skipped()} damaged record(s):'] + [
+        f'  {path}: {len(descriptions)} (first: {descriptions[0]})'
+        for path, descriptions in self.skipped.items() if descriptions]
 
   def _flow_line(self) -> str:
     with_flow = [v for v in self.videos if v.flow_frames]
@@ -208,10 +220,14 @@ def _counted(values) -> str:
   return text
 
 
-def summarize(paths: Sequence[str], class_names: Optional[Sequence[str]] = None) -> Summary:
-  """Reads every record of `paths` (without decoding images)."""
-  videos = [video_info(example, path) for path in paths for _, example in read_records(path)]
-  return Summary(shards=list(paths), videos=videos, class_names=class_names)
+def summarize(paths: Sequence[str], class_names: Optional[Sequence[str]] = None,
+              skip_corrupt: bool = False) -> Summary:
+  """Reads every record of `paths` (without decoding images); a damaged one raises InspectError, or is skipped."""
+  summary = Summary(shards=list(paths), videos=[], class_names=class_names)
+  for path in paths:
+    skipped = summary.skipped.setdefault(path, []) if skip_corrupt else None
+    summary.videos += [video_info(example, path) for _, example in read_records(path, skipped)]
+  return summary
 
 
 def flow_to_color(flow: np.ndarray, full_colour_magnitude: float) -> np.ndarray:
@@ -313,12 +329,13 @@ def _file_name(index: int, media_id: str) -> str:
 
 
 def write_pictures(paths: Sequence[str], output_dir: str, num_videos: int, frames_per_video: int,
-                   class_names: Optional[Sequence[str]] = None) -> List[str]:
-  """PNG pictures (`render_video`) of the first `num_videos` records of `paths`; returns the files written."""
+                   class_names: Optional[Sequence[str]] = None, skip_corrupt: bool = False) -> List[str]:
+  """PNG pictures (`render_video`) of the first `num_videos` records of `paths` (the damaged ones skipped, with
+  `skip_corrupt`); returns the files written."""
   tf.io.gfile.makedirs(output_dir)
   written = []
   for path in paths:
-    for _, example in read_records(path):
+    for _, example in read_records(path, [] if skip_corrupt else None):
       if len(written) >= num_videos:
         return written
       picture = render_video(example, frames_per_video, class_names)
@@ -339,28 +356,33 @@ def define_flags() -> None:
   flags.DEFINE_string('output_dir', '', 'Write PNG pictures of RGB frames and their flow here; none when empty.')
   flags.DEFINE_integer('num_videos', 3, 'Pictures of this many videos (the first ones of the sorted files).')
   flags.DEFINE_integer('frames_per_video', 4, 'Frames per picture, spread evenly over the video.')
+  flags.DEFINE_bool('skip_corrupt', False, 'Skip damaged records (truncated, failed checksum, not a video '
+                    'SequenceExample) and count them per file, instead of stopping at the first; exit status 1 '
+                    'when any were skipped.')
   flags.mark_flag_as_required('records')
 
 
 FLAGS = flags.FLAGS
 
 
+def inspect_records() -> int:
+  """Prints the summary of the records the flags name, writes their pictures, and returns the exit status."""
+  class_names = label_map.read_label_map(FLAGS.label_map) if FLAGS.label_map else None
+  paths = find_shards(FLAGS.records)
+  summary = summarize(paths, class_names, FLAGS.skip_corrupt)
+  print(summary.to_text())
+  if FLAGS.output_dir:
+    for path in write_pictures(paths, FLAGS.output_dir, FLAGS.num_videos, FLAGS.frames_per_video, class_names,
+                               FLAGS.skip_corrupt):
+      print(f'Wrote {path}')
+  return cli.EXIT_SKIPPED if summary.num_skipped() else cli.EXIT_OK
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    class_names = label_map.read_label_map(FLAGS.label_map) if FLAGS.label_map else None
-    paths = find_shards(FLAGS.records)
-    print(summarize(paths, class_names).to_text())
-    if FLAGS.output_dir:
-      for path in write_pictures(paths, FLAGS.output_dir, FLAGS.num_videos, FLAGS.frames_per_video, class_names):
-        print(f'Wrote {path}')
-  except (InspectError, FileNotFoundError, ValueError) as error:
-    sys.stderr.write(f'Error: {error}\n')
-    return 1
-  return 0
+  del argv  # cli.parse_flags refuses arguments that are not flags
+  return cli.run(inspect_records, user_errors=(InspectError, ValueError))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -22,6 +22,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrecord_tools import cli
+
 SOURCES = ('csv', 'folder', 'ucf101', 'hmdb51', 'kinetics')
 SUBSETS = ('train', 'test')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp', '.ogv')
@@ -87,18 +89,44 @@ class SourceConfig:
 
 
 def _read_text(path: str) -> str:
-  if not tf.io.gfile.exists(path):
-    raise ManifestError(f'{path}: not found')
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    return f.read().decode('utf-8-sig')
+  """The text of a split file; ManifestError names the file when it is missing, unreadable or not UTF-8."""
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read()
+  except tf.errors.NotFoundError:
+    raise ManifestError(f'{path}: not found') from None
+  except tf.errors.OpError as error:
+    raise ManifestError(f'{path}: cannot be read ({cli.error_reason(error)})') from None
+  try:
+    return data.decode('utf-8-sig')
+  except UnicodeDecodeError as error:
+    line = data[:error.start].count(b'\n') + 1
+    raise ManifestError(f'{path} line {line}: not UTF-8 text (byte {data[error.start]:#04x})') from None
 
 
-def _read_csv(path: str, required: Iterable[str]) -> List[Dict[str, str]]:
-  reader = csv.DictReader(io.StringIO(_read_text(path)))
-  missing_columns = set(required) - set(reader.fieldnames or ())
-  if missing_columns:
-    raise ManifestError(f'{path}: header {reader.fieldnames} lacks the columns {sorted(missing_columns)}')
-  return [{k: (v or '').strip() for k, v in row.items() if k is not None} for row in reader]
+def _read_csv(path: str, required: Iterable[str]) -> List[Tuple[int, Dict[str, str]]]:
+  """(line number, row) for each row of a CSV file with a header; lines with no data, blank or not, are skipped.
+
+  Line numbers count from 1 at the header, as an editor shows them, so that errors point at the line to fix.
+  """
+  reader = csv.reader(io.StringIO(_read_text(path)))
+  header = None
+  rows = []
+  for fields in reader:
+    fields = [field.strip() for field in fields]
+    if not any(fields):
+      continue
+    if header is None:
+      header = fields
+      missing_columns = set(required) - set(header)
+      if missing_columns:
+        raise ManifestError(f'{path} line {reader.line_num}: header {header} lacks the columns '
+                            f'{sorted(missing_columns)}')
+    else:
+      rows.append((reader.line_num, dict(zip(header, fields + [''] * (len(header) - len(fields))))))
+  if header is None:
+    raise ManifestError(f'{path}: empty; expected a header line with the columns {sorted(required)}')
+  return rows
 
 
 def _strip_extension(path: str) -> str:
@@ -111,15 +139,15 @@ def _seconds(value: str, path: str, line: int, column: str) -> Optional[float]:
   try:
     return float(value)
   except ValueError:
-    raise ManifestError(f'{path} row {line}: {column} {value!r} is not a number of seconds') from None
+    raise ManifestError(f'{path} line {line}: {column} {value!r} is not a number of seconds') from None
 
 
 def _read_csv_source(config: SourceConfig) -> List[VideoEntry]:
   root = config.video_root or os.path.dirname(config.input)
   entries = []
-  for line, row in enumerate(_read_csv(config.input, ('path', 'label')), start=2):
+  for line, row in _read_csv(config.input, ('path', 'label')):
     if not row['path'] or not row['label']:
-      raise ManifestError(f'{config.input} row {line}: empty path or label')
+      raise ManifestError(f'{config.input} line {line}: empty path or label')
     start = _seconds(row.get('start', ''), config.input, line, 'start')
     end = _seconds(row.get('end', ''), config.input, line, 'end')
     path = row['path'] if '://' in row['path'] or os.path.isabs(row['path']) else os.path.join(root, row['path'])
@@ -218,13 +246,13 @@ def _read_kinetics(config: SourceConfig) -> Tuple[List[VideoEntry], List[str], L
   rows = _read_csv(config.input, ('label', 'youtube_id', 'time_start', 'time_end'))
   videos = _index_videos(config.video_root)
   entries, missing = [], []
-  for line, row in enumerate(rows, start=2):
+  for line, row in rows:
     if config.subset and row.get('split', '') != config.subset:
       continue
     start = _seconds(row['time_start'], config.input, line, 'time_start')
     end = _seconds(row['time_end'], config.input, line, 'time_end')
     if not row['label'] or not row['youtube_id'] or start is None or end is None:
-      raise ManifestError(f'{config.input} row {line}: empty label, youtube_id or time')
+      raise ManifestError(f'{config.input} line {line}: empty label, youtube_id or time')
     media_id = f'{row["youtube_id"]}_{round(start):06d}_{round(end):06d}'
     if media_id in videos:
       entries.append(VideoEntry(path=videos[media_id], label=row['label'], media_id=media_id))
@@ -235,7 +263,7 @@ def _read_kinetics(config: SourceConfig) -> Tuple[List[VideoEntry], List[str], L
       missing.append(MissingVideo(media_id=media_id, path=os.path.join(config.video_root, media_id + '.mp4'),
                                   reason=f'missing: neither {media_id}.* nor {row["youtube_id"]}.* is under '
                                   f'{config.video_root}'))
-  class_names = sorted({row['label'] for row in rows})
+  class_names = sorted({row['label'] for _, row in rows})
   return entries, class_names, missing
 
 

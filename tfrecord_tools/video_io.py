@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from tfrecord_tools import cli
+
 # A decoded frame counts as "at" an output time when it is at most this late (container timestamps jitter by ~1 ms).
 _TIMESTAMP_TOLERANCE_US = 1000
 # At the end of the stream, fewer frames than this fraction of the header's count means the file was cut short.
@@ -75,9 +77,17 @@ def _resize_rgb(bgr: np.ndarray, short_side: int) -> np.ndarray:
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _describe_unopenable(path: str, local_path: str) -> str:
-  with open(local_path, 'rb') as f:
-    head = f.read(16)
+def _file_head(path: str, local_path: str) -> bytes:
+  """The first bytes of the file, which name its container; an unreadable file is a VideoDecodeError here, before
+  OpenCV tries (and logs) every decoder on it."""
+  try:
+    with open(local_path, 'rb') as f:
+      return f.read(16)
+  except OSError as error:
+    raise VideoDecodeError(f'{path}: cannot be read ({error.strerror})') from None
+
+
+def _describe_unopenable(path: str, head: bytes) -> str:
   for offset, signature, container in _CONTAINER_SIGNATURES:
     if head[offset:offset + len(signature)] == signature:
       return f'{path}: corrupt or truncated {container} file (OpenCV/FFmpeg cannot open it)'
@@ -92,7 +102,10 @@ def _local_copy(path: str) -> Iterator[str]:
     return
   with tempfile.TemporaryDirectory() as folder:
     local_path = os.path.join(folder, os.path.basename(path))
-    tf.io.gfile.copy(path, local_path)
+    try:
+      tf.io.gfile.copy(path, local_path)
+    except tf.errors.OpError as error:
+      raise VideoDecodeError(f'{path}: cannot be read ({cli.error_reason(error)})') from None
     yield local_path
 
 
@@ -162,7 +175,8 @@ def read_video(path: str, config: DecodeConfig, start: Optional[float] = None,
   """Decodes `path` (optionally only [start, end) seconds) at `config.fps` with the short side `config.short_side`.
 
   Raises:
-    VideoDecodeError: the file is missing, empty, not a video, corrupt, truncated, or yields fewer than 2 frames.
+    VideoDecodeError: the file is missing, unreadable, empty, not a video, corrupt, truncated, or yields fewer than
+      2 frames.
   """
   if not tf.io.gfile.exists(path):
     raise VideoDecodeError(f'{path}: missing (no such file)')
@@ -176,10 +190,11 @@ def read_video(path: str, config: DecodeConfig, start: Optional[float] = None,
     raise VideoDecodeError(f'{path}: clip end {end}s is not after its start {start}s')
 
   with _local_copy(path) as local_path:
+    head = _file_head(path, local_path)
     capture = cv2.VideoCapture(local_path)
     try:
       if not capture.isOpened():
-        raise VideoDecodeError(_describe_unopenable(path, local_path))
+        raise VideoDecodeError(_describe_unopenable(path, head))
       declared_frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
       decoded = _decoded_frames(capture, path)
       frames, times, decoded_count, reached_end = _resample(decoded, config, start_us, end_us)
