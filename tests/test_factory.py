@@ -96,9 +96,10 @@ def test_d3d_model_gets_the_restored_teacher_and_refuses_a_non_flow_one(flow_run
 
 
 @pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # Keras' own save_weights
-def test_imported_slim_weights_load_with_their_description(tmp_path):
+def test_imported_slim_weights_load_with_their_description_and_pixel_range(tmp_path):
   """The layout `official_d3d.tools.import_slim_checkpoint` writes: `<name>.weights.h5` and `<name>.json`."""
   config = tiny_config('rgb', num_classes=4)
+  config.model.pixel_range = 'zero_to_one'
   network = factory.build_network(config, 'rgb')
   randomize(network, seed=1)
   path = str(tmp_path / 's3dg_rgb.weights.h5')
@@ -107,8 +108,24 @@ def test_imported_slim_weights_load_with_their_description(tmp_path):
     json.dump({'model': dataclasses.asdict(config.model), 'num_classes': 4, 'input_channels': 3}, f)
   restored, restored_config = factory.restore_network(path)
   assert (restored_config.stream, restored_config.data.num_classes) == ('rgb', 4)
+  assert restored_config.model.pixel_range == 'zero_to_one'
   for a, b in zip(network.weights, restored.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # A description that does not say how its network scales pixels is refused, not guessed.
+  with open(tmp_path / 's3dg_rgb.json', 'w') as f:
+    json.dump({'model': {'depth_multiplier': 0.1, 'min_depth': 8}, 'num_classes': 4, 'input_channels': 3}, f)
+  with pytest.raises(d3d_config.ConfigError, match=f'{tmp_path / "s3dg_rgb.json"} does not say which pixel range'):
+    factory.restore_network(path)
+
+
+def test_a_run_saved_before_pixel_range_existed_loads_as_minus_one_to_one(tmp_path):
+  config = tiny_config('rgb', model_dir=tmp_path)
+  path = d3d_config.save(config, str(tmp_path))
+  values = json.loads(open(path).read())
+  del values['model']['pixel_range']
+  with open(path, 'w') as f:
+    json.dump(values, f)
+  assert d3d_config.load(str(tmp_path)).model.pixel_range == 'minus_one_to_one'
 
 
 def test_num_classes_come_from_the_label_map_and_must_agree(tmp_path):

@@ -232,3 +232,4 @@ def test_command_line_imports_and_saves_keras_weights(tmp_path, bikes_video):
   restored.load_weights(output)
   clip = real_clips.flow_clip(bikes_video, 4, 32)
   np.testing.assert_array_equal(restored(clip)['logits'].numpy(), source(clip)['logits'].numpy())
+  assert description['model']['pixel_range'] == 'zero_to_one'  # what the authors' helper feeds their checkpoints

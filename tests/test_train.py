@@ -198,3 +198,27 @@ def test_flags_fill_every_section_and_later_flags_win():
   assert config.train.step_boundaries == (5, 8)
   assert config.train.mixed_precision == 'mixed_bfloat16' and config.train.jit_compile
   assert config.model.depth_multiplier == 0.1 and config.data.num_frames == 8
+
+
+def test_pixel_range_comes_from_the_network_a_run_starts_from_unless_told_otherwise(records, tmp_path):
+  imported = training_records.tiny_config(records, '', 'rgb')
+  imported.data.num_classes = training_records.NUM_CLASSES
+  imported.model.pixel_range = 'zero_to_one'  # as the authors' released checkpoints are fed
+  weights_path = str(tmp_path / 'released.weights.h5')
+  factory.build_network(imported, 'rgb').save_weights(weights_path)
+  with open(tmp_path / 'released.json', 'w') as f:
+    json.dump({'model': d3d_config.to_dict(imported)['model'], 'num_classes': training_records.NUM_CLASSES,
+               'input_channels': 3}, f)
+
+  config = training_records.tiny_config(records, tmp_path / 'fine_tuned', 'rgb')
+  assert train.resolve_config(config).model.pixel_range == 'minus_one_to_one'  # from scratch: the default
+  config.init_checkpoint = weights_path
+  resolved = train.resolve_config(config)
+  assert resolved.model.pixel_range == 'zero_to_one'
+  config.model.pixel_range = 'minus_one_to_one'
+  assert train.resolve_config(config).model.pixel_range == 'minus_one_to_one'
+  # Resumed, the run keeps what it was trained with.
+  d3d_config.save(resolved, resolved.model_dir)
+  config.model.pixel_range = ''
+  config.init_checkpoint = ''
+  assert train.resolve_config(config).model.pixel_range == 'zero_to_one'

@@ -268,6 +268,15 @@ def test_eval_single_view_is_centre_clip_and_centre_crop(shards):
   np.testing.assert_allclose(features['flow'][0, 0], stored_flow(20)[8:12, 8:40, 16:48], atol=1e-6)
 
 
+def test_rgb_is_scaled_to_the_networks_pixel_range_and_flow_is_not(shards):
+  config = small_config(eval_pattern=shards['paths'][0], eval_resize=HEIGHT, num_frames=4)
+  default, _ = take(video_input.build_eval_dataset(config, modalities=('rgb', 'flow')), 1)[0]
+  unit, _ = take(video_input.build_eval_dataset(config, ('rgb', 'flow'), pixel_range='zero_to_one'), 1)[0]
+  np.testing.assert_allclose(unit['rgb'], (default['rgb'] + 1.0) / 2.0, atol=1e-6)  # x / 255 against x / 127.5 - 1
+  assert unit['rgb'].min() >= 0.0 and default['rgb'].min() < 0.0
+  np.testing.assert_array_equal(unit['flow'], default['flow'])
+
+
 def test_input_context_reads_this_pipelines_shards_at_the_per_replica_batch(shards):
   config = small_config(train_pattern=shards['pattern'], global_batch_size=4)
   context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=1, num_replicas_in_sync=2)
