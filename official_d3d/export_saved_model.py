@@ -7,6 +7,11 @@ serve it with `tensorflow_model_server --model_name=d3d --model_base_path=/tmp/s
 to a hidden temporary folder and renamed when complete, so a server polling the base folder never loads half of it
 (on local and POSIX file systems; on object stores such as gs:// a rename copies objects one by one).
 
+Everything is checked before anything is written, and the command line answers a problem with one `error:` line
+(exit status 1; `official_d3d.cli`): no checkpoint or config.json in --model_dir, an existing or negative --version, an
+export_dir that is a file or cannot be written, a missing label map, or weights holding NaN or Inf (a diverged run,
+whose SavedModel would answer nonsense).
+
 A D3D student or an RGB baseline takes RGB frames only: no optical flow anywhere. A flow teacher takes flow images as
 `tfrecord_tools` stores them: uint8 (x, y, 0) quantised from +-bound pixels. Signatures:
 
@@ -30,12 +35,13 @@ import tempfile
 import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
+from official_d3d import cli
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import video_input
@@ -52,6 +58,7 @@ STORED_CHANNELS = 3  # RGB frames, and flow images (x, y, 0) as tfrecord_tools s
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_WEIGHTS_NAMED = 3  # non-finite weights an error names
 
 
 def video_input_name(modality: str) -> str:
@@ -75,11 +82,11 @@ def serving_data_config(data_config: d3d_config.DataConfig, serving: ServingConf
       crop_size=serving.crop_size or data_config.crop_size, eval_resize=serving.resize or data_config.eval_resize,
       num_eval_clips=1, num_eval_crops=1)
   if data_config.num_frames < 1 or data_config.crop_size < 1 or serving.top_k < 1:
-    raise ValueError(f'num_frames, crop_size and top_k must be positive, got {data_config.num_frames}, '
-                     f'{data_config.crop_size} and {serving.top_k}')
+    raise d3d_config.ConfigError(f'num_frames, crop_size and top_k must be positive, got {data_config.num_frames}, '
+                                 f'{data_config.crop_size} and {serving.top_k}')
   if data_config.eval_resize < data_config.crop_size:
-    raise ValueError(f'frames resized to a short side of {data_config.eval_resize} cannot give a '
-                     f'{data_config.crop_size}-pixel crop: set --resize to at least --crop_size')
+    raise d3d_config.ConfigError(f'frames resized to a short side of {data_config.eval_resize} cannot give a '
+                                 f'{data_config.crop_size}-pixel crop: set --resize to at least --crop_size')
   return data_config
 
 
@@ -237,12 +244,30 @@ def build_serving_module(network: keras.Model, modality: str, data_config: d3d_c
   return module, signatures
 
 
+class ExportError(Exception):
+  """The export cannot go ahead: weights a diverged run left, or an export_dir that cannot take a version. The
+  command line prints the message alone."""
+
+
 def next_version(export_dir: str) -> int:
   """One more than the largest integer version under `export_dir` (1 for a new folder)."""
   if not tf.io.gfile.isdir(export_dir):
     return 1
   versions = [int(name.rstrip('/')) for name in tf.io.gfile.listdir(export_dir) if name.rstrip('/').isdigit()]
   return max(versions, default=0) + 1
+
+
+def new_version_path(export_dir: str, version: Optional[int] = None) -> str:
+  """`<export_dir>/<version>` (default: the next version), checked to be a new version in a folder."""
+  if tf.io.gfile.exists(export_dir) and not tf.io.gfile.isdir(export_dir):
+    raise ExportError(f'export_dir {export_dir} is a file: give a folder (versions are written under it)')
+  version = next_version(export_dir) if version is None else version
+  if version < 0:
+    raise d3d_config.ConfigError(f'version must be a non-negative integer, got {version}')
+  path = os.path.join(export_dir, str(version))
+  if tf.io.gfile.exists(path):
+    raise FileExistsError(f'{path} exists: choose another --version (versions are never overwritten)')
+  return path
 
 
 def resolve_class_names(config: d3d_config.ExperimentConfig, num_classes: int,
@@ -256,50 +281,84 @@ def resolve_class_names(config: d3d_config.ExperimentConfig, num_classes: int,
     raise FileNotFoundError(f'label map {path} not found (moved since training?): pass --label_map')
   names = label_map.read_label_map(path)
   if len(names) != num_classes:
-    raise ValueError(f'label map {path} lists {len(names)} classes, the network predicts {num_classes}')
+    raise d3d_config.ConfigError(f'label map {path} lists {len(names)} classes, the network predicts {num_classes}')
   return names
+
+
+def non_finite_weights(network: keras.Model) -> List[str]:
+  """Paths (as checkpoints name them) of the weights of `network` that hold a NaN or an infinity."""
+  weights = factory.variables_by_path(network.weights, network.name)
+  return [path for path, weight in weights.items() if not np.isfinite(weight.numpy()).all()]
+
+
+def check_finite_weights(network: keras.Model, source: str) -> None:
+  """Refuses the weights a diverged run leaves: served, they would answer NaN, or one class, for every video."""
+  bad = non_finite_weights(network)
+  if bad:
+    named = ', '.join(bad[:_WEIGHTS_NAMED]) + (', ...' if len(bad) > _WEIGHTS_NAMED else '')
+    raise ExportError(
+        f'{source}: {len(bad)} of {len(network.weights)} weights hold NaN or Inf ({named}): the training run '
+        'diverged. Export an earlier checkpoint (its prefix as --model_dir) or train again, e.g. with a lower '
+        'learning rate; nothing was exported')
+
+
+def make_staging_dir(path: str) -> str:
+  """Creates the hidden folder that version `path` is written to before its rename (servers ignore the name: it is
+  not an integer); ExportError when the export_dir cannot be written."""
+  export_dir, version = os.path.split(path)
+  staging = os.path.join(export_dir, f'.tmp-{version}-{uuid.uuid4().hex}')
+  try:
+    tf.io.gfile.makedirs(staging)
+  except (tf.errors.OpError, OSError) as error:
+    raise ExportError(f'cannot write to export_dir {export_dir}: {error}') from error
+  return staging
 
 
 def export_network(network: keras.Model, config: d3d_config.ExperimentConfig, export_dir: str,
                    version: Optional[int] = None, serving: ServingConfig = ServingConfig(),
-                   label_map_path: Optional[str] = None) -> str:
+                   label_map_path: Optional[str] = None, source: Optional[str] = None) -> str:
   """Writes `<export_dir>/<version>/` for `network` of the run `config`; returns that path.
 
-  Raises FileExistsError rather than replace a version a server may be serving.
+  Everything is checked before anything is written: the serving settings, the version (FileExistsError rather
+  than replace a version a server may be serving), the label map, and the weights (ExportError for NaN or Inf,
+  naming `source`: where the weights come from, by default the run's model_dir).
   """
   modality = factory.stream_modality(config.stream)
   data_config = serving_data_config(config.data, serving)
-  version = next_version(export_dir) if version is None else version
-  if version < 0:
-    raise ValueError(f'version must be a non-negative integer, got {version}')
-  path = os.path.join(export_dir, str(version))
-  if tf.io.gfile.exists(path):
-    raise FileExistsError(f'{path} exists: choose another --version (versions are never overwritten)')
+  path = new_version_path(export_dir, version)
   class_names = resolve_class_names(config, network.num_classes, label_map_path)
+  check_finite_weights(network, source or config.model_dir or 'the network')
 
-  staging = os.path.join(export_dir, f'.tmp-{version}-{uuid.uuid4().hex}')  # not an integer: servers ignore it
-  with tempfile.TemporaryDirectory() as assets:
-    asset_path = os.path.join(assets, LABEL_MAP_ASSET)
-    label_map.write_label_map(class_names, asset_path)
-    module, signatures = build_serving_module(network, modality, data_config, serving.top_k, asset_path)
-    tf.io.gfile.makedirs(export_dir)
-    try:
+  staging = make_staging_dir(path)
+  try:
+    with tempfile.TemporaryDirectory() as assets:
+      asset_path = os.path.join(assets, LABEL_MAP_ASSET)
+      label_map.write_label_map(class_names, asset_path)
+      module, signatures = build_serving_module(network, modality, data_config, serving.top_k, asset_path)
       tf.saved_model.save(module, staging, signatures=signatures)
-      tf.io.gfile.rename(staging, path)
-    finally:
-      if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
+    tf.io.gfile.rename(staging, path)
+  finally:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
   logging.info('Exported the %s network of %s (%d frames, %d px crop) to %s', config.stream,
                config.model_dir or 'its run', data_config.num_frames, data_config.crop_size, path)
   return path
+
+
+def weights_source(model_dir: str) -> str:
+  """How errors name the weights that `export` reads from `model_dir`: for a model_dir, its latest checkpoint."""
+  if model_dir.endswith(factory.IMPORTED_WEIGHTS_SUFFIX):
+    return model_dir
+  return f'checkpoint {factory.find_checkpoint(model_dir)[0]}'
 
 
 def export(model_dir: str, export_dir: str, version: Optional[int] = None, serving: ServingConfig = ServingConfig(),
            label_map_path: Optional[str] = None) -> str:
   """Exports the network of a training run (model_dir, checkpoint prefix, or imported `.weights.h5`): for 'd3d' the
   RGB student, for 'rgb' the baseline, for 'flow' the teacher. Returns `<export_dir>/<version>`."""
+  new_version_path(export_dir, version)  # a destination that cannot work fails before the network's slow restore
   network, config = factory.load_inference_network(model_dir)
-  return export_network(network, config, export_dir, version, serving, label_map_path)
+  return export_network(network, config, export_dir, version, serving, label_map_path, weights_source(model_dir))
 
 
 def define_flags() -> None:
@@ -325,4 +384,6 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  # OSError: a missing model_dir, checkpoint, config.json or label map, an existing version, a file system refusing.
+  cli.run_main(main, (d3d_config.ConfigError, ExportError, OSError),
+               interrupted='nothing half-written is left (a version folder appears only once complete)')

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import serving_models
 import training_records
+from official_d3d import cli
 from official_d3d import evaluation
 from official_d3d import export_saved_model
 from official_d3d.configs import d3d_config
@@ -31,6 +33,8 @@ from tfrecord_tools import sequence_example
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / 'saved_model_cli'
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+# Exists on Linux and refuses new folders even to root, whom folder permissions do not stop (tests may run as root).
+UNWRITABLE_DIR = pathlib.Path('/sys/fs')
 
 # Runs in a fresh interpreter that cannot import the project (cwd and PYTHONPATH point elsewhere), as TF Serving runs
 # a SavedModel without the code that wrote it.
@@ -294,3 +298,106 @@ def test_command_line_exports_the_flow_teacher_taking_flow(runs, flow_videos, tm
     np.testing.assert_allclose(from_images['logits'].numpy()[0], logits[i], **TOLERANCE)
     assert from_images['top_k_labels'].shape == (1, 3)
     np.testing.assert_allclose(from_images['probabilities'].numpy()[0], probabilities[i], **TOLERANCE)
+
+
+def run_module(module, *args, env=None):
+  """`python -m module args` from the repository root, as a user runs the commands."""
+  return subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+
+
+def one_line_error(result, *words) -> str:
+  """The `error:` line of a command that failed as it should: exit status 1, one such line holding `words`, no
+  traceback."""
+  assert result.returncode == cli.EXIT_ERROR, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  for word in words:
+    assert str(word) in errors[0], errors[0]
+  return errors[0]
+
+
+def export_command(model_dir, export_dir, *args, env=None):
+  return run_module('official_d3d.export_saved_model', f'--model_dir={model_dir}', f'--export_dir={export_dir}', *args,
+                    env=env)
+
+
+def test_export_names_a_missing_model_dir(tmp_path):
+  model_dir, export_dir = tmp_path / 'no_such_run', tmp_path / 'serving'
+  one_line_error(export_command(model_dir, export_dir), model_dir, 'neither a model_dir nor a checkpoint prefix')
+  assert not export_dir.exists()
+
+
+def test_traceback_variable_shows_the_whole_traceback(tmp_path):
+  result = export_command(tmp_path / 'no_such_run', tmp_path / 'serving',
+                          env={**os.environ, cli.TRACEBACK_VARIABLE: '1'})
+  assert result.returncode == cli.EXIT_ERROR
+  assert 'Traceback (most recent call last)' in result.stderr
+  assert 'FileNotFoundError: ' in result.stderr.splitlines()[-1]
+
+
+def test_export_names_a_model_dir_without_checkpoint(tmp_path):
+  model_dir, export_dir = tmp_path / 'run', tmp_path / 'serving'
+  model_dir.mkdir()
+  one_line_error(export_command(model_dir, export_dir), f'no checkpoint in {model_dir}')
+  assert not export_dir.exists()
+
+
+def test_export_names_a_model_dir_without_config(runs, tmp_path):
+  network, _ = factory.load_inference_network(runs.d3d_dir)
+  model_dir, export_dir = tmp_path / 'run', tmp_path / 'serving'
+  serving_models.save_network(network, str(model_dir), step=1)
+  one_line_error(export_command(model_dir, export_dir), model_dir / 'config.json', 'not found')
+  assert not export_dir.exists()
+
+
+def test_export_refuses_an_existing_version_and_keeps_it(runs, student_export):
+  version = pathlib.Path(student_export)
+  saved = (version / 'saved_model.pb').read_bytes()
+  one_line_error(export_command(runs.d3d_dir, version.parent, '--version=1'), f'{version} exists',
+                 'versions are never overwritten')
+  assert sorted(os.listdir(version.parent)) == ['1'] and (version / 'saved_model.pb').read_bytes() == saved
+
+
+def test_export_refuses_a_negative_version(runs, tmp_path):
+  export_dir = tmp_path / 'serving'
+  one_line_error(export_command(runs.d3d_dir, export_dir, '--version=-1'), 'non-negative integer, got -1')
+  assert not export_dir.exists()
+
+
+def test_export_refuses_an_export_dir_that_is_a_file(runs, tmp_path):
+  export_dir = tmp_path / 'serving'
+  export_dir.write_text('not a folder')
+  one_line_error(export_command(runs.d3d_dir, export_dir), f'export_dir {export_dir} is a file')
+  assert export_dir.read_text() == 'not a folder'
+
+
+@pytest.mark.skipif(not UNWRITABLE_DIR.is_dir(), reason='needs Linux sysfs')
+def test_export_names_an_export_dir_it_cannot_write(runs):
+  entries = sorted(os.listdir(UNWRITABLE_DIR))
+  one_line_error(export_command(runs.d3d_dir, UNWRITABLE_DIR), f'cannot write to export_dir {UNWRITABLE_DIR}')
+  assert sorted(os.listdir(UNWRITABLE_DIR)) == entries
+
+
+def test_export_names_a_missing_label_map(runs, tmp_path):
+  label_map_path, export_dir = tmp_path / 'label_map.txt', tmp_path / 'serving'
+  one_line_error(export_command(runs.d3d_dir, export_dir, f'--label_map={label_map_path}'),
+                 f'label map {label_map_path} not found')
+  assert not export_dir.exists()
+
+
+def test_export_refuses_the_weights_of_a_diverged_run(runs, tmp_path):
+  network, config = factory.load_inference_network(runs.d3d_dir)
+  weights = factory.variables_by_path(network.weights, network.name)
+  for path, value in (('Logits/Conv2d_0c_1x1/kernel', np.nan), ('Logits/Conv2d_0c_1x1/bias', np.inf)):
+    values = weights[path].numpy()
+    values.flat[0] = value
+    weights[path].assign(values)
+  model_dir, export_dir = tmp_path / 'diverged_run', tmp_path / 'serving'
+  d3d_config.save(config, str(model_dir))
+  serving_models.save_network(network, str(model_dir), step=800)
+  one_line_error(export_command(model_dir, export_dir), f'checkpoint {model_dir / "ckpt-800"}',
+                 f'2 of {len(weights)} weights hold NaN or Inf',
+                 '(Logits/Conv2d_0c_1x1/kernel, Logits/Conv2d_0c_1x1/bias)', 'the training run diverged')
+  assert not export_dir.exists()
