@@ -185,11 +185,12 @@ def _state_files(folder):
   return sorted(p.name for p in folder.iterdir() if p.name.startswith('.'))
 
 
-def _cli_args(config):
+def cli_args(config):
   """The command-line flags of a `make_config` conversion."""
   return [f'--input={config.source.input}', f'--output_dir={config.output_dir}', f'--name={config.name}',
           f'--num_shards={config.num_shards}', f'--num_workers={config.num_workers}',
-          f'--short_side={config.decode.short_side}', f'--max_frames={config.decode.max_frames}']
+          f'--short_side={config.decode.short_side}', f'--max_frames={config.decode.max_frames}',
+          f'--flow_backend={config.flow.backend}']
 
 
 def wait_for(condition, process, timeout=240):
@@ -206,12 +207,12 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   assert [len(s) for s in clean] == [1] * 6
   config = dataclasses.replace(clean_config, output_dir=str(tmp_path / 'killed'))
   output_dir = pathlib.Path(config.output_dir)
-  first = run_cli(_cli_args(config), start_new_session=True)
+  first = run_cli(cli_args(config), start_new_session=True)
   lock = output_dir / convert_lib.LOCK_FILENAME
   wait_for(lambda: lock.exists() and f'pid {first.pid} ' in lock.read_text(), first)
   os.killpg(first.pid, signal.SIGSTOP)  # alive and holding the folder, until the second run has been answered
 
-  second = run_cli(_cli_args(config))
+  second = run_cli(cli_args(config))
   _, stderr = second.communicate(timeout=120)
 
   assert second.returncode == cli.EXIT_ERROR
@@ -225,7 +226,7 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   finished = sorted(output_dir.glob('clips-*.tfrecord'))
   assert first_shard in finished and len(finished) < 6, 'the kill should land in the middle of the job'
 
-  rerun = run_cli(_cli_args(config))
+  rerun = run_cli(cli_args(config))
   stdout, stderr = rerun.communicate(timeout=300)
 
   assert rerun.returncode == cli.EXIT_OK and not error_lines(stderr)
@@ -253,7 +254,7 @@ def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips
   paths[3].write_bytes(changed)
   finished_size = paths[4].stat().st_size
   paths[4].write_bytes(paths[4].read_bytes()[:-100])  # cut short after it was marked complete
-  process = run_cli(_cli_args(config))
+  process = run_cli(cli_args(config))
   _, stderr = process.communicate(timeout=300)
 
   assert process.returncode == cli.EXIT_OK and not error_lines(stderr)

@@ -1,6 +1,7 @@
 """`tfrecord_tools.inspect` on records converted from real videos and a video with known motion."""
 
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import tensorflow as tf
 import synthetic_videos
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
+from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import inspect
 from tfrecord_tools import manifests
@@ -44,6 +46,17 @@ def records(tmp_path_factory, bikes_video, bunny_video):
   return folder / 'records'
 
 
+def run_inspect(*args):
+  return subprocess.run([sys.executable, '-m', 'tfrecord_tools.inspect', *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120, check=False)
+
+
+def error_lines(stderr):
+  """The `error:` lines of a command's stderr; a traceback there fails the test, since users must not see one."""
+  assert 'Traceback' not in stderr, stderr
+  return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
 def example_of(records_dir, media_id):
   for path in sorted(records_dir.glob('clips-*.tfrecord')):
     for _, example in inspect.read_records(str(path)):
@@ -73,10 +86,8 @@ def test_summary_counts_classes_frames_and_sizes(records):
 
 
 def test_cli_prints_the_summary_and_writes_pictures(records, tmp_path):
-  process = subprocess.run(
-      [sys.executable, '-m', 'tfrecord_tools.inspect', f'--records={records}/clips-*.tfrecord',
-       f'--label_map={records}/label_map.txt', f'--output_dir={tmp_path}', '--num_videos=2', '--frames_per_video=3'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  process = run_inspect(f'--records={records}/clips-*.tfrecord', f'--label_map={records}/label_map.txt',
+                        f'--output_dir={tmp_path}', '--num_videos=2', '--frames_per_video=3')
 
   assert process.returncode == 0, process.stderr
   assert 'Records: 3 videos in 2 shard(s)' in process.stdout
@@ -140,10 +151,9 @@ def test_picture_frames_spread_over_the_video_but_skip_the_repeated_last_flow():
 def test_a_glob_that_matches_nothing_is_an_error(tmp_path):
   with pytest.raises(inspect.InspectError, match='no file matches'):
     inspect.find_shards(str(tmp_path / 'nothing-*.tfrecord'))
-  process = subprocess.run([sys.executable, '-m', 'tfrecord_tools.inspect', f'--records={tmp_path}/nothing-*'],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-  assert process.returncode == 1
-  assert f"no file matches --records='{tmp_path}/nothing-*'" in process.stderr
+  process = run_inspect(f'--records={tmp_path}/nothing-*')
+  assert process.returncode == cli.EXIT_ERROR
+  assert error_lines(process.stderr) == [f"error: no file matches --records='{tmp_path}/nothing-*'"]
 
 
 def test_files_that_are_not_tfrecords_of_sequence_examples_are_named(tmp_path, records):
@@ -156,10 +166,38 @@ def test_files_that_are_not_tfrecords_of_sequence_examples_are_named(tmp_path, r
     image = tf.io.encode_png(skimage.data.astronaut()).numpy()
     writer.write(tf.train.Example(features=tf.train.Features(feature={
         'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))})).SerializeToString())
+  shards = [str(p) for p in sorted(records.glob('clips-*.tfrecord'))]
 
-  for path, problem in ((text_file, 'not a TFRecord file'), (stub, '5 bytes after the last of its 0 records'),
-                        (examples, f'record 0: not a video SequenceExample of tfrecord_tools.convert; it lacks '
-                                   f'{schema.MEDIA_ID}')):
+  for path, problem in ((text_file, 'record 0 at byte 0: not a TFRecord file, or a corrupt one'),
+                        (stub, 'record 0 at byte 0: truncated: its last 5 bytes are not a whole record header'),
+                        (examples, f'record 0 at byte 0: not a video SequenceExample of tfrecord_tools.convert; it '
+                                   f'lacks {schema.MEDIA_ID}')):
     with pytest.raises(inspect.InspectError) as error:
-      inspect.summarize([str(p) for p in sorted(records.glob('clips-*.tfrecord'))] + [str(path)])
-    assert str(error.value).startswith(str(path)) and problem in str(error.value)
+      inspect.summarize(shards + [str(path)])
+    assert str(error.value).startswith(f'{path} {problem}')
+    summary = inspect.summarize(shards + [str(path)], skip_corrupt=True)
+    assert len(summary.videos) == 3 and summary.skipped[str(path)][0].startswith(problem)
+
+
+def damage_first_record(path):
+  """Flips a byte in the data of the first record of a TFRecord file, so that its data fails its checksum."""
+  data = bytearray(path.read_bytes())
+  data[100] ^= 0xff  # past the 12-byte header
+  path.write_bytes(bytes(data))
+
+
+def test_cli_names_a_damaged_record_and_skip_corrupt_counts_it(records, tmp_path):
+  shutil.copytree(records, tmp_path / 'records')
+  shards = sorted((tmp_path / 'records').glob('clips-*.tfrecord'))
+  damage_first_record(shards[1])  # of two: bikes, then moving
+
+  stopped = run_inspect(f'--records={tmp_path}/records/clips-*.tfrecord')
+  skipped = run_inspect(f'--records={tmp_path}/records/clips-*.tfrecord', '--skip_corrupt')
+
+  problem = 'record 0 at byte 0: corrupt: its data fails its checksum'
+  assert stopped.returncode == cli.EXIT_ERROR
+  assert error_lines(stopped.stderr) == [f'error: {shards[1]} {problem} (--skip_corrupt skips damaged records)']
+  assert skipped.returncode == cli.EXIT_SKIPPED and not error_lines(skipped.stderr)
+  assert skipped.stdout.splitlines()[:3] == ['Records: 2 videos in 2 shard(s)', 'Skipped 1 damaged record(s):',
+                                             f'  {shards[1]}: 1 (first: {problem})']
+  assert '      2  moving  1' in skipped.stdout  # the records after the damaged one are still read

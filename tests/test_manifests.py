@@ -38,15 +38,38 @@ def test_csv_without_video_root_resolves_against_its_own_folder(tmp_path):
 
 
 @pytest.mark.parametrize('text, message', [
-    ('file,class\na.mp4,x\n', 'lacks the columns'),
-    ('path,label,start\na.mp4,x,soon\n', "start 'soon' is not a number"),
-    ('path,label\na.mp4,x\na.avi,y\n', 'media ids repeat'),
+    ('file,class\na.mp4,x\n', " line 1: header ['file', 'class'] lacks the columns ['label', 'path']"),
+    ('path,label,start\na.mp4,x,1\n\n  \t\n,,\nb.mp4,x,soon\n', " line 6: start 'soon' is not a number of seconds"),
+    ('\n\npath,label\na.mp4,x\n   \nb.mp4,\n', ' line 6: empty path or label'),
+    ('path,label\na.mp4,x\na.avi,y\n', ": media ids repeat, so records would collide: ['a']"),
 ])
-def test_csv_errors_name_the_file_and_problem(tmp_path, text, message):
-  (tmp_path / 'list.csv').write_text(text)
-  with pytest.raises(manifests.ManifestError, match=message) as error:
-    manifests.read_manifest(manifests.SourceConfig(source='csv', input=str(tmp_path / 'list.csv')))
-  assert 'list.csv' in str(error.value)
+def test_csv_errors_name_the_file_its_line_and_the_problem(tmp_path, text, message):
+  """Line numbers count from 1 at the file's first line, blank lines included, as an editor shows them."""
+  path = tmp_path / 'list.csv'
+  path.write_text(text)
+  with pytest.raises(manifests.ManifestError) as error:
+    manifests.read_manifest(manifests.SourceConfig(source='csv', input=str(path)))
+  assert str(error.value) == f'{path}{message}'
+
+
+def test_csv_lines_without_data_are_skipped(tmp_path):
+  (tmp_path / 'list.csv').write_text('path , label\r\n\r\n a.mp4 , x \r\n \t \r\n,\r\nb.mp4,y\r\n')
+  manifest = manifests.read_manifest(manifests.SourceConfig(source='csv', input=str(tmp_path / 'list.csv')))
+  assert [(e.media_id, e.label) for e in manifest.entries] == [('a', 'x'), ('b', 'y')]
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, ': not found'),
+    (b'path,label\na.mp4,x\ncaf\xe9.mp4,x\n', ' line 3: not UTF-8 text (byte 0xe9)'),
+    (b'', ': empty; expected a header line with the columns'),
+])
+def test_an_unreadable_csv_is_named_with_its_problem(tmp_path, content, message):
+  path = tmp_path / 'list.csv'
+  if content is not None:
+    path.write_bytes(content)
+  with pytest.raises(manifests.ManifestError) as error:
+    manifests.read_manifest(manifests.SourceConfig(source='csv', input=str(path)))
+  assert str(error.value).startswith(f'{path}{message}')
 
 
 def test_folder_source_uses_sorted_class_folders_and_only_video_files(tmp_path):

@@ -1,9 +1,10 @@
 """What the tfrecord_tools commands share: their exit statuses, and one `error:` line instead of a traceback.
 
 A user's mistake or a broken environment (a bad flag, a missing or unreadable file, a full disk, an output folder in
-use) ends a command with one line on stderr, `error: <file>: <problem>`, and status 2; `D3D_TRACEBACK=1` in the
-environment prints the traceback too. Ctrl-C ends it with status 130. Any other exception is a bug: it prints its
-traceback, then its `error:` line, and also ends with status 2, never with a status that means success.
+use) ends a command with one line on stderr, `error: <file>: <problem>`, and status 2; D3D_TRACEBACK=1 in the
+environment prints the traceback too, as it does for the official_d3d commands. Ctrl-C ends a command with status
+130. Any other exception is a bug: it prints its traceback, then its `error:` line, and ends with status 2 as well,
+never with a status that means success.
 """
 
 import os
@@ -26,8 +27,8 @@ _ENVIRONMENT_ERRORS = (OSError, tf.errors.OpError, ImportError)
 
 
 def traceback_requested() -> bool:
-  """Whether the user asked, with D3D_TRACEBACK=1, for tracebacks along with the one-line errors."""
-  return os.environ.get(TRACEBACK_VARIABLE) == '1'
+  """Whether D3D_TRACEBACK (set, and neither empty nor 0, as for the official_d3d commands) asks for tracebacks."""
+  return os.environ.get(TRACEBACK_VARIABLE, '') not in ('', '0')
 
 
 def error_reason(error: Exception) -> str:
@@ -43,10 +44,12 @@ def error_reason(error: Exception) -> str:
 def describe(error: Exception) -> str:
   """One line naming the file (where the error knows it) and the problem."""
   if isinstance(error, OSError) and error.filename:
-    return f'{error.filename}: {error_reason(error)}'
-  if isinstance(error, tf.errors.OpError):
-    return error.message.split('\n')[0].replace('; ', ': ', 1)
-  return str(error) or type(error).__name__
+    text = f'{error.filename}: {error_reason(error)}'
+  elif isinstance(error, tf.errors.OpError):
+    text = error.message.split('\n')[0].replace('; ', ': ', 1)
+  else:
+    text = str(error)
+  return ' '.join(text.split()) or type(error).__name__
 
 
 def _exit_with_error(message: str) -> NoReturn:
