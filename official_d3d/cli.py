@@ -13,12 +13,13 @@ Exit statuses:
   1    an expected error, printed as `error: <message>` on stderr (the user's to fix, or the environment's: a missing
        file, a server that does not answer); any other exception is a bug and keeps its traceback (status 1 too);
   130  Ctrl-C, printed as `interrupted: <what was left>`.
-`D3D_TRACEBACK=1` in the environment shows the full traceback of expected errors and Ctrl-C too (the statuses stay the
-same), as it does for `tfrecord_tools.convert`. Flag errors are absl's (`FATAL Flags parsing error: ...`, status 1).
+`D3D_TRACEBACK=1` in the environment prints the full traceback before those lines (the statuses stay the same), as
+for the `tfrecord_tools` commands. Flag errors are absl's (`FATAL Flags parsing error: ...`, status 1).
 """
 
 import os
 import sys
+import traceback
 from typing import Any, Callable, List, Sequence, Type
 
 from absl import app
@@ -33,9 +34,19 @@ def traceback_requested() -> bool:
   return os.environ.get(TRACEBACK_VARIABLE, '') not in ('', '0')
 
 
+def _print_traceback_if_requested() -> None:
+  """Prints the traceback of the exception being handled, if D3D_TRACEBACK asks for it."""
+  if traceback_requested():
+    traceback.print_exc()
+
+
 def error_line(error: BaseException) -> str:
-  """`error: <message>` on one line, whatever line breaks the message has."""
-  message = ' '.join(str(error).split()) or type(error).__name__
+  """`error: <message>` on one line, whatever line breaks the message has; `<file>: <problem>` for an OSError that
+  the operating system raised."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    message = f'{error.filename}: {error.strerror}'
+  else:
+    message = ' '.join(str(error).split()) or type(error).__name__
   return f'error: {message}'
 
 
@@ -54,13 +65,11 @@ def run_main(main: Callable[[List[str]], Any], expected_errors: Sequence[Type[Ba
     try:
       return main(argv)
     except KeyboardInterrupt:
-      if traceback_requested():
-        raise
+      _print_traceback_if_requested()
       print(f'interrupted: {interrupted}', file=sys.stderr)
       sys.exit(EXIT_INTERRUPTED)
     except expected_errors as error:
-      if traceback_requested():
-        raise
+      _print_traceback_if_requested()
       print(error_line(error), file=sys.stderr)
       sys.exit(EXIT_ERROR)
 

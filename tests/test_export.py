@@ -10,6 +10,7 @@ import os
 import pathlib
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 
@@ -330,11 +331,12 @@ def test_export_names_a_missing_model_dir(tmp_path):
 
 
 def test_traceback_variable_shows_the_whole_traceback(tmp_path):
-  result = export_command(tmp_path / 'no_such_run', tmp_path / 'serving',
-                          env={**os.environ, cli.TRACEBACK_VARIABLE: '1'})
+  model_dir = tmp_path / 'no_such_run'
+  result = export_command(model_dir, tmp_path / 'serving', env={**os.environ, cli.TRACEBACK_VARIABLE: '1'})
   assert result.returncode == cli.EXIT_ERROR
-  assert 'Traceback (most recent call last)' in result.stderr
-  assert 'FileNotFoundError: ' in result.stderr.splitlines()[-1]
+  traceback_start = result.stderr.index('Traceback (most recent call last)')
+  assert f'FileNotFoundError: {model_dir} is neither' in result.stderr[traceback_start:]
+  assert result.stderr.splitlines()[-1].startswith(f'error: {model_dir} is neither')
 
 
 def test_export_names_a_model_dir_without_checkpoint(tmp_path):
@@ -345,9 +347,8 @@ def test_export_names_a_model_dir_without_checkpoint(tmp_path):
 
 
 def test_export_names_a_model_dir_without_config(runs, tmp_path):
-  network, _ = factory.load_inference_network(runs.d3d_dir)
   model_dir, export_dir = tmp_path / 'run', tmp_path / 'serving'
-  serving_models.save_network(network, str(model_dir), step=1)
+  shutil.copytree(runs.d3d_dir, model_dir, ignore=shutil.ignore_patterns('config.json', 'logs'))
   one_line_error(export_command(model_dir, export_dir), model_dir / 'config.json', 'not found')
   assert not export_dir.exists()
 
