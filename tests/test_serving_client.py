@@ -11,6 +11,8 @@ import dataclasses
 import http.server
 import json
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +27,9 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 import training_records
+from test_export import one_line_error
+from test_export import run_module
+from official_d3d import cli
 from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
@@ -83,7 +88,7 @@ def test_reads_the_centre_frames_at_the_requested_rate(bikes_video, bikes_frames
   first = (125 - 4) // 2
   for i in range(4):
     np.testing.assert_array_equal(half_rate[i], every_frame[2 * (first + i)])
-  with pytest.raises(ValueError, match='OpenCV cannot open'):
+  with pytest.raises(client.ClientError, match='no_such_video.mp4 not found'):
     client.read_frames(str(bikes_video.parent / 'no_such_video.mp4'))
 
 
@@ -231,7 +236,7 @@ def test_rest_round_trip_in_both_layouts(loaded_student, bikes_jpegs):
       outputs = client.send_rest(client.rest_url(address, 'd3d'), client.rest_request_body([bikes_jpegs], rest_format))
       np.testing.assert_allclose(outputs['logits'], local['logits'], **TOLERANCE)
       assert client.top_classes(outputs) == client.top_classes(local)
-    with pytest.raises(RuntimeError, match='Servable not found'):
+    with pytest.raises(client.ServerError, match='answered HTTP 404: Servable not found'):
       client.send_rest(client.rest_url(address, 'c3d'), client.rest_request_body([bikes_jpegs]))
   finally:
     server.shutdown()
@@ -249,3 +254,124 @@ def test_command_line_local_mode_prints_the_top_classes(bikes_video, student_exp
   assert [rank for rank, _, _ in ranked] == ['1.', '2.']
   assert {label for _, label, _ in ranked} <= set(training_records.CLASS_NAMES)
   assert float(ranked[0][2]) >= float(ranked[1][2])
+
+
+def unused_port() -> int:
+  """A localhost port that nothing listens on (the system's pick, released at once)."""
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server():
+  """A listening localhost socket that accepts connections and never answers: a hung server."""
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    sock.listen()
+    yield sock
+
+
+def client_command(video, *args):
+  return run_module('official_d3d.serving.client', f'--video={video}', f'--num_frames={NUM_FRAMES}',
+                    f'--short_side={SHORT_SIDE}', *args)
+
+
+@pytest.mark.parametrize('protocol', client.PROTOCOLS)
+def test_client_names_a_server_that_does_not_answer(bikes_video, protocol):
+  address = f'localhost:{unused_port()}'
+  one_line_error(client_command(bikes_video, f'--server={address}', f'--protocol={protocol}'),
+                 f'no {protocol.upper() if protocol == "rest" else "gRPC"} server answers at', address,
+                 'Connection refused', 'check that tensorflow_model_server runs there')
+
+
+def test_client_gives_up_on_a_hung_server_after_the_timeout(silent_server, bikes_jpegs):
+  address = f'localhost:{silent_server.getsockname()[1]}'
+  with pytest.raises(client.ServerError, match=f'REST server at http://{address}/.* did not answer within 0.5 s'):
+    client.send_rest(client.rest_url(address, 'd3d'), client.rest_request_body([bikes_jpegs]), timeout=0.5)
+  with pytest.raises(client.ServerError, match=f'gRPC server at {address} did not answer within 0.5 s'):
+    client.send_grpc(address, client.grpc_request([bikes_jpegs], 'd3d'), timeout=0.5)
+
+
+def test_ctrl_c_interrupts_a_client_waiting_for_its_server(silent_server, bikes_video):
+  command = [sys.executable, '-m', 'official_d3d.serving.client', f'--video={bikes_video}',
+             f'--server=localhost:{silent_server.getsockname()[1]}', f'--num_frames={NUM_FRAMES}']
+  process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  silent_server.settimeout(120)
+  connection, _ = silent_server.accept()  # the client now waits for an answer
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=60)
+  connection.close()
+  assert process.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
+  assert 'interrupted: no prediction was made' in stderr.splitlines() and 'Traceback' not in stderr
+
+
+class ServingErrorREST(http.server.BaseHTTPRequestHandler):
+  """TF Serving's REST answer to a request it refuses: HTTP 400 and {"error": ...}."""
+  error = 'serve_jpeg: frames must be string [batch, frames] of encoded images: expected rank 2; got shape [3]'
+
+  def do_POST(self):  # pylint: disable=invalid-name  (http.server's method name)
+    data = json.dumps({'error': self.error}).encode()
+    self.send_response(400)
+    self.send_header('Content-Type', 'application/json')
+    self.send_header('Content-Length', str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def log_message(self, *args):  # quiet
+    del args
+
+
+def test_client_shows_the_error_a_rest_server_answers(bikes_video):
+  server = http.server.HTTPServer(('localhost', 0), ServingErrorREST)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  address = f'localhost:{server.server_address[1]}'
+  try:
+    result = client_command(bikes_video, f'--server={address}', '--protocol=rest')
+  finally:
+    server.shutdown()
+  one_line_error(result, f'the REST server at http://{address}/v1/models/d3d:predict answered HTTP 400: '
+                 f'{ServingErrorREST.error}')
+
+
+class MissingModelService(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """TF Serving's gRPC answer when it serves no model of the requested name."""
+  details = 'Servable not found for request: Latest(d3d)'
+
+  def Predict(self, request, context):  # pylint: disable=invalid-name  (the proto's method name)
+    context.abort(grpc.StatusCode.NOT_FOUND, self.details)
+
+
+def test_client_shows_the_error_a_grpc_server_answers(bikes_video):
+  server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(MissingModelService(), server)
+  address = f'localhost:{server.add_insecure_port("localhost:0")}'
+  server.start()
+  try:
+    result = client_command(bikes_video, f'--server={address}', '--protocol=grpc')
+  finally:
+    server.stop(None)
+  one_line_error(result, f'the gRPC server at {address} answered NOT_FOUND: {MissingModelService.details}')
+
+
+def test_client_names_a_missing_video(tmp_path):
+  video = tmp_path / 'no_such_clip.mp4'
+  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'), f'video {video} not found')
+
+
+def test_client_names_a_video_opencv_cannot_decode(tmp_path):
+  video = tmp_path / 'clip.mp4'
+  video.write_bytes(b'not a video, whatever its name says\n' * 100)
+  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'), f'video {video}',
+                 'OpenCV cannot decode it')
+
+
+def test_client_names_the_version_folders_of_a_base_folder(bikes_video, student_export):
+  base = pathlib.Path(student_export).parent
+  one_line_error(client_command(bikes_video, f'--saved_model={base}'),
+                 f'{base} is the base folder of a served model', f'--saved_model={student_export} (the latest')
+
+
+def test_client_names_a_folder_without_saved_model(bikes_video, student_export):
+  folder = pathlib.Path(student_export) / 'variables'
+  one_line_error(client_command(bikes_video, f'--saved_model={folder}'), f'{folder} holds no saved_model.pb')

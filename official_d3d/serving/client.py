@@ -4,21 +4,27 @@ r"""Predicts the action in a video file with an exported D3D model: over TF Serv
   python -m official_d3d.serving.client --video=clip.mp4 --server=localhost:8500 --model_name=d3d --protocol=grpc
   python -m official_d3d.serving.client --video=clip.mp4 --saved_model=/tmp/serving/d3d/1
 
-The video is read with OpenCV, resampled to 25 fps and resized to a short side of 256 as `tfrecord_tools` stores
-training videos; its centre `--num_frames` frames are JPEG-encoded and sent to the `serve_jpeg` signature, which
-samples, crops and normalises the model's clip from them as evaluation does. Send at least the model's clip span
-(num_frames x stride of its training run); the default, 64, is the published S3D-G clip.
+The video is read with OpenCV, resampled to `--fps` (25) from the frame rate its container reports (frame index /
+rate, not each frame's timestamp as `tfrecord_tools` resamples; every frame when the rate is unknown) and resized to a
+short side of `--short_side` (256), the converter's defaults; its centre `--num_frames` frames are JPEG-encoded and
+sent to the `serve_jpeg` signature, which samples, crops and normalises the model's clip from them as evaluation does.
+Send at least the model's clip span (num_frames x stride of its training run); the default, 64, is the published
+S3D-G clip.
 
 Building a request (`rest_request_body`, `grpc_request`) is separate from sending it (`send_rest`, `send_grpc`,
 `predict_locally`), so the bodies can be checked without a server. `--saved_model` runs the gRPC request in this
 process against a SavedModel version folder, with no server.
+
+A server that does not answer within `--timeout` seconds, or answers with an error, a video OpenCV cannot read, or a
+`--saved_model` that is not a version folder end the command with one `error:` line naming the address or the file
+(exit status 1; `official_d3d.cli`).
 """
 
 import base64
 import json
+import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 import cv2
 import numpy as np
@@ -26,6 +32,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from official_d3d import cli
 from official_d3d import export_saved_model
 
 SIGNATURE = export_saved_model.JPEG_SIGNATURE
@@ -33,7 +40,18 @@ INPUT = export_saved_model.JPEG_INPUT
 PROTOCOLS = ('rest', 'grpc')
 REST_FORMATS = ('instances', 'inputs')  # TF Serving's row and columnar request layouts
 MAX_GRPC_MESSAGE_BYTES = 256 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 60.0  # a loaded server answers a 64-frame clip in seconds; a hung one must not hang the client
+SAVED_MODEL_FILENAME = 'saved_model.pb'
 _TIMESTAMP_EPSILON = 1e-6
+
+
+class ClientError(Exception):
+  """A video or a SavedModel the client cannot use, or a request that failed: the command line prints the message
+  alone."""
+
+
+class ServerError(ClientError):
+  """The server did not answer, or answered with an error."""
 
 
 def resample_indices(num_source_frames: int, source_fps: float, fps: float) -> np.ndarray:
@@ -59,7 +77,7 @@ def read_frames(path: str, num_frames: int = 64, short_side: int = 256, fps: flo
   short side resized to `short_side` (0: as decoded)."""
   capture = cv2.VideoCapture(path)
   if not capture.isOpened():
-    raise ValueError(f'{path}: OpenCV cannot open it as a video (missing, not a video, or corrupt)')
+    raise ClientError(_why_unopened(path))
   source_fps = capture.get(cv2.CAP_PROP_FPS)
   decoded = []
   try:
@@ -71,12 +89,23 @@ def read_frames(path: str, num_frames: int = 64, short_side: int = 256, fps: flo
   finally:
     capture.release()
   if not decoded:
-    raise ValueError(f'{path}: no decodable frame')
+    raise ClientError(f'video {path}: OpenCV decodes no frame of it (corrupt, or not a video)')
   indices = resample_indices(len(decoded), source_fps, fps)
   if num_frames:
     start = max(len(indices) - num_frames, 0) // 2
     indices = indices[start:start + num_frames]
   return np.stack([cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB) for i in indices])
+
+
+def _why_unopened(path: str) -> str:
+  """Why OpenCV could not open `path`, in words for the user (OpenCV itself only says that it could not)."""
+  if not os.path.exists(path):
+    return f'video {path} not found'
+  if not os.path.isfile(path):
+    return f'video {path} is not a file'
+  if not os.access(path, os.R_OK):
+    return f'video {path} cannot be read (permission denied)'
+  return f'video {path}: OpenCV cannot decode it (not a video, or corrupt)'
 
 
 def encode_jpeg(frames: np.ndarray, quality: int = 95) -> List[bytes]:
@@ -128,8 +157,6 @@ def grpc_request(videos: Sequence[Sequence[bytes]], model_name: str,
 
 def parse_rest_response(response: Mapping) -> Dict[str, np.ndarray]:
   """Outputs of a REST predict response, row (`predictions`) or columnar (`outputs`), as arrays with a batch axis."""
-  if 'error' in response:
-    raise RuntimeError(f'TF Serving refused the request: {response["error"]}')
   if 'predictions' in response:
     predictions = response['predictions']
     return {name: np.asarray([p[name] for p in predictions]) for name in predictions[0]}
@@ -138,39 +165,101 @@ def parse_rest_response(response: Mapping) -> Dict[str, np.ndarray]:
   raise ValueError(f'not a TF Serving predict response: keys {sorted(response)}')
 
 
-def send_rest(url: str, body: Mapping, timeout: float = 60.0) -> Dict[str, np.ndarray]:
-  reply = requests.post(url, data=json.dumps(body), headers={'Content-Type': 'application/json'}, timeout=timeout)
+def _os_reason(error: BaseException) -> str:
+  """The operating system's words for a failed connection ('Connection refused', 'Name or service not known'), found
+  down the chain of errors that requests and urllib3 wrap them in; else the error's own message."""
+  cause = error
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.strerror:
+      return cause.strerror
+    cause = getattr(cause, 'reason', None) or cause.__cause__ or cause.__context__
+  return str(error)
+
+
+def _rest_error_text(reply: requests.Response) -> str:
+  """TF Serving's `{"error": ...}` text of a failed REST request, else the start of the body."""
   try:
-    response = reply.json()
+    return str(reply.json()['error'])
+  except (ValueError, KeyError, TypeError):
+    return reply.text[:200]
+
+
+def send_rest(url: str, body: Mapping, timeout: float = DEFAULT_TIMEOUT_S) -> Dict[str, np.ndarray]:
+  """POSTs `body` to TF Serving's REST `url`; ServerError when no answer comes within `timeout` s, or an error does."""
+  try:
+    reply = requests.post(url, data=json.dumps(body), headers={'Content-Type': 'application/json'}, timeout=timeout)
+  except requests.Timeout as error:
+    raise ServerError(f'the REST server at {url} did not answer within {timeout:g} s: check that it is not '
+                      'overloaded or hung, or allow more time with --timeout') from error
+  except requests.ConnectionError as error:
+    raise ServerError(f'no REST server answers at {url} ({_os_reason(error)}): check that tensorflow_model_server '
+                      'runs there with --rest_api_port set to that port') from error
+  if reply.status_code != 200:
+    raise ServerError(f'the REST server at {url} answered HTTP {reply.status_code}: {_rest_error_text(reply)}')
+  try:
+    return parse_rest_response(reply.json())
   except ValueError as error:
-    raise RuntimeError(f'{url} answered HTTP {reply.status_code} without JSON: {reply.text[:200]}') from error
-  if reply.status_code != 200 and 'error' not in response:
-    raise RuntimeError(f'{url} answered HTTP {reply.status_code}: {reply.text[:200]}')
-  return parse_rest_response(response)
+    raise ServerError(f'the REST server at {url} answered without predictions: {reply.text[:200]}') from error
 
 
 def parse_grpc_response(response: predict_pb2.PredictResponse) -> Dict[str, np.ndarray]:
   return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
 
 
-def send_grpc(server: str, request: predict_pb2.PredictRequest, timeout: float = 60.0) -> Dict[str, np.ndarray]:
+def send_grpc(server: str, request: predict_pb2.PredictRequest,
+              timeout: float = DEFAULT_TIMEOUT_S) -> Dict[str, np.ndarray]:
+  """Sends `request` to TF Serving's gRPC PredictionService at `server` (host:port); ServerError when no answer comes
+  within `timeout` s, or an error does."""
   import grpc  # pylint: disable=g-import-not-at-top  (only the gRPC protocol needs it)
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   options = [('grpc.max_send_message_length', MAX_GRPC_MESSAGE_BYTES),
              ('grpc.max_receive_message_length', MAX_GRPC_MESSAGE_BYTES)]
   with grpc.insecure_channel(server, options=options) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    return parse_grpc_response(stub.Predict(request, timeout=timeout))
+    try:
+      return parse_grpc_response(stub.Predict(request, timeout=timeout))
+    except grpc.RpcError as error:
+      if error.code() == grpc.StatusCode.UNAVAILABLE:
+        raise ServerError(f'no gRPC server answers at {server} ({error.details()}): check that '
+                          'tensorflow_model_server runs there with --port set to that port') from error
+      if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise ServerError(f'the gRPC server at {server} did not answer within {timeout:g} s: check that it is not '
+                          'overloaded or hung, or allow more time with --timeout') from error
+      raise ServerError(f'the gRPC server at {server} answered {error.code().name}: {error.details()}') from error
+
+
+def version_folders(path: str) -> List[str]:
+  """The version folders (integer names, holding a SavedModel) in a served model's base folder, oldest first."""
+  versions = sorted(int(name.rstrip('/')) for name in tf.io.gfile.listdir(path) if name.rstrip('/').isdigit())
+  return [os.path.join(path, str(version)) for version in versions
+          if tf.io.gfile.exists(os.path.join(path, str(version), SAVED_MODEL_FILENAME))]
+
+
+def load_saved_model(path: str):
+  """`tf.saved_model.load(path)` once `path` is checked to be a SavedModel version folder. The base folder that TF
+  Serving is given is refused, naming its versions: the client never picks one, which version is meant is the
+  user's to say."""
+  if not tf.io.gfile.isdir(path):
+    raise ClientError(f'SavedModel folder {path} not found')
+  if not tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILENAME)):
+    versions = version_folders(path)
+    if versions:
+      raise ClientError(f'{path} is the base folder of a served model, not a version of it: pass a version folder, '
+                        f'e.g. --saved_model={versions[-1]} (the latest, which TF Serving serves; all: '
+                        f'{", ".join(versions)})')
+    raise ClientError(f'{path} holds no {SAVED_MODEL_FILENAME}: pass a version folder that '
+                      'official_d3d.export_saved_model wrote (e.g. /models/d3d/1)')
+  return tf.saved_model.load(path)
 
 
 def predict_locally(saved_model, request: predict_pb2.PredictRequest) -> Dict[str, np.ndarray]:
-  """Runs a PredictRequest on a SavedModel (a version folder, or one `tf.saved_model.load` returned), as TF Serving
+  """Runs a PredictRequest on a SavedModel (a version folder, or one `load_saved_model` returned), as TF Serving
   would: the signature it names, fed with its input tensors."""
   if isinstance(saved_model, str):
-    saved_model = tf.saved_model.load(saved_model)
+    saved_model = load_saved_model(saved_model)
   name = request.model_spec.signature_name or export_saved_model.VIDEO_SIGNATURE
   if name not in saved_model.signatures:
-    raise ValueError(f'the SavedModel has no signature {name!r}; it has {sorted(saved_model.signatures)}')
+    raise ClientError(f'the SavedModel has no signature {name!r}; it has {sorted(saved_model.signatures)}')
   inputs = {key: tf.constant(tf.make_ndarray(tensor)) for key, tensor in request.inputs.items()}
   return {key: value.numpy() for key, value in saved_model.signatures[name](**inputs).items()}
 
@@ -197,7 +286,7 @@ def define_flags() -> None:
   flags.DEFINE_float('fps', 25.0, 'Frame rate the video is resampled to (0: its own).')
   flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of the frames sent.')
   flags.DEFINE_integer('top_k', 5, 'Classes to print (at most the --top_k of the export).')
-  flags.DEFINE_float('timeout', 60.0, 'Seconds to wait for the server.')
+  flags.DEFINE_float('timeout', DEFAULT_TIMEOUT_S, 'Seconds to wait for the server\'s answer (REST and gRPC).')
   flags.mark_flag_as_required('video')
   flags.register_multi_flags_validator(
       ['server', 'saved_model'], lambda v: (v['server'] is None) != (v['saved_model'] is None),
@@ -207,11 +296,12 @@ def define_flags() -> None:
 def main(argv):
   del argv  # Everything comes in through flags.
   values = flags.FLAGS
+  saved_model = load_saved_model(values.saved_model) if values.saved_model else None  # refused before any decoding
   frames = read_frames(values.video, values.num_frames, values.short_side, values.fps)
   videos = [encode_jpeg(frames, values.jpeg_quality)]
-  if values.saved_model:
+  if saved_model is not None:
     target = values.saved_model
-    outputs = predict_locally(values.saved_model, grpc_request(videos, values.model_name, values.model_version))
+    outputs = predict_locally(saved_model, grpc_request(videos, values.model_name, values.model_version))
   elif values.protocol == 'rest':
     target = rest_url(values.server, values.model_name, values.model_version)
     outputs = send_rest(target, rest_request_body(videos, values.rest_format), values.timeout)
@@ -225,4 +315,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_main(main, (ClientError,), interrupted='no prediction was made')
