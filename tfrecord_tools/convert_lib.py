@@ -274,6 +274,8 @@ def output_folder_lock(output_dir: str) -> Iterator[None]:
       holder = lock_file.read().strip() or 'a process that has not said which'
       raise ConversionSetupError(f'output folder {output_dir} is in use by another conversion ({holder}); wait '
                                  'for it to end, or use another --output_dir') from None
+    except OSError as error:  # a file system without locks
+      raise ConversionSetupError(f'output folder {output_dir} cannot be locked ({error.strerror})') from None
     lock_file.truncate(0)
     lock_file.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
     lock_file.flush()

@@ -107,7 +107,7 @@ def _read_text(path: str) -> str:
 def _read_csv(path: str, required: Iterable[str]) -> List[Tuple[int, Dict[str, str]]]:
   """(line number, row) for each row of a CSV file with a header; lines with no data, blank or not, are skipped.
 
-  Line numbers count from 1 at the header, as an editor shows them, so that errors point at the line to fix.
+  Line numbers are the file's own, from 1 at its first line, as an editor shows them: errors point at the line to fix.
   """
   reader = csv.reader(io.StringIO(_read_text(path)))
   header = None
