@@ -65,13 +65,13 @@ def test_an_unusable_output_folder_is_one_error_line(tmp_path, clips, kind):
   output = tmp_path / 'out'
   if kind == 'file':
     output.write_text('my notes')
-    problem = 'is a file, not a folder'
+    problem, prefix = 'is a file, not a folder', ()
   else:
     output.mkdir(mode=0o555)
-    problem = 'is not writable (Permission denied)'
+    problem, prefix = 'is not writable (Permission denied)', respecting_permissions()
   config = dataclasses.replace(clips, output_dir=str(output))
 
-  status, _, stderr = run(test_convert.cli_args(config), prefix=respecting_permissions())
+  status, _, stderr = run(test_convert.cli_args(config), prefix=prefix)
 
   assert status == cli.EXIT_ERROR
   assert test_convert.error_lines(stderr) == [f'error: output folder {output} {problem}']
