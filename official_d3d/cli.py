@@ -1,76 +1,106 @@
-"""Command-line entry points that answer a user's mistake, or a broken environment, with one line instead of a
-traceback.
+"""What every command shares: one `error:` line instead of a traceback, and documented exit statuses.
 
   def main(argv):
-    ...  # raises FileNotFoundError, ConfigError, ... with a message that names the file and the problem
+    ...  # raises ConfigError, FileNotFoundError, ... with a message that names the file and the problem
 
   if __name__ == '__main__':
     define_flags()
-    cli.run_main(main, expected_errors=(d3d_config.ConfigError, FileNotFoundError))
+    cli.run_main(main, expected_errors=(d3d_config.ConfigError,), interrupted='rerun the same command to resume')
 
-Exit statuses:
-  0    success;
-  1    an expected error, printed as `error: <message>` on stderr (the user's to fix, or the environment's: a missing
-       file, a server that does not answer); any other exception is a bug and keeps its traceback (status 1 too);
-  130  Ctrl-C, printed as `interrupted: <what was left>`.
-`D3D_TRACEBACK=1` in the environment prints the full traceback before those lines (the statuses stay the same), as
-for the `tfrecord_tools` commands. Flag errors are absl's (`FATAL Flags parsing error: ...`, status 1).
+A user's mistake or a broken environment (a bad flag, a missing or unreadable file, a full disk, a folder in use)
+ends a command with one line on stderr, `error: <file>: <problem>`, and the command's error status (1 for the
+official_d3d commands; the tfrecord_tools commands use 2, as 1 means "some videos skipped" there). Ctrl-C ends it
+with `interrupted: <what to do>` and status 130. Any other exception is a bug: its traceback is printed, then its
+`error:` line, and the status is the error status, never one that means success. `D3D_TRACEBACK=1` in the environment
+prints the traceback of expected errors and Ctrl-C too (the statuses stay the same).
 """
 
 import os
 import sys
 import traceback
-from typing import Any, Callable, List, Sequence, Type
+from typing import Any, Callable, List, NoReturn, Sequence, Type
 
 from absl import app
+from absl import flags
+import tensorflow as tf
 
 TRACEBACK_VARIABLE = 'D3D_TRACEBACK'
+EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+# Errors of the machine rather than of the program; their messages name the file and the problem.
+ENVIRONMENT_ERRORS = (OSError, ImportError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+                      tf.errors.ResourceExhaustedError, tf.errors.DataLossError, tf.errors.UnavailableError)
 
 
 def traceback_requested() -> bool:
-  """Whether `D3D_TRACEBACK` asks for full tracebacks (set, and neither empty nor 0)."""
+  """Whether `D3D_TRACEBACK` asks for tracebacks along with the one-line errors (set, and neither empty nor 0)."""
   return os.environ.get(TRACEBACK_VARIABLE, '') not in ('', '0')
 
 
-def _print_traceback_if_requested() -> None:
-  """Prints the traceback of the exception being handled, if D3D_TRACEBACK asks for it."""
-  if traceback_requested():
+def error_reason(error: BaseException) -> str:
+  """The problem an OS or TensorFlow I/O error reports, without the file name or the op around it."""
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  if isinstance(error, tf.errors.OpError):
+    text = error.message.split('}}')[-1].split(' [Op:')[0].strip()
+    return text.rsplit('; ', 1)[-1]  # TensorFlow's file errors read '<path>; <problem>'
+  return str(error)
+
+
+def describe(error: BaseException) -> str:
+  """One line naming the file (where the error knows it) and the problem."""
+  if isinstance(error, OSError) and error.filename:
+    return f'{error.filename}: {error_reason(error)}'
+  if isinstance(error, tf.errors.OpError):
+    return error.message.split('\n')[0].replace('; ', ': ', 1)
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+def run(command: Callable[[], Any], expected_errors: Sequence[Type[BaseException]], interrupted: str = '',
+        error_status: int = EXIT_ERROR) -> int:
+  """Runs `command` and returns the exit status: its own (None: 0), or as the module docstring says on errors."""
+  try:
+    return command() or EXIT_OK
+  except KeyboardInterrupt:
+    if traceback_requested():
+      traceback.print_exc()
+    sys.stderr.write(f'interrupted: {interrupted}\n' if interrupted else 'interrupted\n')
+    return EXIT_INTERRUPTED
+  except tuple(expected_errors) + ENVIRONMENT_ERRORS as error:
+    if traceback_requested():
+      traceback.print_exc()
+    sys.stderr.write(f'error: {describe(error)}\n')
+    return error_status
+  except Exception as error:  # pylint: disable=broad-except
     traceback.print_exc()
+    sys.stderr.write(f'error: {type(error).__name__}: {describe(error)} (a bug: the traceback above is for '
+                     'reporting it)\n')
+    return error_status
 
 
-def error_line(error: BaseException) -> str:
-  """`error: <message>` on one line, whatever line breaks the message has; `<file>: <problem>` for an OSError that
-  the operating system raised."""
-  if isinstance(error, OSError) and error.filename and error.strerror:
-    message = f'{error.filename}: {error.strerror}'
-  else:
-    message = ' '.join(str(error).split()) or type(error).__name__
-  return f'error: {message}'
+def flags_parser(error_status: int = EXIT_ERROR) -> Callable[[Sequence[str]], List[str]]:
+  """absl's flag parsing for `app.run`, with a bad flag or a stray argument answered by one line and `error_status`."""
+
+  def exit_with_error(message: str) -> NoReturn:
+    sys.stderr.write(f'error: {message}\n')
+    sys.exit(error_status)
+
+  def parse(argv: Sequence[str]) -> List[str]:
+    try:
+      remaining = flags.FLAGS(argv)
+    except flags.Error as error:
+      exit_with_error(f'{error} (--helpfull lists the flags)')
+    if len(remaining) > 1:
+      exit_with_error(f'unexpected arguments {remaining[1:]} (flags take the form --name=value)')
+    return remaining
+
+  return parse
 
 
 def run_main(main: Callable[[List[str]], Any], expected_errors: Sequence[Type[BaseException]],
-             interrupted: str = 'stopped before the end') -> None:
-  """Runs `main` as `absl.app.run(main)` does; ends the process with the statuses of this module's docstring.
-
-  Args:
-    main: the absl main function (takes the arguments left after flag parsing).
-    expected_errors: exception types whose message is all a user needs: printed as one `error:` line, status 1.
-    interrupted: what the user should know after Ctrl-C (e.g. what was kept), printed as `interrupted: ...`.
-  """
-  expected_errors = tuple(expected_errors)
-
-  def main_with_one_line_errors(argv: List[str]) -> Any:
-    try:
-      return main(argv)
-    except KeyboardInterrupt:
-      _print_traceback_if_requested()
-      print(f'interrupted: {interrupted}', file=sys.stderr)
-      sys.exit(EXIT_INTERRUPTED)
-    except expected_errors as error:
-      _print_traceback_if_requested()
-      print(error_line(error), file=sys.stderr)
-      sys.exit(EXIT_ERROR)
-
-  app.run(main_with_one_line_errors)
+             interrupted: str = '', error_status: int = EXIT_ERROR) -> NoReturn:
+  """`absl.app.run(main)` with the error lines and statuses of this module's docstring."""
+  app.run(lambda argv: run(lambda: main(argv), expected_errors, interrupted, error_status),
+          flags_parser=flags_parser(error_status))

@@ -25,21 +25,22 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
+from official_d3d import cli
 from official_d3d import export_saved_model
+from official_d3d import folder_lock
 from official_d3d import train
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
+from official_d3d.dataloaders import video_input
 from official_d3d.ops import flow_quantization
 from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
@@ -645,19 +646,17 @@ def config_from_flags() -> DemoConfig:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv  # the flags parser refuses arguments that are not flags
   try:
     seeds = [int(seed) for seed in FLAGS.seed]
   except ValueError:
-    raise app.UsageError(f'--seed takes comma-separated integers, got {",".join(FLAGS.seed)}') from None
+    raise d3d_config.ConfigError(f'--seed takes comma-separated integers, got {",".join(FLAGS.seed)}') from None
   # TensorFlow's INFO lines (one per SavedModel function, per checkpoint) would drown the demo's progress lines.
   tf.get_logger().setLevel('WARNING')
-  try:
-    run_seeds(config_from_flags(), seeds)
-  except (d3d_config.ConfigError, FileNotFoundError) as error:  # The user's to fix: no traceback.
-    sys.exit(f'error: {error}')
+  run_seeds(config_from_flags(), seeds)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main, (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError,
+                      folder_lock.FolderLockedError, train.TrainingDivergedError),
+               interrupted='rerun the same command to resume: finished steps are kept')

@@ -23,9 +23,10 @@ Each returns `logits` float32 [batch, classes], `probabilities` float32 [batch, 
 [batch, k] and `top_k_labels` string [batch, k] (class names from the label map, stored as `assets/label_map.txt`).
 
 Inside the graph, each video goes through the evaluation preprocessing, built from the same `video_ops` functions:
-the centre clip of `num_frames` frames at the training stride (short videos loop), frames normalised to [-1, 1], short
-side resized to `resize`, centre crop of `crop_size`. Any frame count >= 1 and any frame size are accepted. The
-input shapes are left open in the signatures so that every runtime (TF Serving, `saved_model_cli`, Python) reaches
+the centre clip of `num_frames` frames at the training stride (short videos loop), frames scaled as the network was
+trained (RGB per `model.pixel_range`: [-1, 1], or [0, 1] for the authors' released checkpoints; flow's +-bound
+pixels to [-1, 1]), short side resized to `resize`, centre crop of `crop_size`. Any frame count >= 1 and any frame
+size are accepted. The input shapes are left open in the signatures so that every runtime (TF Serving, `saved_model_cli`, Python) reaches
 the in-graph checks, whose errors say what was expected: a wrong rank, channel count, no frames, undecodable images.
 """
 
@@ -97,7 +98,7 @@ def clip_indices(num_video_frames, data_config: d3d_config.DataConfig) -> tf.Ten
 
 
 def centre_view(clip, data_config: d3d_config.DataConfig, modality: video_input.Modality) -> tf.Tensor:
-  """Float `[T, H, W, C]` in [-1, 1] -> the network's `[num_frames, crop, crop, C]`: short side resized, centre crop."""
+  """Normalised float `[T, H, W, C]` -> the network's `[num_frames, crop, crop, C]`: short side resized, centre crop."""
   clip = video_ops.resize_short_side(clip, data_config.eval_resize, modality.is_flow)
   clip = video_ops.center_crop(clip, data_config.crop_size)
   return tf.ensure_shape(clip, [data_config.num_frames, data_config.crop_size, data_config.crop_size,
@@ -156,11 +157,12 @@ class ServingGraph:
   """The preprocessing and prediction of the three signatures, around one trained network."""
 
   def __init__(self, network: keras.Model, modality: str, data_config: d3d_config.DataConfig, top_k: int,
-               class_names: tf.lookup.StaticHashTable):
+               class_names: tf.lookup.StaticHashTable, pixel_range: str):
     self.network = network
     self.modality_name = modality
     self.modality = video_input.MODALITIES[modality]
     self.data_config = data_config
+    self.pixel_range = pixel_range
     self.top_k = min(top_k, network.num_classes)
     self.class_names = class_names
     # One traced function that the three signatures call: the SavedModel holds the network's graph once.
@@ -182,13 +184,14 @@ class ServingGraph:
   def video_clip(self, video) -> tf.Tensor:
     """uint8 `[T, H, W, 3]` -> the network's clip."""
     indices = clip_indices(tf.shape(video)[0], self.data_config)
-    clip = video_ops.normalize_frames(tf.gather(video, indices), self.modality.is_flow)
+    clip = video_ops.normalize_frames(tf.gather(video, indices), self.modality.is_flow,
+                                      d3d_config.PIXEL_RANGES[self.pixel_range])
     return centre_view(clip, self.data_config, self.modality)
 
   def encoded_clip(self, encoded) -> tf.Tensor:
     """Encoded frames `[T]` -> the network's clip; only the sampled frames are decoded, as in evaluation."""
     indices = clip_indices(tf.shape(encoded)[0], self.data_config)
-    clip = video_input.decode_clip(encoded, indices, self.modality)
+    clip = video_input.decode_clip(encoded, indices, self.modality, self.pixel_range)
     return centre_view(clip, self.data_config, self.modality)
 
   def serve_video(self, video) -> Dict[str, tf.Tensor]:
@@ -218,8 +221,10 @@ class ServingGraph:
 
 
 def build_serving_module(network: keras.Model, modality: str, data_config: d3d_config.DataConfig, top_k: int,
-                         label_map_path: str) -> Tuple[tf.Module, Dict[str, Callable]]:
+                         label_map_path: str, pixel_range: str) -> Tuple[tf.Module, Dict[str, Callable]]:
   """(a tf.Module holding the network's variables and the label map asset, {signature name: concrete function}).
+
+  RGB frames are scaled to the network's `pixel_range` (`model.pixel_range` of its run), as in its training.
 
   Only the network's tf.Variables are tracked, not the Keras object graph: the SavedModel needs nothing else and
   saves faster. They must be the tf.Variables the functions capture (`.value` of a Keras variable), not their Keras
@@ -232,7 +237,7 @@ def build_serving_module(network: keras.Model, modality: str, data_config: d3d_c
       tf.lookup.TextFileInitializer(module.label_map, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
                                     tf.lookup.TextFileIndex.WHOLE_LINE),
       default_value='')
-  graph = ServingGraph(network, modality, data_config, top_k, module.class_names)
+  graph = ServingGraph(network, modality, data_config, top_k, module.class_names, pixel_range)
   specs = {
       VIDEO_SIGNATURE: (graph.serve_video, tf.TensorSpec(None, tf.uint8, name=video_input_name(modality))),
       JPEG_SIGNATURE: (graph.serve_jpeg, tf.TensorSpec(None, tf.string, name=JPEG_INPUT)),
@@ -334,7 +339,8 @@ def export_network(network: keras.Model, config: d3d_config.ExperimentConfig, ex
     with tempfile.TemporaryDirectory() as assets:
       asset_path = os.path.join(assets, LABEL_MAP_ASSET)
       label_map.write_label_map(class_names, asset_path)
-      module, signatures = build_serving_module(network, modality, data_config, serving.top_k, asset_path)
+      module, signatures = build_serving_module(network, modality, data_config, serving.top_k, asset_path,
+                                                config.model.pixel_range)
       tf.saved_model.save(module, staging, signatures=signatures)
     tf.io.gfile.rename(staging, path)
   finally:

@@ -22,15 +22,14 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
 from typing import Dict, Optional, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import keras
 import tensorflow as tf
 
+from official_d3d import cli
 from official_d3d import evaluation
 from official_d3d import folder_lock
 from official_d3d.configs import d3d_config
@@ -128,6 +127,16 @@ def check_data(config: d3d_config.ExperimentConfig, mode: str) -> None:
   if mode != 'train' or config.train.eval_interval:
     video_input.check_first_record(config.data.eval_pattern, 'eval_pattern',
                                    (factory.stream_modality(config.stream),))
+
+
+def make_model_dir(model_dir: str) -> None:
+  """Creates model_dir; raises ConfigError when it is a file or cannot be made."""
+  if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+    raise d3d_config.ConfigError(f'model_dir {model_dir} is a file, not a folder')
+  try:
+    tf.io.gfile.makedirs(model_dir)
+  except tf.errors.OpError as error:
+    raise d3d_config.ConfigError(f'model_dir {model_dir} cannot be made ({cli.error_reason(error)})') from None
 
 
 class TrainingDivergedError(RuntimeError):
@@ -338,6 +347,8 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
     check_saved_config(config, allowed=(), checked=NETWORK_SETTINGS)
   check_data(config, mode)
   holds_model_dir = training and is_chief(strategy)
+  if holds_model_dir:
+    make_model_dir(config.model_dir)
   with folder_lock.hold(config.model_dir, 'training') if holds_model_dir else contextlib.nullcontext():
     with named_data_errors(config):
       return _run(config, mode, strategy, callbacks)
@@ -439,15 +450,13 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> d3d_config
 
 def main(argv):
   del argv  # Everything comes in through flags.
-  try:
-    results = run_experiment(config_from_flags(), flags.FLAGS.mode)
-  except (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError, folder_lock.FolderLockedError,
-          TrainingDivergedError) as error:  # The user's to fix: no traceback.
-    sys.exit(f'error: {error}')
+  results = run_experiment(config_from_flags(), flags.FLAGS.mode)
   if 'eval' in results:
     logging.info('Evaluation: %s', {k: v for k, v in results['eval'].items() if k != 'per_class_accuracy'})
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_main(main, (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError,
+                      folder_lock.FolderLockedError, TrainingDivergedError),
+               interrupted='rerun the same command to resume from the last checkpoint')

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import synthetic_videos
+from official_d3d import folder_lock
 from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
 from official_d3d.ops import flow_quantization
@@ -208,7 +209,7 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   config = dataclasses.replace(clean_config, output_dir=str(tmp_path / 'killed'))
   output_dir = pathlib.Path(config.output_dir)
   first = run_cli(cli_args(config), start_new_session=True)
-  lock = output_dir / convert_lib.LOCK_FILENAME
+  lock = output_dir / folder_lock.LOCK_FILENAME
   wait_for(lambda: lock.exists() and f'pid {first.pid} ' in lock.read_text(), first)
   os.killpg(first.pid, signal.SIGSTOP)  # alive and holding the folder, until the second run has been answered
 
@@ -216,8 +217,8 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   _, stderr = second.communicate(timeout=120)
 
   assert second.returncode == cli.EXIT_ERROR
-  assert error_lines(stderr) == [f'error: output folder {output_dir} is in use by another conversion (pid {first.pid} '
-                                 f'on {socket.gethostname()}); wait for it to end, or use another --output_dir']
+  assert error_lines(stderr) == [f'error: output folder {output_dir} is in use by a running conversion (pid {first.pid} '
+                                 f'on {socket.gethostname()}): wait for it to end, or use another folder']
   os.killpg(first.pid, signal.SIGCONT)
   first_shard = pathlib.Path(convert_lib.shard_paths(config.output_dir, 'clips', 6)[0])
   wait_for(first_shard.exists, first)
@@ -231,7 +232,7 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   assert read_shards(config.output_dir, 'clips', 6) == clean  # every video once, byte for byte
   assert report['videos_written'] == 6 and report['frames_written'] == 30
   assert report['frames_this_run'] < 30  # the shards finished before the kill were kept
-  assert [name for name in _state_files(output_dir) if not name.endswith('.done.json')] == [convert_lib.LOCK_FILENAME]
+  assert [name for name in _state_files(output_dir) if not name.endswith('.done.json')] == [folder_lock.LOCK_FILENAME]
 
 
 def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips):

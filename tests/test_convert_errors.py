@@ -13,7 +13,9 @@ import subprocess
 import pytest
 
 import test_convert
+from official_d3d import cli as command_line
 from official_d3d.dataloaders import schema
+
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
@@ -175,9 +177,10 @@ def test_errors_are_one_line_unless_d3d_traceback_asks_for_the_traceback(monkeyp
   def command():
     raise error
 
-  monkeypatch.setenv(cli.TRACEBACK_VARIABLE, traceback_variable)
+  monkeypatch.setenv(command_line.TRACEBACK_VARIABLE, traceback_variable)
 
-  assert cli.run(command, (convert_lib.ConversionError,), 'rerun the same command to resume') == status
+  assert command_line.run(command, (convert_lib.ConversionError,), 'rerun the same command to resume',
+                          error_status=cli.EXIT_ERROR) == status
   stderr = capsys.readouterr().err
   assert stderr.splitlines()[-1] == last_line
   bug = isinstance(error, ZeroDivisionError)

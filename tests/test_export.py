@@ -28,6 +28,7 @@ from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
+from official_d3d.tools import import_slim_checkpoint as importer
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
@@ -120,8 +121,8 @@ def student_signatures(student_export):
   return tf.saved_model.load(student_export).signatures
 
 
-def evaluation_outputs(model_dir, videos, tmp_path, modality='rgb', **data_overrides):
-  """(logits, probabilities) of the run's network on one centre view per video, through the evaluation pipeline."""
+def evaluation_views(model_dir, videos, tmp_path, modality='rgb', **data_overrides):
+  """(the run's network, one centre view per video `[N, 1, T, S, S, C]` from the evaluation pipeline)."""
   network, config = factory.load_inference_network(model_dir)
   records = str(tmp_path / f'eval_{modality}.tfrecord')
   with tf.io.TFRecordWriter(records) as writer:
@@ -129,8 +130,14 @@ def evaluation_outputs(model_dir, videos, tmp_path, modality='rgb', **data_overr
       writer.write(video.sequence_example)
   data_config = dataclasses.replace(config.data, eval_pattern=records, num_eval_clips=1, num_eval_crops=1,
                                     eval_batch_size=len(videos), **data_overrides)
-  features, _ = next(iter(video_input.build_eval_dataset(data_config, (modality,))))
-  views = features[modality]
+  features, _ = next(iter(video_input.build_eval_dataset(data_config, (modality,),
+                                                         pixel_range=config.model.pixel_range)))
+  return network, features[modality]
+
+
+def evaluation_outputs(model_dir, videos, tmp_path, modality='rgb', **data_overrides):
+  """(logits, probabilities) of the run's network on one centre view per video, through the evaluation pipeline."""
+  network, views = evaluation_views(model_dir, videos, tmp_path, modality, **data_overrides)
   logits = network(views[:, 0], training=False)['logits'].numpy()
   return logits, evaluation.multi_view_probabilities(network, views).numpy()
 
@@ -174,6 +181,28 @@ def test_fresh_tensorflow_process_gives_the_evaluation_predictions(student_expor
       np.testing.assert_allclose(prediction['logits'], logits[i], **TOLERANCE, err_msg=f'{signature} video {i}')
       np.testing.assert_allclose(prediction['probabilities'], probabilities[i], **TOLERANCE)
       check_top_k(prediction['top_k_indices'], prediction['top_k_labels'], probabilities[i])
+
+
+def test_imported_released_weights_are_served_on_their_own_pixel_range(runs, videos, tmp_path):
+  """Released checkpoints were fed image / 255: imported, exported and served, they still are."""
+  student, _ = factory.load_inference_network(runs.d3d_dir)
+  checkpoint = importer.write_slim_checkpoint(student, str(tmp_path / 'slim' / 'model.ckpt'))
+  weights = tmp_path / 'imported' / 'd3d.weights.h5'
+  process = subprocess.run([sys.executable, '-m', 'official_d3d.tools.import_slim_checkpoint',
+                            f'--checkpoint={checkpoint}', f'--output={weights}', '--depth_multiplier=0.1',
+                            '--min_depth=8'], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert process.returncode == 0, process.stderr[-3000:]
+  serving = export_saved_model.ServingConfig(num_frames=4, crop_size=32, resize=40)
+  version = export_saved_model.export(str(weights), str(tmp_path / 'serving'), serving=serving,
+                                      label_map_path=runs.records['label_map'])
+  served = tf.saved_model.load(version).signatures['serve_jpeg'](frames=tf.constant([videos[0].jpegs]))
+
+  imported, views = evaluation_views(str(weights), videos[:1], tmp_path, num_frames=4, crop_size=32, eval_resize=40)
+  assert float(tf.reduce_min(views)) >= 0.0  # [0, 1], as the importer's .json says
+  logits = imported(views[:, 0], training=False)['logits'].numpy()
+  np.testing.assert_allclose(served['logits'].numpy()[0], logits[0], **TOLERANCE)
+  on_minus_one_to_one = imported(views[:, 0] * 2.0 - 1.0, training=False)['logits'].numpy()
+  assert np.abs(on_minus_one_to_one[0] - logits[0]).max() > 0.1, 'the test must tell the two ranges apart'
 
 
 def test_a_batch_is_answered_video_by_video(student_signatures, videos):

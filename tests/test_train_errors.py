@@ -92,6 +92,7 @@ def test_a_failed_start_leaves_the_model_dir_free_for_the_corrected_command(reco
 
 def test_a_model_dir_held_by_a_live_training_is_refused(records, tmp_path):
   model_dir = tmp_path / 'busy'
+  model_dir.mkdir()
   with folder_lock.hold(str(model_dir), 'training'):
     process = run_train(model_dir, records)
   assert_one_error_line(process, f'{model_dir} is in use by a running training (pid {os.getpid()}')

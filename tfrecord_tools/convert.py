@@ -13,7 +13,6 @@ D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C (rerun the same command to re
 import dataclasses
 import json
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -130,11 +129,11 @@ def convert() -> int:
 
 
 def main(argv):
-  del argv  # cli.parse_flags refuses arguments that are not flags
-  return cli.run(convert, user_errors=(ValueError, manifests.ManifestError, convert_lib.ConversionError),
-                 interrupted_hint='rerun the same command to resume')
+  del argv  # the flags parser refuses arguments that are not flags
+  return convert()
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_main(main, (ValueError, manifests.ManifestError, convert_lib.ConversionError),
+               interrupted='rerun the same command to resume')

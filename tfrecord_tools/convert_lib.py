@@ -2,7 +2,7 @@
 
 The local driver runs the per-video function in a process pool and writes shards one after the other:
 
-- One conversion at a time per output folder: a run holds a lock on `<output_dir>/.convert.lock`, which the OS
+- One conversion at a time per output folder: a run holds a lock on `<output_dir>/.lock`, which the OS
   releases when the run ends however it ends (even killed), and a second run into the folder is refused.
 - Videos are sorted by media id and cut into `num_shards` contiguous blocks, so a video's shard never changes.
 - A shard is written to a hidden temporary file of its own process, then its completion marker (a hidden
@@ -18,7 +18,6 @@ Bad videos are skipped and listed, with their reason, in `<name>.report.json`.
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import itertools
 import json
@@ -26,7 +25,6 @@ import multiprocessing
 import os
 import secrets
 import signal
-import socket
 import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -36,14 +34,14 @@ import tensorflow as tf
 import tqdm
 from absl import logging
 
+from official_d3d import cli
+from official_d3d import folder_lock
 from official_d3d.dataloaders import label_map
-from tfrecord_tools import cli
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
 from tfrecord_tools import video_io
 
-LOCK_FILENAME = '.convert.lock'
 _SETTINGS_FORMAT = 1
 _TEMPORARY_SUFFIX = '.incomplete'
 _READ_CHUNK_BYTES = 16 << 20
@@ -251,35 +249,18 @@ def _make_output_folder(output_dir: str) -> None:
 
 @contextlib.contextmanager
 def output_folder_lock(output_dir: str) -> Iterator[None]:
-  """Holds `output_dir` for one conversion: the OS releases the lock when the process ends, however it ends.
+  """Makes `output_dir` and holds it for one conversion (`official_d3d.folder_lock`: the OS releases the lock when
+  the process ends, however it ends; remote folders have no locks).
 
   Raises:
-    ConversionSetupError: another live conversion holds the folder, or the folder cannot be made or written.
-
-  Remote folders (gs://...) have no file locks: there, one conversion at a time is up to the user.
+    ConversionSetupError: another live conversion holds the folder, or the folder cannot be made or locked.
   """
   _make_output_folder(output_dir)
-  if '://' in output_dir:
-    yield
-    return
   try:
-    lock_file = open(os.path.join(output_dir, LOCK_FILENAME), 'a+', encoding='utf-8')
-  except OSError as error:
-    raise ConversionSetupError(f'output folder {output_dir} is not writable ({error.strerror})') from None
-  with lock_file:
-    try:
-      fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      lock_file.seek(0)
-      holder = lock_file.read().strip() or 'a process that has not said which'
-      raise ConversionSetupError(f'output folder {output_dir} is in use by another conversion ({holder}); wait '
-                                 'for it to end, or use another --output_dir') from None
-    except OSError as error:  # a file system without locks
-      raise ConversionSetupError(f'output folder {output_dir} cannot be locked ({error.strerror})') from None
-    lock_file.truncate(0)
-    lock_file.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
-    lock_file.flush()
-    yield
+    with folder_lock.hold(output_dir, 'conversion'):
+      yield
+  except folder_lock.FolderLockedError as error:
+    raise ConversionSetupError(f'output folder {error}') from None
 
 
 def prepare_job(config: ConversionConfig) -> Job:

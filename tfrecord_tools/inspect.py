@@ -27,7 +27,6 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 from google.protobuf import message
 
@@ -379,10 +378,10 @@ def inspect_records() -> int:
 
 
 def main(argv):
-  del argv  # cli.parse_flags refuses arguments that are not flags
-  return cli.run(inspect_records, user_errors=(InspectError, ValueError))
+  del argv  # the flags parser refuses arguments that are not flags
+  return inspect_records()
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_main(main, (InspectError, ValueError))

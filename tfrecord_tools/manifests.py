@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import tensorflow as tf
 
-from tfrecord_tools import cli
+from official_d3d import cli
 
 SOURCES = ('csv', 'folder', 'ucf101', 'hmdb51', 'kinetics')
 SUBSETS = ('train', 'test')
