@@ -24,6 +24,7 @@ Layout of `--output_dir` (with several seeds, one such folder per seed, `seed_<N
 import dataclasses
 import json
 import os
+import platform
 import statistics
 import time
 from typing import Dict, List, Sequence, Tuple
@@ -36,11 +37,9 @@ import tensorflow as tf
 
 from official_d3d import cli
 from official_d3d import export_saved_model
-from official_d3d import folder_lock
 from official_d3d import train
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
-from official_d3d.dataloaders import video_input
 from official_d3d.ops import flow_quantization
 from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
@@ -525,6 +524,23 @@ def next_commands(config: DemoConfig, paths: DemoPaths) -> List[str]:
   ]
 
 
+def machine_description() -> Dict[str, object]:
+  """What a seed's figures depend on beyond the seed: the floating-point rounding of XLA's and oneDNN's CPU kernels
+  follows the instruction sets they compile for, so another CPU gives other (equally valid) accuracies."""
+  flags_line, model = '', platform.processor()
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          model = value.strip()
+        elif key.strip() == 'flags':
+          flags_line = value
+  return {'cpu': model, 'cores': os.cpu_count(), 'tensorflow': tf.__version__,
+          'instruction_sets': sorted(set(flags_line.split()) & {'avx', 'avx2', 'fma', 'avx512f', 'amx_tile'}),
+          'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''), 'ONEDNN_MAX_CPU_ISA': os.environ.get('ONEDNN_MAX_CPU_ISA', '')}
+
+
 def run_demo(config: DemoConfig) -> dict:
   """Runs (or resumes) the whole demo in `config.output_dir`; prints the table and returns the results."""
   paths = DemoPaths(config.output_dir)
@@ -545,6 +561,7 @@ def run_demo(config: DemoConfig) -> dict:
   class_names = label_map.read_label_map(paths.label_map)
   results = {
       'seed': config.seed,
+      'machine': machine_description(),
       'config': _as_json(dataclasses.asdict(config)),
       'top_1': {name: metrics[name]['top_1'] for name in ACCURACY_NAMES},
       'top_5': {name: metrics[name]['top_5'] for name in ACCURACY_NAMES},
@@ -657,6 +674,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run_main(main, (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError,
-                      folder_lock.FolderLockedError, train.TrainingDivergedError),
-               interrupted='rerun the same command to resume: finished steps are kept')
+  cli.run_main(main, train.USER_ERRORS, interrupted='rerun the same command to resume: finished steps are kept')

@@ -391,5 +391,5 @@ def main(argv):
 if __name__ == '__main__':
   define_flags()
   # OSError: a missing model_dir, checkpoint, config.json or label map, an existing version, a file system refusing.
-  cli.run_main(main, (d3d_config.ConfigError, ExportError, OSError),
+  cli.run_main(main, (d3d_config.ConfigError, label_map.LabelMapError, ExportError),
                interrupted='nothing half-written is left (a version folder appears only once complete)')

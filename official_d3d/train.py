@@ -143,6 +143,11 @@ class TrainingDivergedError(RuntimeError):
   """The loss or the weights stopped being finite: training cannot recover, and nothing after it is saved."""
 
 
+# What stops a run with one `error:` line: settings, data or a run that are the user's to fix.
+USER_ERRORS = (d3d_config.ConfigError, label_map.LabelMapError, video_input.RecordError, folder_lock.FolderLockedError,
+               TrainingDivergedError)
+
+
 @contextlib.contextmanager
 def named_data_errors(config: d3d_config.ExperimentConfig):
   """Turns TensorFlow's errors about bad records into a RecordError naming the file (and video)."""
@@ -457,6 +462,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  cli.run_main(main, (d3d_config.ConfigError, FileNotFoundError, video_input.RecordError,
-                      folder_lock.FolderLockedError, TrainingDivergedError),
-               interrupted='rerun the same command to resume from the last checkpoint')
+  cli.run_main(main, USER_ERRORS, interrupted='rerun the same command to resume from the last checkpoint')

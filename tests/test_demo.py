@@ -61,6 +61,8 @@ def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
     saved = json.load(f)
   assert saved['top_1'] == results['top_1']
   assert set(saved['top_1']) == set(demo.ACCURACY_NAMES)
+  # The machine a seed's figures depend on (CPU, cores, instruction sets) is recorded with them.
+  assert saved['machine']['cores'] == os.cpu_count() and saved['machine']['tensorflow'] == tf.__version__
   num_test = len(config.dataset.classes) * config.dataset.videos_per_class_test
   assert saved['num_test_videos'] == num_test
   for name, accuracy in saved['top_1'].items():

@@ -306,20 +306,12 @@ def test_ctrl_c_interrupts_a_client_waiting_for_its_server(silent_server, bikes_
   assert 'interrupted: no prediction was made' in stderr.splitlines() and 'Traceback' not in stderr
 
 
-class ServingErrorREST(http.server.BaseHTTPRequestHandler):
+class ServingErrorREST(TFServingREST):
   """TF Serving's REST answer to a request it refuses: HTTP 400 and {"error": ...}."""
   error = 'serve_jpeg: frames must be string [batch, frames] of encoded images: expected rank 2; got shape [3]'
 
   def do_POST(self):  # pylint: disable=invalid-name  (http.server's method name)
-    data = json.dumps({'error': self.error}).encode()
-    self.send_response(400)
-    self.send_header('Content-Type', 'application/json')
-    self.send_header('Content-Length', str(len(data)))
-    self.end_headers()
-    self.wfile.write(data)
-
-  def log_message(self, *args):  # quiet
-    del args
+    self._reply(400, {'error': self.error})
 
 
 def test_client_shows_the_error_a_rest_server_answers(bikes_video):

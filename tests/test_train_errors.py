@@ -5,8 +5,10 @@ Every case runs the command line on tiny real records, as a user would meet it.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +116,21 @@ def test_a_truncated_shard_is_named(records, tmp_path):
   copied = {name: str(copy / os.path.basename(path)) for name, path in records.items()}
   process = run_train(tmp_path / 'run', copied)
   assert_one_error_line(process, f'{shard}: record 2 is corrupt or truncated')
+
+
+def test_ctrl_c_says_how_to_resume_and_the_same_command_resumes(records, tmp_path):
+  model_dir = tmp_path / 'run'
+  command = train_command(model_dir, records, '--train_steps=40', '--learning_rate=0.01')
+  process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not (model_dir / 'ckpt-2.index').exists() and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr[-3000:]
+  assert stderr.splitlines()[-1] == 'interrupted: rerun the same command to resume from the last checkpoint'
+  assert 'Traceback' not in stderr
+
+  resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resumed from' in resumed.stderr and (model_dir / 'ckpt-40.index').exists()

@@ -225,6 +225,9 @@ def load(model_dir: str) -> ExperimentConfig:
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{path} not found: is {model_dir} the model_dir of a training run?')
   with tf.io.gfile.GFile(path) as f:
-    values = json.load(f)
+    try:
+      values = json.load(f)
+    except json.JSONDecodeError as error:
+      raise ConfigError(f'{path} is not a valid config ({error}): restore it, or use a new model_dir') from None
   values.get('model', {}).setdefault('pixel_range', DEFAULT_PIXEL_RANGE)
   return from_dict(values)

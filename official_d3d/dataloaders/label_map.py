@@ -10,6 +10,10 @@ import tensorflow as tf
 FILENAME = 'label_map.txt'
 
 
+class LabelMapError(ValueError):
+  """A label map that cannot be used (the message names the file)."""
+
+
 def write_label_map(class_names: Sequence[str], path: str) -> None:
   for name in class_names:
     if not name or '\n' in name:
@@ -26,5 +30,5 @@ def read_label_map(path: str) -> List[str]:
   with tf.io.gfile.GFile(path) as f:
     names = [line.rstrip('\n') for line in f]
   if not names or any(not n for n in names):
-    raise ValueError(f'label map {path} is empty or has a blank line')
+    raise LabelMapError(f'label map {path} is empty or has a blank line')
   return names

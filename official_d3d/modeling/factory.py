@@ -126,13 +126,14 @@ def restore_weights(network: keras.Model, prefix: str) -> None:
   mismatch = f'checkpoint {prefix} does not match the network its config.json describes'
   num_saved = sum(name.startswith('network/') for name, _ in tf.train.list_variables(prefix))
   if num_saved != len(network.weights):
-    raise ValueError(f'{mismatch}: it holds {num_saved} network weights, the network has {len(network.weights)}')
+    raise d3d_config.ConfigError(f'{mismatch}: it holds {num_saved} network weights, the network has '
+                                 f'{len(network.weights)}')
   status = tf.train.Checkpoint(network=network_checkpoint(network)).restore(prefix)
   status.expect_partial()
   try:
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
-    raise ValueError(f'{mismatch}: {error}') from error
+    raise d3d_config.ConfigError(f'{mismatch}: {error}') from error
 
 
 def _imported_network_config(path: str) -> d3d_config.ExperimentConfig:
