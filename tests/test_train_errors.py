@@ -118,10 +118,11 @@ def test_a_truncated_shard_is_named(records, tmp_path):
   assert_one_error_line(process, f'{shard}: record 2 is corrupt or truncated')
 
 
-def test_ctrl_c_says_how_to_resume_and_the_same_command_resumes(records, tmp_path):
+def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(records, tmp_path):
+  """(Resuming from them is test_train's `test_interrupted_run_resumes_from_its_checkpoint_to_the_final_step`.)"""
   model_dir = tmp_path / 'run'
-  command = train_command(model_dir, records, '--train_steps=40', '--learning_rate=0.01')
-  process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+  process = subprocess.Popen(train_command(model_dir, records, '--train_steps=200'), cwd=REPO,
+                             stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 300
   while not (model_dir / 'ckpt-2.index').exists() and process.poll() is None and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -130,7 +131,4 @@ def test_ctrl_c_says_how_to_resume_and_the_same_command_resumes(records, tmp_pat
   assert process.returncode == 130, stderr[-3000:]
   assert stderr.splitlines()[-1] == 'interrupted: rerun the same command to resume from the last checkpoint'
   assert 'Traceback' not in stderr
-
-  resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Resumed from' in resumed.stderr and (model_dir / 'ckpt-40.index').exists()
+  assert (model_dir / 'ckpt-2.index').exists() and (model_dir / 'config.json').exists()
