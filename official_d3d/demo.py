@@ -514,7 +514,8 @@ def next_commands(config: DemoConfig, paths: DemoPaths) -> List[str]:
   first_class = config.dataset.classes[0]
   video = os.path.join(paths.videos, 'test', first_class, f'{first_class}_000{config.dataset.extension}')
   return [
-      f'python -m tfrecord_tools.inspect --records={paths.record_pattern("test")} --output_dir={paths.join("inspect")}',
+      f'python -m tfrecord_tools.inspect_records --records={paths.record_pattern("test")} '
+      f'--output_dir={paths.join("inspect")}',
       f'tensorboard --logdir={paths.join("models")}',
       f'python -m official_d3d.serving.client --video={video} --saved_model={paths.export_version("d3d_student")} '
       '--num_frames=0 --short_side=0',

@@ -1,6 +1,6 @@
 r"""Summarises converted video records and draws pictures of their RGB frames beside their optical flow.
 
-  python -m tfrecord_tools.inspect --records="records/ucf101/train-*.tfrecord" \
+  python -m tfrecord_tools.inspect_records --records="records/ucf101/train-*.tfrecord" \
       --label_map=records/ucf101/label_map.txt --output_dir=/tmp/inspect
 
 Prints the number of records and shards, videos per class, frames per video, frame sizes and rates, and how flow is

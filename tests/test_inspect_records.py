@@ -1,4 +1,4 @@
-"""`tfrecord_tools.inspect` on records converted from real videos and a video with known motion."""
+"""`tfrecord_tools.inspect_records` on records converted from real videos and a video with known motion."""
 
 import pathlib
 import shutil
@@ -16,7 +16,7 @@ from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import schema
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
-from tfrecord_tools import inspect
+from tfrecord_tools import inspect_records
 from tfrecord_tools import manifests
 from tfrecord_tools import video_io
 
@@ -47,7 +47,7 @@ def records(tmp_path_factory, bikes_video, bunny_video):
 
 
 def run_inspect(*args):
-  return subprocess.run([sys.executable, '-m', 'tfrecord_tools.inspect', *args], cwd=REPO_ROOT,
+  return subprocess.run([sys.executable, '-m', 'tfrecord_tools.inspect_records', *args], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -59,17 +59,17 @@ def error_lines(stderr):
 
 def example_of(records_dir, media_id):
   for path in sorted(records_dir.glob('clips-*.tfrecord')):
-    for _, example in inspect.read_records(str(path)):
+    for _, example in inspect_records.read_records(str(path)):
       if example.context.feature[schema.MEDIA_ID].bytes_list.value[0].decode() == media_id:
         return example
   raise KeyError(media_id)
 
 
 def test_summary_counts_classes_frames_and_sizes(records):
-  paths = inspect.find_shards(str(records / 'clips-*.tfrecord'))
+  paths = inspect_records.find_shards(str(records / 'clips-*.tfrecord'))
   class_names = label_map.read_label_map(str(records / 'label_map.txt')) + ['unused']
 
-  summary = inspect.summarize(paths, class_names)
+  summary = inspect_records.summarize(paths, class_names)
 
   assert len(summary.shards) == 2 and len(summary.videos) == 3
   assert summary.videos_per_class() == [(0, 'bike', 1), (1, 'bunny', 1), (2, 'moving', 1), (3, 'unused', 0)]
@@ -82,7 +82,7 @@ def test_summary_counts_classes_frames_and_sizes(records):
   assert f'Frames per video: min {NUM_FRAMES}, mean {NUM_FRAMES}.0, max {NUM_FRAMES} (18 in all)' in text
   assert '48x85 (1 video)' in text and 'Flow: in 3 of 3 videos; format JPEG (3 videos); bound +-20 px' in text
   # Without a label map the classes are named by the records' own label strings.
-  assert [name for _, name, _ in inspect.summarize(paths).videos_per_class()] == ['bike', 'bunny', 'moving']
+  assert [name for _, name, _ in inspect_records.summarize(paths).videos_per_class()] == ['bike', 'bunny', 'moving']
 
 
 def test_cli_prints_the_summary_and_writes_pictures(records, tmp_path):
@@ -105,7 +105,7 @@ def test_cli_prints_the_summary_and_writes_pictures(records, tmp_path):
 
 
 def test_known_motion_is_drawn_in_its_direction_colour(records):
-  picture = inspect.render_video(example_of(records, 'moving'), frames_per_video=2)
+  picture = inspect_records.render_video(example_of(records, 'moving'), frames_per_video=2)
 
   height, width = FRAME_SIZES['moving']
   assert picture.shape == (3 * height, 2 * width, 3)
@@ -114,7 +114,7 @@ def test_known_motion_is_drawn_in_its_direction_colour(records):
     hsv = cv2.cvtColor(flow_cell.astype(np.float32) / 255, cv2.COLOR_RGB2HSV).reshape(-1, 3)
     hue_from_red = np.minimum(hsv[:, 0], 360 - hsv[:, 0])
     assert np.median(hue_from_red) < 10  # rightward motion is red
-    expected_saturation = MOTION_PIXELS / inspect.full_colour_magnitude(schema.DEFAULT_FLOW_BOUND)
+    expected_saturation = MOTION_PIXELS / inspect_records.full_colour_magnitude(schema.DEFAULT_FLOW_BOUND)
     assert np.median(hsv[:, 1]) == pytest.approx(expected_saturation, abs=0.08)
 
 
@@ -128,13 +128,13 @@ def test_known_motion_is_drawn_in_its_direction_colour(records):
     ((50, 0), (255, 0, 0)),  # beyond the full-colour magnitude: saturated, same hue
 ])
 def test_flow_to_color_maps_directions_to_the_colour_wheel(vector, rgb):
-  color = inspect.flow_to_color(np.array([[vector]], np.float32), full_colour_magnitude=5.0)
+  color = inspect_records.flow_to_color(np.array([[vector]], np.float32), full_colour_magnitude=5.0)
   assert color.dtype == np.uint8 and color.shape == (1, 1, 3)
   np.testing.assert_allclose(color[0, 0], rgb, atol=1)
 
 
 def test_color_wheel_legend():
-  legend = inspect.color_wheel_legend(41, full_colour_magnitude=5.0)
+  legend = inspect_records.color_wheel_legend(41, full_colour_magnitude=5.0)
   assert legend.shape == (41, 41, 3)
   np.testing.assert_array_equal(legend[20, 20], (255, 255, 255))  # centre: zero flow
   np.testing.assert_allclose(legend[20, 40], (255, 0, 0), atol=15)  # right edge: rightward flow, full colour
@@ -143,14 +143,14 @@ def test_color_wheel_legend():
 
 
 def test_picture_frames_spread_over_the_video_but_skip_the_repeated_last_flow():
-  assert inspect.picture_frame_indices(6, 3) == [0, 2, 4]
-  assert inspect.picture_frame_indices(100, 4) == [0, 33, 65, 98]
-  assert inspect.picture_frame_indices(2, 4) == [0]
+  assert inspect_records.picture_frame_indices(6, 3) == [0, 2, 4]
+  assert inspect_records.picture_frame_indices(100, 4) == [0, 33, 65, 98]
+  assert inspect_records.picture_frame_indices(2, 4) == [0]
 
 
 def test_a_glob_that_matches_nothing_is_an_error(tmp_path):
-  with pytest.raises(inspect.InspectError, match='no file matches'):
-    inspect.find_shards(str(tmp_path / 'nothing-*.tfrecord'))
+  with pytest.raises(inspect_records.InspectError, match='no file matches'):
+    inspect_records.find_shards(str(tmp_path / 'nothing-*.tfrecord'))
   process = run_inspect(f'--records={tmp_path}/nothing-*')
   assert process.returncode == cli.EXIT_ERROR
   assert error_lines(process.stderr) == [f"error: no file matches --records='{tmp_path}/nothing-*'"]
@@ -172,10 +172,10 @@ def test_files_that_are_not_tfrecords_of_sequence_examples_are_named(tmp_path, r
                         (stub, 'record 0 at byte 0: truncated: its last 5 bytes are not a whole record header'),
                         (examples, f'record 0 at byte 0: not a video SequenceExample of tfrecord_tools.convert; it '
                                    f'lacks {schema.MEDIA_ID}')):
-    with pytest.raises(inspect.InspectError) as error:
-      inspect.summarize(shards + [str(path)])
+    with pytest.raises(inspect_records.InspectError) as error:
+      inspect_records.summarize(shards + [str(path)])
     assert str(error.value).startswith(f'{path} {problem}')
-    summary = inspect.summarize(shards + [str(path)], skip_corrupt=True)
+    summary = inspect_records.summarize(shards + [str(path)], skip_corrupt=True)
     assert len(summary.videos) == 3 and summary.skipped[str(path)][0].startswith(problem)
 
 
