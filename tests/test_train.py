@@ -1,5 +1,6 @@
 """`python -m official_d3d.train` and `run_experiment` on tiny real records: checkpoints, resume, evaluation."""
 
+import contextlib
 import glob
 import json
 import os
@@ -171,14 +172,89 @@ def test_d3d_needs_a_flow_teacher(records, flow_run, tmp_path):
     train.run_experiment(config, 'train')
 
 
-def parse_flagfile(path, *extra):
+def parse_flags(*argv):
+  """The config and flag values of `python -m official_d3d.train ARGV` run from the repository root, as every
+  documented command is: absl opens the nested --flagfile paths of the experiments from the working directory."""
   flag_values = flags.FlagValues()
   train.define_flags(flag_values)
-  flag_values(['train', f'--flagfile={path}', *extra])
+  with contextlib.chdir(REPO):
+    flag_values(['train', *argv])
   return train.config_from_flags(flag_values), flag_values
 
 
-@pytest.mark.parametrize('name', sorted(os.listdir(EXPERIMENTS)))
+def parse_flagfile(path, *extra):
+  return parse_flags(f'--flagfile={path}', *extra)
+
+
+def expand_flagfile(name):
+  """The flag lines of an experiment flagfile with its nested flagfiles expanded, as absl reads them."""
+  with contextlib.chdir(REPO):
+    return flags.FlagValues().read_flags_from_files([f'--flagfile={os.path.join(EXPERIMENTS, name)}'])
+
+
+FLAGFILES = sorted(name for name in os.listdir(EXPERIMENTS) if name.endswith('.flags'))
+BASES = [name for name in FLAGFILES if name.startswith('base_')]  # shared settings, included by the experiments
+
+# The experiments as they were written out in full before they shared bases (issue 16): each must still give the
+# config that these flags give on a plain command line.
+PAPER = ('--num_frames=64 --stride=1 --crop_size=224 --train_resize_range=256,256 --eval_resize=256 --num_eval_clips=4 '
+         '--num_eval_crops=1 --shuffle_buffer=1024 --first_temporal_kernel_size=3 --depth_multiplier=1.0 '
+         '--dropout_rate=0.2 --optimizer=sgd --momentum=0.9 --weight_decay=1e-7 --schedule=step --decay_rate=0.1 '
+         '--warmup_steps=0 --mixed_precision=mixed_bfloat16 --jit_compile=true').split()
+KINETICS400 = PAPER + (
+    '--train_pattern=/path/to/kinetics400/train-*.tfrecord --eval_pattern=/path/to/kinetics400/validate-*.tfrecord '
+    '--label_map=/path/to/kinetics400/label_map.txt --num_classes=400 --global_batch_size=336 --eval_batch_size=56 '
+    '--learning_rate=0.1 --step_boundaries=60000,70000 --train_steps=80000 --steps_per_loop=1000 --eval_interval=10000 '
+    '--distribution_strategy=multi_worker_mirrored').split()
+FINETUNE = PAPER + ('--global_batch_size=64 --eval_batch_size=16 --learning_rate=0.01 --steps_per_loop=500 '
+                    '--distribution_strategy=mirrored').split()
+UCF101 = FINETUNE + ('--train_pattern=/path/to/ucf101/train-*.tfrecord --eval_pattern=/path/to/ucf101/test-*.tfrecord '
+                     '--label_map=/path/to/ucf101/label_map.txt --num_classes=101 --step_boundaries=6000 '
+                     '--train_steps=8000 --eval_interval=2000').split()
+HMDB51 = FINETUNE + ('--train_pattern=/path/to/hmdb51/train-*.tfrecord --eval_pattern=/path/to/hmdb51/test-*.tfrecord '
+                     '--label_map=/path/to/hmdb51/label_map.txt --num_classes=51 --step_boundaries=3000 '
+                     '--train_steps=4000 --eval_interval=1000').split()
+D3D = '--stream=d3d --distill_target=logits --distill_loss=l2 --distill_weight=1.0 --distill_use_head=false'.split()
+MODELS = '/path/to/models'
+EXPERIMENT_FLAGS = {
+    'kinetics400_s3dg_flow.flags': KINETICS400 + ['--stream=flow', f'--model_dir={MODELS}/kinetics400_s3dg_flow'],
+    'kinetics400_s3dg_rgb.flags': KINETICS400 + ['--stream=rgb', f'--model_dir={MODELS}/kinetics400_s3dg_rgb'],
+    'kinetics400_d3d.flags': KINETICS400 + D3D + [
+        f'--model_dir={MODELS}/kinetics400_d3d', f'--teacher_checkpoint={MODELS}/kinetics400_s3dg_flow',
+        f'--fusion_model_dir={MODELS}/kinetics400_s3dg_flow'],
+    'ucf101_s3dg_flow.flags': UCF101 + [
+        '--stream=flow', f'--model_dir={MODELS}/ucf101_s3dg_flow', f'--init_checkpoint={MODELS}/kinetics400_s3dg_flow'],
+    'ucf101_s3dg_rgb.flags': UCF101 + [
+        '--stream=rgb', f'--model_dir={MODELS}/ucf101_s3dg_rgb', f'--init_checkpoint={MODELS}/kinetics400_s3dg_rgb'],
+    'ucf101_d3d.flags': UCF101 + D3D + [
+        f'--model_dir={MODELS}/ucf101_d3d', f'--init_checkpoint={MODELS}/kinetics400_d3d',
+        f'--teacher_checkpoint={MODELS}/ucf101_s3dg_flow', f'--fusion_model_dir={MODELS}/ucf101_s3dg_flow'],
+    'hmdb51_s3dg_flow.flags': HMDB51 + [
+        '--stream=flow', f'--model_dir={MODELS}/hmdb51_s3dg_flow', f'--init_checkpoint={MODELS}/kinetics400_s3dg_flow'],
+    'hmdb51_d3d.flags': HMDB51 + D3D + [
+        f'--model_dir={MODELS}/hmdb51_d3d', f'--init_checkpoint={MODELS}/kinetics400_d3d',
+        f'--teacher_checkpoint={MODELS}/hmdb51_s3dg_flow', f'--fusion_model_dir={MODELS}/hmdb51_s3dg_flow'],
+    'tiny_cpu.flags': (
+        '--stream=flow --mode=train_and_eval --model_dir=/tmp/tiny_flow '
+        '--train_pattern=/path/to/records/train-*.tfrecord --eval_pattern=/path/to/records/test-*.tfrecord '
+        '--label_map=/path/to/records/label_map.txt --num_frames=8 --stride=1 --crop_size=32 '
+        '--train_resize_range=36,44 --eval_resize=36 --global_batch_size=4 --eval_batch_size=4 --num_eval_clips=2 '
+        '--num_eval_crops=1 --shuffle_buffer=16 --depth_multiplier=0.1 --min_depth=8 --dropout_rate=0.0 '
+        '--distill_target=logits --distill_loss=l2 --distill_weight=1.0 --optimizer=sgd --learning_rate=0.05 '
+        '--momentum=0.9 --weight_decay=1e-5 --schedule=cosine --warmup_steps=10 --train_steps=100 '
+        '--steps_per_loop=20 --distribution_strategy=one_device --mixed_precision=float32 --jit_compile=false').split(),
+}
+
+
+@pytest.mark.parametrize('name', sorted(EXPERIMENT_FLAGS))
+def test_experiment_flagfiles_give_the_config_they_gave_written_out_in_full(name):
+  config, flag_values = parse_flagfile(os.path.join(EXPERIMENTS, name))
+  expected_config, expected_values = parse_flags(*EXPERIMENT_FLAGS[name])
+  assert config == expected_config
+  assert flag_values.mode == expected_values.mode
+
+
+@pytest.mark.parametrize('name', [name for name in FLAGFILES if name not in BASES])
 def test_every_experiment_flagfile_gives_a_valid_config(name):
   config, flag_values = parse_flagfile(os.path.join(EXPERIMENTS, name))
   config.validate()
@@ -188,6 +264,19 @@ def test_every_experiment_flagfile_gives_a_valid_config(name):
     assert (config.train.optimizer, config.train.momentum) == ('sgd', 0.9)
   if config.stream == 'd3d':
     assert config.teacher_checkpoint
+  # Each setting is written once where it belongs: no file of the include chain overrides another's.
+  names = [line.split('=')[0] for line in expand_flagfile(name)]
+  assert not sorted({flag for flag in names if names.count(flag) > 1})
+
+
+def test_flagfile_bases_are_included_by_path_from_the_repository_root_and_cannot_run_alone():
+  included = set()
+  for name in FLAGFILES:
+    with open(os.path.join(EXPERIMENTS, name)) as f:
+      included.update(line.strip()[len('--flagfile='):] for line in f if line.startswith('--flagfile='))
+  assert included == {f'official_d3d/configs/experiments/{base}' for base in BASES}
+  for base in BASES:  # without a model_dir a run stops before it starts
+    assert not [line for line in expand_flagfile(base) if line.startswith(('--model_dir=', '--stream='))]
 
 
 def test_flags_fill_every_section_and_later_flags_win():
