@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from benchmarks import table
-from official_d3d import train
+from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory
@@ -178,7 +178,7 @@ def run_case(scale: Scale, stream: str, precision: str, jit_compile: bool, convo
   config = experiment_config(scale, stream)
   case = Case(stream, precision, jit_compile, convolution)
   try:
-    with train.precision_policy(precision), convolution_op(convolution):
+    with train_lib.precision_policy(precision), convolution_op(convolution):
       model = build_model(config)
       case.timing = time_training(model, synthetic_batch(config), jit_compile)
   except tf.errors.ResourceExhaustedError:

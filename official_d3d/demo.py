@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from official_d3d import cli
 from official_d3d import export_saved_model
-from official_d3d import train
+from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import label_map
 from official_d3d.ops import flow_quantization
@@ -318,8 +318,8 @@ def train_network(config: DemoConfig, paths: DemoPaths, name: str, number: int) 
   """Steps 3-5: trains one network and evaluates it on the test split; returns its evaluation metrics."""
   experiment = experiment_config(config, paths, name)
   # A recipe changed since an earlier run in this output_dir is refused, not answered with that run's results.
-  train.check_saved_config(train.resolve_config(experiment))
-  metrics_path = os.path.join(experiment.model_dir, train.EVAL_METRICS_FILENAME)
+  train_lib.check_saved_config(train_lib.resolve_config(experiment))
+  metrics_path = os.path.join(experiment.model_dir, train_lib.EVAL_METRICS_FILENAME)
   if os.path.exists(metrics_path) and _read_json(metrics_path).get('step') == experiment.train.train_steps:
     _log_step(number, f'{name} already trained and evaluated in {experiment.model_dir}: skipped')
     return _read_json(metrics_path)
@@ -332,7 +332,7 @@ def train_network(config: DemoConfig, paths: DemoPaths, name: str, number: int) 
   keras.backend.clear_session()
   keras.utils.set_random_seed(config.seed)
   history = HistoryLogger(os.path.join(experiment.model_dir, HISTORY_FILENAME), config.steps_per_loop)
-  return train.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
+  return train_lib.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
 
 
 def evaluate_fusion(config: DemoConfig, paths: DemoPaths) -> dict:
@@ -343,7 +343,7 @@ def evaluate_fusion(config: DemoConfig, paths: DemoPaths) -> dict:
     return _read_json(path)
   _log_step(6, 'Evaluating two-stream late fusion (flow teacher + RGB baseline) on the test split')
   data = experiment_config(config, paths, 'rgb_baseline').data
-  return train.evaluate_two_stream(paths.model_dir('rgb_baseline'), paths.model_dir('flow_teacher'), data,
+  return train_lib.evaluate_two_stream(paths.model_dir('rgb_baseline'), paths.model_dir('flow_teacher'), data,
                                    output_path=path)
 
 
@@ -675,4 +675,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run_main(main, train.USER_ERRORS, interrupted='rerun the same command to resume: finished steps are kept')
+  cli.run_main(main, train_lib.USER_ERRORS, interrupted='rerun the same command to resume: finished steps are kept')

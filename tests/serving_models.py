@@ -5,7 +5,7 @@ network's weights as the trainer's do), which saves a second training run; the s
 teacher. A 2-step run still has the initial batch-norm statistics (mean 0, variance 1), with which a depth-0.1 S3D-G
 answers nearly the same logits to every clip, and a preprocessing mistake would not show. So the statistics of both
 networks are set to those of real clips and their classifiers scaled up, and the weights saved as the latest
-checkpoint of their model_dir, where `factory.load_inference_network` (and so the exporter) finds them.
+checkpoint of their model_dir, where `factory.restore_network` (and so the exporter) finds them.
 
 The runs are built once per test session, whichever test file asks first.
 """
@@ -20,7 +20,7 @@ import tensorflow as tf
 import real_clips
 import training_records
 from official_d3d import export_saved_model
-from official_d3d import train
+from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
 
@@ -63,7 +63,7 @@ def make_input_sensitive(network: keras.Model, clips: np.ndarray) -> None:
 def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
   """A flow teacher (written, not trained) and a D3D student trained 2 steps by `official_d3d.train`."""
   records = training_records.write_records(root / 'records', video)
-  flow_config = train.resolve_config(training_records.tiny_config(records, root / 'flow', 'flow'))
+  flow_config = train_lib.resolve_config(training_records.tiny_config(records, root / 'flow', 'flow'))
   num_frames, size = flow_config.data.num_frames, flow_config.data.crop_size
   teacher = factory.build_network(flow_config, 'flow')
   d3d_config.save(flow_config, flow_config.model_dir)
@@ -71,11 +71,11 @@ def train_tiny_runs(root: pathlib.Path, video: pathlib.Path) -> TinyRuns:
 
   student_config = training_records.tiny_config(records, root / 'd3d', 'd3d', train_steps=2, steps_per_loop=2)
   student_config.teacher_checkpoint = flow_config.model_dir
-  train.run_experiment(student_config, 'train')
+  train_lib.run_experiment(student_config, 'train')
   # Only now: distilling the scaled-up teacher would blow up the student's 2 training steps.
   make_input_sensitive(teacher, real_clips.flow_clip(video, num_frames, size, batch=4))
   save_network(teacher, flow_config.model_dir, step=2)
-  student, _ = factory.load_inference_network(student_config.model_dir)
+  student, _ = factory.restore_network(student_config.model_dir)
   make_input_sensitive(student, real_clips.rgb_clip(video, num_frames, size, batch=4))
   save_network(student, student_config.model_dir, step=1000)
   return TinyRuns(records=records, flow_dir=flow_config.model_dir, d3d_dir=student_config.model_dir)

@@ -14,6 +14,8 @@ import pytest
 
 import training_records
 from official_d3d import train
+from official_d3d import train_lib
+from official_d3d.configs import config_flags
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
 
@@ -57,7 +59,7 @@ def test_cli_trains_evaluates_and_writes_checkpoints_config_summaries_and_metric
   assert config.model.depth_multiplier == 0.1  # from the flagfile
   assert glob.glob(os.path.join(model_dir, 'logs', 'train', 'events.out.tfevents.*'))
   assert glob.glob(os.path.join(model_dir, 'logs', 'eval', 'events.out.tfevents.*'))
-  with open(os.path.join(model_dir, train.EVAL_METRICS_FILENAME)) as f:
+  with open(os.path.join(model_dir, train_lib.EVAL_METRICS_FILENAME)) as f:
     metrics = json.load(f)
   assert metrics['step'] == 4 and metrics['num_videos'] == 3 and metrics['num_views'] == 4
   assert set(metrics['per_class_accuracy']) == set(training_records.CLASS_NAMES)
@@ -109,12 +111,12 @@ def d3d_run(records, flow_run, tmp_path_factory):
   model_dir = str(tmp_path_factory.mktemp('d3d'))
   config = d3d_config_for(records, model_dir, teacher_dir)
   with pytest.raises(Preempted):
-    train.run_experiment(config, 'train_and_eval', callbacks=[StopAtLoop(1)])
+    train_lib.run_experiment(config, 'train_and_eval', callbacks=[StopAtLoop(1)])
   interrupted = {'checkpoints': sorted(os.path.basename(p) for p in glob.glob(os.path.join(model_dir, 'ckpt-*.index'))),
-                 'weights': [w.numpy() for w in factory.load_inference_network(model_dir)[0].weights]}
+                 'weights': [w.numpy() for w in factory.restore_network(model_dir)[0].weights]}
   start = RecordStartWeights()
   config.fusion_model_dir = teacher_dir
-  results = train.run_experiment(config, 'train_and_eval', callbacks=[start])
+  results = train_lib.run_experiment(config, 'train_and_eval', callbacks=[start])
   return {'model_dir': model_dir, 'config': config, 'interrupted': interrupted, 'resumed_from': start.weights,
           'results': results}
 
@@ -132,11 +134,11 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_final_step(d3d_run):
 
 
 def test_two_stream_fusion_reports_each_stream_and_their_average(d3d_run, flow_run):
-  with open(os.path.join(d3d_run['model_dir'], train.TWO_STREAM_METRICS_FILENAME)) as f:
+  with open(os.path.join(d3d_run['model_dir'], train_lib.TWO_STREAM_METRICS_FILENAME)) as f:
     fusion = json.load(f)
   assert set(fusion) >= {'rgb', 'flow', 'two_stream'} and fusion['flow_weight'] == 0.5
   # The flow stream of the fusion is the teacher evaluated on the same views: its own evaluation agrees.
-  with open(os.path.join(flow_run[0], train.EVAL_METRICS_FILENAME)) as f:
+  with open(os.path.join(flow_run[0], train_lib.EVAL_METRICS_FILENAME)) as f:
     flow_metrics = json.load(f)
   assert fusion['flow']['per_class_accuracy'] == flow_metrics['per_class_accuracy']
   assert fusion['rgb']['top_1'] == d3d_run['results']['eval']['top_1']
@@ -146,7 +148,7 @@ def test_eval_mode_evaluates_the_student_alone(d3d_run):
   config = d3d_config.from_dict(d3d_config.to_dict(d3d_run['config']))
   config.teacher_checkpoint = ''  # RGB only: the teacher is not needed
   config.fusion_model_dir = ''
-  results = train.run_experiment(config, 'eval')
+  results = train_lib.run_experiment(config, 'eval')
   assert 'history' not in results and results['step'] == 4
   expected = d3d_run['results']['eval']
   assert results['eval']['per_class_accuracy'] == expected['per_class_accuracy']
@@ -159,17 +161,17 @@ def test_resuming_with_other_settings_is_refused(flow_run):
   config.data.num_frames = 8
   config.train.learning_rate = 1.0
   with pytest.raises(ValueError, match=r'data\.num_frames, train\.learning_rate'):
-    train.run_experiment(config, 'train')
+    train_lib.run_experiment(config, 'train')
   config = d3d_config.load(model_dir)
   config.stream = 'rgb'
   with pytest.raises(ValueError, match='stream'):
-    train.run_experiment(config, 'eval')
+    train_lib.run_experiment(config, 'eval')
 
 
 def test_d3d_needs_a_flow_teacher(records, flow_run, tmp_path):
   config = d3d_config_for(records, tmp_path / 'no_teacher', '')
   with pytest.raises(ValueError, match='teacher_checkpoint'):
-    train.run_experiment(config, 'train')
+    train_lib.run_experiment(config, 'train')
 
 
 def parse_flags(*argv):
@@ -179,7 +181,7 @@ def parse_flags(*argv):
   train.define_flags(flag_values)
   with contextlib.chdir(REPO):
     flag_values(['train', *argv])
-  return train.config_from_flags(flag_values), flag_values
+  return config_flags.config_from_flags(flag_values), flag_values
 
 
 def parse_flagfile(path, *extra):
@@ -300,14 +302,14 @@ def test_pixel_range_comes_from_the_network_a_run_starts_from_unless_told_otherw
                'input_channels': 3}, f)
 
   config = training_records.tiny_config(records, tmp_path / 'fine_tuned', 'rgb')
-  assert train.resolve_config(config).model.pixel_range == 'minus_one_to_one'  # from scratch: the default
+  assert train_lib.resolve_config(config).model.pixel_range == 'minus_one_to_one'  # from scratch: the default
   config.init_checkpoint = weights_path
-  resolved = train.resolve_config(config)
+  resolved = train_lib.resolve_config(config)
   assert resolved.model.pixel_range == 'zero_to_one'
   config.model.pixel_range = 'minus_one_to_one'
-  assert train.resolve_config(config).model.pixel_range == 'minus_one_to_one'
+  assert train_lib.resolve_config(config).model.pixel_range == 'minus_one_to_one'
   # Resumed, the run keeps what it was trained with.
   d3d_config.save(resolved, resolved.model_dir)
   config.model.pixel_range = ''
   config.init_checkpoint = ''
-  assert train.resolve_config(config).model.pixel_range == 'zero_to_one'
+  assert train_lib.resolve_config(config).model.pixel_range == 'zero_to_one'

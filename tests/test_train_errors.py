@@ -15,7 +15,7 @@ import pytest
 
 import training_records
 from official_d3d import folder_lock
-from official_d3d import train
+from official_d3d import train_lib
 from official_d3d.dataloaders import label_map
 from official_d3d.modeling import factory
 
@@ -60,7 +60,7 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_after_it(record
   line = assert_one_error_line(process, 'training diverged at step')
   failed_step = int(line.split('at step ')[1].split(':')[0])
   assert 'the loss is nan' in line or 'some weights are no longer finite' in line
-  assert not (model_dir / train.EVAL_METRICS_FILENAME).exists()
+  assert not (model_dir / train_lib.EVAL_METRICS_FILENAME).exists()
   for index in model_dir.glob('ckpt-*.index'):  # whatever was saved is from before the loss left the reals
     assert int(index.name[len('ckpt-'):-len('.index')]) < failed_step
   if list(model_dir.glob('ckpt-*.index')):

@@ -1,7 +1,8 @@
 """Experiment configuration: plain dataclasses, filled in by flags and saved next to the checkpoints.
 
-`ExperimentConfig` is the whole description of a run. `train.py` resolves it from flags, writes it to
-`<model_dir>/config.json`, and a resumed run, an evaluation or an export reads it back from there.
+`ExperimentConfig` is the whole description of a run. `train.py` fills it from flags (`config_flags`), `train_lib`
+resolves it and writes it to `<model_dir>/config.json`, and a resumed run, an evaluation or an export reads it back
+from there. Each field carries its documentation and whether a resumed run may change it (`setting`).
 """
 
 import dataclasses
@@ -31,16 +32,17 @@ class ConfigError(ValueError):
   command lines print the message alone, without a traceback."""
 
 
-def setting(default, help_text: str):
-  """A config field with its documentation; `train.py` shows it as the help of the field's flag."""
-  return dataclasses.field(default=default, metadata={'help': help_text})
+def setting(default, help_text: str, resumable: bool = False):
+  """A config field with its documentation (the help of its flag); `resumable`: a resumed run may change it (where
+  and how it evaluates, the hardware it runs on), unlike what defines the network and its training."""
+  return dataclasses.field(default=default, metadata={'help': help_text, 'resumable': resumable})
 
 
 @dataclasses.dataclass
 class DataConfig:
   """Input pipeline: which records, how clips are sampled and augmented."""
   train_pattern: str = setting('', 'Glob of the training TFRecord shards.')
-  eval_pattern: str = setting('', 'Glob of the evaluation TFRecord shards.')
+  eval_pattern: str = setting('', 'Glob of the evaluation TFRecord shards.', resumable=True)
   label_map: str = setting('', 'Label map written by tfrecord_tools (one class per line).')
   num_classes: int = setting(0, 'Number of classes; 0: the number of lines of label_map.')
   num_frames: int = setting(64, 'Frames per clip.')
@@ -49,12 +51,13 @@ class DataConfig:
   train_resize_range: Tuple[int, int] = setting(
       (256, 256), 'Training scale jitter: the short side is resized to a random size in this range before the '
       'random crop.')
-  eval_resize: int = setting(256, 'Short side before the centre crop at evaluation.')
+  eval_resize: int = setting(256, 'Short side before the centre crop at evaluation.', resumable=True)
   random_flip: bool = setting(True, 'Random horizontal flips in training (the flow\'s x component is negated).')
   global_batch_size: int = setting(8, 'Training clips per step, over all replicas.')
-  eval_batch_size: int = setting(8, 'Videos per evaluation batch, over all replicas.')
-  num_eval_clips: int = setting(1, 'Evenly spaced clips per video at evaluation.')
-  num_eval_crops: int = setting(1, 'Crops per clip at evaluation: 1 centre; more: spread along the long side.')
+  eval_batch_size: int = setting(8, 'Videos per evaluation batch, over all replicas.', resumable=True)
+  num_eval_clips: int = setting(1, 'Evenly spaced clips per video at evaluation.', resumable=True)
+  num_eval_crops: int = setting(1, 'Crops per clip at evaluation: 1 centre; more: spread along the long side.',
+                                resumable=True)
   shuffle_buffer: int = setting(64, 'Training examples in the shuffle buffer.')
   seed: int = setting(0, 'Seed of the input pipeline\'s shuffling and augmentation.')
   deterministic: bool = setting(False, 'Training clips in the same order on every run with the same seed (reproducible '
@@ -107,28 +110,31 @@ class TrainConfig:
   label_smoothing: float = setting(0.0, 'Label smoothing of the cross-entropy.')
   train_steps: int = setting(1000, 'Training steps in all; a multiple of steps_per_loop.')
   steps_per_loop: int = setting(100, 'Steps between checkpoints and summaries.')
-  eval_interval: int = setting(0, 'train_and_eval: steps between evaluations during training (0: only at the end).')
-  eval_steps: int = setting(0, 'Batches per evaluation; 0: the whole evaluation set.')
-  distribution_strategy: str = setting('one_device', 'one_device, mirrored, multi_worker_mirrored or tpu.')
-  tpu_address: str = setting('', 'TPU name or address for the tpu strategy.')
+  eval_interval: int = setting(0, 'train_and_eval: steps between evaluations during training (0: only at the end).',
+                               resumable=True)
+  eval_steps: int = setting(0, 'Batches per evaluation; 0: the whole evaluation set.', resumable=True)
+  distribution_strategy: str = setting('one_device', 'one_device, mirrored, multi_worker_mirrored or tpu.',
+                                       resumable=True)
+  tpu_address: str = setting('', 'TPU name or address for the tpu strategy.', resumable=True)
   mixed_precision: str = setting('float32', 'float32, mixed_bfloat16, or mixed_float16 (loss scaling; GPU only).')
   jit_compile: bool = setting(True, 'XLA-compile the train and eval steps, on any device (TPU steps are compiled '
-                              'anyway). On CPU it pays for long runs: the first step compiles for tens of seconds.')
-  max_checkpoints: int = setting(3, 'Checkpoints kept in model_dir.')
+                              'anyway). On CPU it pays for long runs: the first step compiles for tens of seconds.',
+                              resumable=True)
+  max_checkpoints: int = setting(3, 'Checkpoints kept in model_dir.', resumable=True)
 
 
 @dataclasses.dataclass
 class ExperimentConfig:
   """One run: which network is trained ('flow' teacher, 'rgb' baseline or 'd3d' student) and how."""
   stream: str = setting('d3d', 'Network to train: flow (teacher), rgb (baseline) or d3d (distilled student).')
-  model_dir: str = setting('', 'Folder of the checkpoints, config.json, summaries and metrics.')
+  model_dir: str = setting('', 'Folder of the checkpoints, config.json, summaries and metrics.', resumable=True)
   teacher_checkpoint: str = setting('', 'model_dir (or checkpoint) of a trained flow teacher; required for d3d.')
   init_checkpoint: str = setting('', 'model_dir (or checkpoint) of a trained network to start from, e.g. '
                                  'Kinetics-400 before UCF-101; weights whose shapes differ (the classifier) start '
                                  'fresh.')
   fusion_model_dir: str = setting('', 'Evaluation: model_dir of a flow network to late-fuse with this RGB or D3D '
-                                  'network (two-stream).')
-  fusion_flow_weight: float = setting(0.5, 'Two-stream probabilities = (1 - w) x RGB + w x flow.')
+                                  'network (two-stream).', resumable=True)
+  fusion_flow_weight: float = setting(0.5, 'Two-stream probabilities = (1 - w) x RGB + w x flow.', resumable=True)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   distillation: DistillationConfig = dataclasses.field(default_factory=DistillationConfig)
@@ -169,6 +175,18 @@ class ExperimentConfig:
     if not 0.0 <= self.fusion_flow_weight <= 1.0:
       raise ConfigError(f'fusion_flow_weight must be in [0, 1], got {self.fusion_flow_weight}')
     return self
+
+
+def resumable_settings() -> List[str]:
+  """Dotted names of the settings a resumed run may change, e.g. 'data.eval_pattern'."""
+  names = []
+  for field in dataclasses.fields(ExperimentConfig):
+    default = getattr(ExperimentConfig(), field.name)
+    if dataclasses.is_dataclass(default):
+      names += [f'{field.name}.{leaf.name}' for leaf in dataclasses.fields(default) if leaf.metadata['resumable']]
+    elif field.metadata['resumable']:
+      names.append(field.name)
+  return names
 
 
 def _from_dict(cls, values):
