@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 import serving_models
+import slim_checkpoints
 import training_records
 from official_d3d import cli
 from official_d3d import evaluation
@@ -28,7 +29,6 @@ from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
-from official_d3d.tools import import_slim_checkpoint as importer
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
@@ -123,7 +123,7 @@ def student_signatures(student_export):
 
 def evaluation_views(model_dir, videos, tmp_path, modality='rgb', **data_overrides):
   """(the run's network, one centre view per video `[N, 1, T, S, S, C]` from the evaluation pipeline)."""
-  network, config = factory.load_inference_network(model_dir)
+  network, config = factory.restore_network(model_dir)
   records = str(tmp_path / f'eval_{modality}.tfrecord')
   with tf.io.TFRecordWriter(records) as writer:
     for video in videos:
@@ -185,8 +185,8 @@ def test_fresh_tensorflow_process_gives_the_evaluation_predictions(student_expor
 
 def test_imported_released_weights_are_served_on_their_own_pixel_range(runs, videos, tmp_path):
   """Released checkpoints were fed image / 255: imported, exported and served, they still are."""
-  student, _ = factory.load_inference_network(runs.d3d_dir)
-  checkpoint = importer.write_slim_checkpoint(student, str(tmp_path / 'slim' / 'model.ckpt'))
+  student, _ = factory.restore_network(runs.d3d_dir)
+  checkpoint = slim_checkpoints.write(student, str(tmp_path / 'slim' / 'model.ckpt'))
   weights = tmp_path / 'imported' / 'd3d.weights.h5'
   process = subprocess.run([sys.executable, '-m', 'official_d3d.tools.import_slim_checkpoint',
                             f'--checkpoint={checkpoint}', f'--output={weights}', '--depth_multiplier=0.1',
@@ -418,7 +418,7 @@ def test_export_names_a_missing_label_map(runs, tmp_path):
 
 
 def test_export_refuses_the_weights_of_a_diverged_run(runs, tmp_path):
-  network, config = factory.load_inference_network(runs.d3d_dir)
+  network, config = factory.restore_network(runs.d3d_dir)
   weights = factory.variables_by_path(network.weights, network.name)
   for path, value in (('Logits/Conv2d_0c_1x1/kernel', np.nan), ('Logits/Conv2d_0c_1x1/bias', np.inf)):
     values = weights[path].numpy()

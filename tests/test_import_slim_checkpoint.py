@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import real_clips
+import slim_checkpoints
 from official_d3d.modeling.backbones import s3dg
 from official_d3d.tools import import_slim_checkpoint as importer
 
@@ -121,8 +122,8 @@ def test_every_weight_has_one_reference_name():
 def test_round_trip_through_a_slim_named_checkpoint(tmp_path, bikes_video):
   clip = real_clips.rgb_clip(bikes_video, 8, 32, batch=2)
   source = _tiny_model(seed=1, calibration_clip=clip)
-  prefix = importer.write_slim_checkpoint(source, str(tmp_path / 'model.ckpt-100'),
-                                          extra_variables={'global_step': np.int64(100)})
+  prefix = slim_checkpoints.write(source, str(tmp_path / 'model.ckpt-100'),
+                                  extra_variables={'global_step': np.int64(100)})
   target = _tiny_model(seed=2)
   report = importer.load_slim_checkpoint(target, str(tmp_path))  # the directory works as well as the prefix
   assert report.complete and not report.shape_mismatches
@@ -145,8 +146,8 @@ def test_imported_model_computes_what_the_slim_graph_computes(tmp_path, bikes_vi
   # 24 frames: Mixed_5c has 3 time steps, so the head's pooling and time average both act.
   clip = real_clips.rgb_clip(bikes_video, 24, 64)
   clip = np.concatenate([clip, clip[:, :, ::-1]])  # and upside down
-  prefix = importer.write_slim_checkpoint(_tiny_model(3, calibration_clip=clip, **options),
-                                          str(tmp_path / 'model.ckpt'))
+  prefix = slim_checkpoints.write(_tiny_model(3, calibration_clip=clip, **options),
+                                  str(tmp_path / 'model.ckpt'))
   model = s3dg.S3DG(3, 3, **TINY, **options)
   assert importer.load_slim_checkpoint(model, prefix).complete
   logits, features = _slim_graph(_checkpoint_values(prefix), clip)
@@ -160,22 +161,22 @@ def test_imported_model_computes_what_the_slim_graph_computes(tmp_path, bikes_vi
 
 def test_model_options_are_read_from_the_checkpoint(tmp_path):
   options = dict(first_temporal_kernel_size=7, temporal_conv_startat='Mixed_3c', gating_startat='Mixed_4f')
-  prefix = importer.write_slim_checkpoint(_tiny_model(0, num_classes=11, input_channels=2, **options),
-                                          str(tmp_path / 'flow.ckpt'))
+  prefix = slim_checkpoints.write(_tiny_model(0, num_classes=11, input_channels=2, **options),
+                                  str(tmp_path / 'flow.ckpt'))
   assert importer.model_options_from_checkpoint(prefix) == dict(num_classes=11, input_channels=2, **options)
-  s3d = importer.write_slim_checkpoint(_tiny_model(0, gating_startat=''), str(tmp_path / 's3d.ckpt'))
+  s3d = slim_checkpoints.write(_tiny_model(0, gating_startat=''), str(tmp_path / 's3d.ckpt'))
   assert importer.model_options_from_checkpoint(s3d)['gating_startat'] == ''
 
 
 def test_missing_unused_and_mismatched_variables_are_reported(tmp_path):
-  s3d_prefix = importer.write_slim_checkpoint(_tiny_model(0, gating_startat=''), str(tmp_path / 's3d.ckpt'))
+  s3d_prefix = slim_checkpoints.write(_tiny_model(0, gating_startat=''), str(tmp_path / 's3d.ckpt'))
   s3dg_model = _tiny_model(1)
   report = importer.load_slim_checkpoint(s3dg_model, s3d_prefix)
   gating_paths = [w.path for w in s3dg_model.weights if 'self_gating' in w.path]
   assert len(gating_paths) == 1 + 9 * 4 and report.unset_model_weights == gating_paths and not report.complete
   assert 'left unset' in report.summary() and gating_paths[0] in report.summary()
 
-  s3dg_prefix = importer.write_slim_checkpoint(s3dg_model, str(tmp_path / 's3dg.ckpt'))
+  s3dg_prefix = slim_checkpoints.write(s3dg_model, str(tmp_path / 's3dg.ckpt'))
   report = importer.load_slim_checkpoint(_tiny_model(1, gating_startat=''), s3dg_prefix)
   assert report.complete and len(report.unused_checkpoint_variables) == 37
   assert all('/self_gating/transformer_W/weights' in n for n in report.unused_checkpoint_variables)
@@ -198,8 +199,8 @@ def test_moving_averages_are_used_when_asked(tmp_path):
   model = _tiny_model(0)
   name = 'InceptionV1/Mixed_4c/Branch_1/Conv2d_0b_3x3/temporal/weights'
   average = np.full(importer.slim_variable_map(model)[name].shape, 0.5, np.float32)
-  prefix = importer.write_slim_checkpoint(model, str(tmp_path / 'ema.ckpt'),
-                                          extra_variables={name + '/ExponentialMovingAverage': average})
+  prefix = slim_checkpoints.write(model, str(tmp_path / 'ema.ckpt'),
+                                  extra_variables={name + '/ExponentialMovingAverage': average})
   fresh = _tiny_model(1)
   importer.load_slim_checkpoint(fresh, prefix, use_moving_averages=True)
   np.testing.assert_array_equal(importer.slim_variable_map(fresh)[name].numpy(), average)
@@ -215,8 +216,8 @@ def test_unreadable_checkpoint_is_named(tmp_path):
 
 def test_command_line_imports_and_saves_keras_weights(tmp_path, bikes_video):
   source = _tiny_model(4, num_classes=6, input_channels=2, gating_startat='Mixed_4b')
-  prefix = importer.write_slim_checkpoint(source, str(tmp_path / 'flow' / 'model.ckpt-7'),
-                                          extra_variables={'global_step': np.int64(7)})
+  prefix = slim_checkpoints.write(source, str(tmp_path / 'flow' / 'model.ckpt-7'),
+                                  extra_variables={'global_step': np.int64(7)})
   output = tmp_path / 'keras' / 'flow.weights.h5'
   result = subprocess.run(
       [sys.executable, '-m', 'official_d3d.tools.import_slim_checkpoint', f'--checkpoint={prefix}',

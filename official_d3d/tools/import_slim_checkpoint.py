@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from absl import app
 from absl import flags
@@ -138,26 +138,6 @@ def load_slim_checkpoint(model: s3dg.S3DG, checkpoint_path: str, scope: str = SC
     report.loaded.append(source)
   report.unused_checkpoint_variables = sorted(set(shapes) - used)
   return report
-
-
-def write_slim_checkpoint(model: s3dg.S3DG, checkpoint_prefix: str, scope: str = SCOPE,
-                          extra_variables: Optional[Mapping[str, np.ndarray]] = None) -> str:
-  """Writes `model`'s weights under their TF-slim names, as a TF-slim training run (tf.compat.v1 Saver) saves them.
-
-  `extra_variables` (name -> value) adds other entries, e.g. `global_step`. Returns the checkpoint prefix.
-  """
-  values = {name: variable.numpy() for name, variable in slim_variable_map(model, scope).items()}
-  values.update(extra_variables or {})
-  directory = os.path.dirname(checkpoint_prefix) or '.'
-  tf.io.gfile.makedirs(directory)
-  names = sorted(values)
-  tf.raw_ops.SaveV2(prefix=checkpoint_prefix, tensor_names=names, shape_and_slices=[''] * len(names),
-                    tensors=[tf.convert_to_tensor(values[name]) for name in names])
-  # The directory's `checkpoint` state file, so that the directory resolves to this checkpoint.
-  basename = os.path.basename(checkpoint_prefix)
-  with tf.io.gfile.GFile(os.path.join(directory, 'checkpoint'), 'w') as f:
-    f.write(f'model_checkpoint_path: "{basename}"\nall_model_checkpoint_paths: "{basename}"\n')
-  return checkpoint_prefix
 
 
 def _first_block_with(names, scope: str, marker: str) -> str:
