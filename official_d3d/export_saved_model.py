@@ -363,7 +363,7 @@ def export(model_dir: str, export_dir: str, version: Optional[int] = None, servi
   """Exports the network of a training run (model_dir, checkpoint prefix, or imported `.weights.h5`): for 'd3d' the
   RGB student, for 'rgb' the baseline, for 'flow' the teacher. Returns `<export_dir>/<version>`."""
   new_version_path(export_dir, version)  # a destination that cannot work fails before the network's slow restore
-  network, config = factory.load_inference_network(model_dir)
+  network, config = factory.restore_network(model_dir)
   return export_network(network, config, export_dir, version, serving, label_map_path, weights_source(model_dir))
 
 

@@ -45,7 +45,7 @@ def flow_run(tmp_path_factory):
 
 def test_restored_network_has_every_saved_weight_whatever_its_name(flow_run):
   config, saved = flow_run
-  restored, restored_config = factory.load_inference_network(config.model_dir)
+  restored, restored_config = factory.restore_network(config.model_dir)
   assert restored_config == config
   assert restored.input_channels == 2
   names = factory.variables_by_path(saved.weights, saved.name)

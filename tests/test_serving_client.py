@@ -140,7 +140,7 @@ def evaluation_logits(model_dir, jpegs, tmp_path):
   path = str(tmp_path / 'client_clip.tfrecord')
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(example.SerializeToString())
-  network, config = factory.load_inference_network(model_dir)
+  network, config = factory.restore_network(model_dir)
   data_config = dataclasses.replace(config.data, eval_pattern=path, num_eval_clips=1, num_eval_crops=1)
   features, _ = next(iter(video_input.build_eval_dataset(data_config, ('rgb',))))
   return network(features['rgb'][:, 0], training=False)['logits'].numpy()[0]

@@ -168,8 +168,10 @@ def network_config(path: str) -> d3d_config.ExperimentConfig:
 def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
   """(trained network, its config) from a model_dir, a checkpoint prefix, or imported TF-slim weights.
 
-  A model_dir or prefix needs the run's config.json beside the checkpoint; imported weights (`.weights.h5`, from
-  `official_d3d.tools.import_slim_checkpoint`) the JSON description written next to them.
+  The network is the run's inference network (for 'd3d' the RGB student), which answers a dict of 'logits' and
+  'features': what teachers, initialisations, evaluation and export use. A model_dir or prefix needs the run's
+  config.json beside the checkpoint; imported weights (`.weights.h5`, from `official_d3d.tools.import_slim_checkpoint`)
+  the JSON description written next to them.
   """
   config = network_config(path)
   network = build_network(config, stream_modality(config.stream))
@@ -178,11 +180,6 @@ def restore_network(path: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig
   else:
     restore_weights(network, find_checkpoint(path)[0])
   return network, config
-
-
-def load_inference_network(model_dir: str) -> Tuple[keras.Model, d3d_config.ExperimentConfig]:
-  """The network to export or evaluate (for 'd3d', the RGB student) with its config: dict of 'logits', 'features'."""
-  return restore_network(model_dir)
 
 
 def initialize_from(network: keras.Model, path: str) -> None:
