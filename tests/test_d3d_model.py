@@ -16,7 +16,7 @@ from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory
 from official_d3d.modeling import optimization
-from official_d3d.train import precision_policy
+from official_d3d.train_lib import precision_policy
 
 NUM_FRAMES, SIZE, BATCH = 4, 32, 4
 LABELS = np.array([0, 1, 2, 0], np.int32)
