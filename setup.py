@@ -13,7 +13,7 @@ setuptools.setup(
     version='0.1.0',
     description='Distilled 3D Networks (D3D) for video action recognition in TensorFlow 2 / Keras 3',
     python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['official_d3d*', 'tfrecord_tools*']),
+    packages=setuptools.find_packages(include=['d3d_core*', 'official_d3d*', 'tfrecord_tools*']),
     package_data={'official_d3d': ['configs/experiments/*.flags']},
     install_requires=REQUIREMENTS,
 )

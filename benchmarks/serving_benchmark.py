@@ -36,11 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import table
+from d3d_core import flow_quantization
+from d3d_core import schema
 from official_d3d import export_saved_model
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import schema
 from official_d3d.modeling import factory
-from official_d3d.ops import flow_quantization
 from official_d3d.serving import client
 from tfrecord_tools import flow_backends
 

@@ -35,13 +35,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from official_d3d import cli
+from d3d_core import cli
+from d3d_core import flow_quantization
+from d3d_core import label_map
+from d3d_core import tvl1_params
 from official_d3d import export_saved_model
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import label_map
-from official_d3d.ops import flow_quantization
-from official_d3d.ops import optical_flow
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
@@ -131,8 +131,8 @@ class DemoConfig:
   distill_ramp_steps: int = 400
   # TV-L1 with fewer scales, warps and iterations than OpenCV's defaults: 4-5x faster, and on these small frames
   # within 0.04 px (mean end-point difference) of the default flow. Used for the records and the timed pipeline.
-  tvl1: optical_flow.Tvl1Params = optical_flow.Tvl1Params(nscales=3, warps=2, inner_iterations=10,
-                                                          outer_iterations=3)
+  tvl1: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params(nscales=3, warps=2, inner_iterations=10,
+                                                        outer_iterations=3)
   convert_workers: int = 0  # 0: all cores
   latency_clips: int = 8  # test videos timed through both pipelines (after one warm-up each)
 

@@ -8,7 +8,7 @@ to a hidden temporary folder and renamed when complete, so a server polling the 
 (on local and POSIX file systems; on object stores such as gs:// a rename copies objects one by one).
 
 Everything is checked before anything is written, and the command line answers a problem with one `error:` line
-(exit status 1; `official_d3d.cli`): no checkpoint or config.json in --model_dir, an existing or negative --version, an
+(exit status 1; `d3d_core.cli`): no checkpoint or config.json in --model_dir, an existing or negative --version, an
 export_dir that is a file or cannot be written, a missing label map, or weights holding NaN or Inf (a diverged run,
 whose SavedModel would answer nonsense).
 
@@ -42,9 +42,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from official_d3d import cli
+from d3d_core import cli
+from d3d_core import label_map
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
 from official_d3d.ops import video_ops

@@ -12,7 +12,7 @@ traceback); Ctrl-C stops it with status 130, and the same command resumes from t
 from absl import flags
 from absl import logging
 
-from official_d3d import cli
+from d3d_core import cli
 from official_d3d import train_lib
 from official_d3d.configs import config_flags
 

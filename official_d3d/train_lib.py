@@ -20,11 +20,11 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from official_d3d import cli
+from d3d_core import cli
+from d3d_core import folder_lock
+from d3d_core import label_map
 from official_d3d import evaluation
-from official_d3d import folder_lock
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import label_map
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory

@@ -4,7 +4,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from official_d3d.dataloaders import schema
+from d3d_core import schema
 from tfrecord_tools import beam_pipeline
 from tfrecord_tools import convert_lib
 from tfrecord_tools import manifests

@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 
 import synthetic_videos
-from official_d3d import folder_lock
-from official_d3d.dataloaders import label_map
-from official_d3d.dataloaders import schema
-from official_d3d.ops import flow_quantization
-from official_d3d.ops import optical_flow
+from d3d_core import flow_quantization
+from d3d_core import folder_lock
+from d3d_core import label_map
+from d3d_core import schema
+from d3d_core import tvl1_params
 from tfrecord_tools import cli
 from tfrecord_tools import convert
 from tfrecord_tools import convert_lib
@@ -300,7 +300,7 @@ def test_shards_are_contiguous_blocks_of_sorted_videos():
 
 
 def test_tvl1_parameters_reach_opencv():
-  params = optical_flow.Tvl1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2)
+  params = tvl1_params.Tvl1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2)
   backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=params, use_initial_flow=True))
   tvl1 = backend._tvl1
   assert (tvl1.getTau(), tvl1.getLambda(), tvl1.getScalesNumber(), tvl1.getWarpingsNumber(),
@@ -311,7 +311,7 @@ def test_tvl1_parameters_reach_opencv():
   assert abs(np.median(flow[1, ..., 0]) - 1) < 0.2
   assert flow_backends.create_backend(flow_backends.FlowConfig(backend='none')) is None
   default = cv2.optflow.DualTVL1OpticalFlow_create()
-  defaults = optical_flow.Tvl1Params()
+  defaults = tvl1_params.Tvl1Params()
   assert (default.getTau(), default.getMedianFiltering()) == pytest.approx((defaults.tau, defaults.median_filtering))
 
 

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 
 import test_convert
-from official_d3d import cli as command_line
-from official_d3d.dataloaders import schema
+from d3d_core import cli as command_line
+from d3d_core import schema
 
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib

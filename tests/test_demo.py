@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from d3d_core import label_map
 from official_d3d import demo
-from official_d3d.dataloaders import label_map
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
 from tfrecord_tools import video_io

@@ -22,11 +22,11 @@ import tensorflow as tf
 import serving_models
 import slim_checkpoints
 import training_records
-from official_d3d import cli
+from d3d_core import cli
+from d3d_core import schema
 from official_d3d import evaluation
 from official_d3d import export_saved_model
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
 from tfrecord_tools import flow_backends

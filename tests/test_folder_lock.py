@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from official_d3d import folder_lock
+from d3d_core import folder_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path):
 
 def test_a_killed_holder_leaves_the_folder_free(tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time\nfrom official_d3d import folder_lock\n'
+      [sys.executable, '-c', 'import sys, time\nfrom d3d_core import folder_lock\n'
        f'with folder_lock.hold({str(tmp_path)!r}, "conversion"):\n  print("held", flush=True)\n  time.sleep(600)'],
       cwd=REPO, stdout=subprocess.PIPE, text=True)
   try:

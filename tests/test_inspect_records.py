@@ -12,8 +12,8 @@ import skimage.data
 import tensorflow as tf
 
 import synthetic_videos
-from official_d3d.dataloaders import label_map
-from official_d3d.dataloaders import schema
+from d3d_core import label_map
+from d3d_core import schema
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import inspect_records

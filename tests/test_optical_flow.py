@@ -4,6 +4,7 @@ Most tests run in graph mode (tracing is much cheaper than an XLA compile on CPU
 gives the graph's result. Short schedules are used where a property does not need OpenCV's full default schedule.
 """
 
+import dataclasses
 import functools
 
 import cv2
@@ -12,13 +13,14 @@ import pytest
 import skimage.data
 import tensorflow as tf
 
-from official_d3d.ops import optical_flow
+from d3d_core import tvl1_params
+from tfrecord_tools import tvl1_tf
 
 HEIGHT, WIDTH = 64, 80
 # A schedule short enough to follow OpenCV step by step (few iterations: float rounding has no room to grow), with an
 # epsilon that does stop some warps early, so the per-sample stopping rule is exercised.
-SHORT = dict(nscales=3, warps=2, outer_iterations=2, inner_iterations=10, epsilon=0.05)
-SINGLE_SCALE = dict(SHORT, nscales=1)
+SHORT = tvl1_params.Tvl1Params(nscales=3, warps=2, outer_iterations=2, inner_iterations=10, epsilon=0.05)
+SINGLE_SCALE = dataclasses.replace(SHORT, nscales=1)
 
 
 def _gray_frames(path, indices, size=(WIDTH, HEIGHT)):
@@ -46,16 +48,16 @@ def real_pairs(bikes_video, bunny_video):
 @pytest.fixture(scope='module')
 def default_flow():
   """tvl1_flow with OpenCV's default parameters in graph mode, traced once for uint8 64x80 batches."""
-  return tf.function(optical_flow.tvl1_flow, input_signature=[tf.TensorSpec([None, HEIGHT, WIDTH], tf.uint8)] * 2)
+  return tf.function(tvl1_tf.tvl1_flow, input_signature=[tf.TensorSpec([None, HEIGHT, WIDTH], tf.uint8)] * 2)
 
 
 @pytest.fixture(scope='module')
 def short_flow():
   """tvl1_flow on the SHORT schedule in graph mode, shared so that each input kind is traced once."""
-  return tf.function(functools.partial(optical_flow.tvl1_flow, **SHORT))
+  return tf.function(functools.partial(tvl1_tf.tvl1_flow, params=SHORT))
 
 
-def _opencv_flow(first, second, params=optical_flow.Tvl1Params(), initial_flow=None):
+def _opencv_flow(first, second, params=tvl1_params.Tvl1Params(), initial_flow=None):
   """OpenCV's flow pair by pair; a fresh object each time, because calc() can lower the object's nscales."""
   flows = []
   for index, (image0, image1) in enumerate(zip(first, second)):
@@ -82,18 +84,18 @@ def test_matches_opencv_with_default_parameters(real_pairs, default_flow):
 
 def test_follows_opencv_step_by_step_on_a_short_schedule(real_pairs, short_flow):
   first, second = real_pairs
-  reference = _opencv_flow(first, second, optical_flow.Tvl1Params(**SHORT))
+  reference = _opencv_flow(first, second, SHORT)
   # Measured at most 1.4e-4 px.
   np.testing.assert_array_less(_mean_epe(short_flow(first, second).numpy(), reference), 1e-3)
 
 
 def test_illumination_term_follows_opencv(real_pairs):
   first, second = real_pairs
-  params = optical_flow.Tvl1Params(gamma=1.0, **SINGLE_SCALE)
-  flow = tf.function(optical_flow.tvl1_flow)(first, second, gamma=1.0, **SINGLE_SCALE).numpy()
+  params = dataclasses.replace(SINGLE_SCALE, gamma=1.0)
+  flow = tf.function(functools.partial(tvl1_tf.tvl1_flow, params=params))(first, second).numpy()
   # Measured at most 6e-6 px, while gamma moves the flow by 0.06 to 0.14 px.
   np.testing.assert_array_less(_mean_epe(flow, _opencv_flow(first, second, params)), 1e-3)
-  without_gamma = _opencv_flow(first, second, optical_flow.Tvl1Params(**SINGLE_SCALE))
+  without_gamma = _opencv_flow(first, second, SINGLE_SCALE)
   assert _mean_epe(flow, without_gamma).min() > 0.03
 
 
@@ -101,11 +103,10 @@ def test_starts_from_the_initial_flow_as_opencv_does(real_pairs, short_flow):
   first, second = real_pairs
   initial_flow = np.zeros(first.shape + (2,), np.float32)
   initial_flow[..., 0] = np.linspace(-3.0, 3.0, WIDTH)
-  params = optical_flow.Tvl1Params(**SHORT)
-  reference = _opencv_flow(first, second, params, initial_flow)
+  reference = _opencv_flow(first, second, SHORT, initial_flow)
   flow = short_flow(first, second, initial_flow=initial_flow).numpy()
   np.testing.assert_array_less(_mean_epe(flow, reference), 1e-3)
-  assert _mean_epe(flow, _opencv_flow(first, second, params)).min() > 0.01  # The start does change the result.
+  assert _mean_epe(flow, _opencv_flow(first, second, SHORT)).min() > 0.01  # The start does change the result.
 
 
 def test_recovers_a_known_translation(default_flow):
@@ -139,20 +140,18 @@ def test_float_frames_in_unit_range_equal_uint8_frames(real_pairs, short_flow):
 
 def test_xla_program_equals_graph_and_check_interval_changes_nothing(real_pairs):
   first, second = real_pairs
-  schedule = dict(SHORT, nscales=2)
-  compiled = tf.function(optical_flow.tvl1_flow, jit_compile=True)(first, second, **schedule).numpy()
-  checked_every_iteration = tf.function(optical_flow.tvl1_flow)(first, second, iterations_per_check=1,
-                                                                **schedule).numpy()
+  flow = functools.partial(tvl1_tf.tvl1_flow, params=dataclasses.replace(SHORT, nscales=2))
+  compiled = tf.function(flow, jit_compile=True)(first, second).numpy()
+  checked_every_iteration = tf.function(flow)(first, second, iterations_per_check=1).numpy()
   np.testing.assert_allclose(compiled, checked_every_iteration, atol=1e-2)
 
 
 def test_backend_batches_and_pads_pairs(real_pairs):
   first, second = real_pairs
-  params = optical_flow.Tvl1Params(**SINGLE_SCALE)
-  backend = optical_flow.TfTvl1Backend(params, batch_size=2, jit_compile=False)
+  backend = tvl1_tf.TfTvl1Backend(SINGLE_SCALE, batch_size=2, jit_compile=False)
   flows = backend(first, second)
   assert flows.shape == (3, HEIGHT, WIDTH, 2)
-  np.testing.assert_array_less(_mean_epe(flows, _opencv_flow(first, second, params)), 1e-3)
+  np.testing.assert_array_less(_mean_epe(flows, _opencv_flow(first, second, SINGLE_SCALE)), 1e-3)
   assert backend(first[:0], second[:0]).shape == (0, HEIGHT, WIDTH, 2)
 
 
@@ -161,18 +160,18 @@ def test_primitives_match_opencv_on_a_real_image():
   batch = tf.constant(image[np.newaxis])
   # Pyramid level.
   expected = cv2.resize(image, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_LINEAR)
-  size = optical_flow.pyramid_sizes(HEIGHT, WIDTH, 2, 0.8)[1]
+  size = tvl1_tf.pyramid_sizes(HEIGHT, WIDTH, 2, 0.8)[1]
   assert size == expected.shape
-  np.testing.assert_allclose(optical_flow._downscale(batch, size, 0.8)[0], expected, atol=1e-3)
+  np.testing.assert_allclose(tvl1_tf._downscale(batch, size, 0.8)[0], expected, atol=1e-3)
   # Bicubic warp with zeros outside the frame, including positions far outside.
   rng = np.random.default_rng(0)
   flow_x, flow_y = (rng.normal(0.0, 4.0, image.shape).astype(np.float32) for _ in range(2))
   grid_y, grid_x = np.mgrid[:HEIGHT, :WIDTH].astype(np.float32)
   expected = cv2.remap(image, grid_x + flow_x, grid_y + flow_y, cv2.INTER_CUBIC)
-  warped = optical_flow._bicubic_remap(batch[tf.newaxis], flow_x[np.newaxis], flow_y[np.newaxis])[0, 0]
+  warped = tvl1_tf._bicubic_remap(batch[tf.newaxis], flow_x[np.newaxis], flow_y[np.newaxis])[0, 0]
   np.testing.assert_allclose(warped, expected, atol=1e-2)
   # 5x5 median with a replicated border.
-  np.testing.assert_array_equal(optical_flow._median_filter(batch, 5)[0], cv2.medianBlur(image, 5))
+  np.testing.assert_array_equal(tvl1_tf._median_filter(batch, 5)[0], cv2.medianBlur(image, 5))
 
 
 @pytest.mark.parametrize('first, second, message', [
@@ -183,13 +182,13 @@ def test_primitives_match_opencv_on_a_real_image():
 ])
 def test_rejects_bad_frames(first, second, message):
   with pytest.raises(ValueError, match=message):
-    optical_flow.tvl1_flow(first, second)
+    tvl1_tf.tvl1_flow(first, second)
 
 
 def test_rejects_bad_parameters():
   with pytest.raises(ValueError, match='scale_step'):
-    optical_flow.Tvl1Params(scale_step=1.5)
+    tvl1_params.Tvl1Params(scale_step=1.5)
   with pytest.raises(ValueError, match='median_filtering must be odd'):
-    optical_flow.Tvl1Params(median_filtering=4)
+    tvl1_params.Tvl1Params(median_filtering=4)
   with pytest.raises(ValueError, match='must divide inner_iterations'):
-    optical_flow.tvl1_flow(np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8), np.uint8), iterations_per_check=7)
+    tvl1_tf.tvl1_flow(np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8), np.uint8), iterations_per_check=7)

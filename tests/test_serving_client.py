@@ -29,8 +29,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 import training_records
 from test_export import one_line_error
 from test_export import run_module
-from official_d3d import cli
-from official_d3d.dataloaders import schema
+from d3d_core import cli
+from d3d_core import schema
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
 from official_d3d.serving import client

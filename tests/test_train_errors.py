@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import training_records
-from official_d3d import folder_lock
+from d3d_core import folder_lock
+from d3d_core import label_map
 from official_d3d import train_lib
-from official_d3d.dataloaders import label_map
 from official_d3d.modeling import factory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

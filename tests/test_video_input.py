@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from d3d_core import flow_quantization
+from d3d_core import schema
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import schema
 from official_d3d.dataloaders import video_input
-from official_d3d.ops import flow_quantization
 from official_d3d.ops import video_ops
 from tfrecord_tools import sequence_example
 

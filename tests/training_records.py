@@ -6,8 +6,8 @@ import pathlib
 import tensorflow as tf
 
 import real_clips
+from d3d_core import label_map
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import label_map
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 

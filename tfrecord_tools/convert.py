@@ -16,8 +16,8 @@ import json
 from absl import flags
 from absl import logging
 
-from official_d3d.dataloaders import schema
-from official_d3d.ops import optical_flow
+from d3d_core import schema
+from d3d_core import tvl1_params
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
@@ -78,7 +78,7 @@ def define_flags() -> None:
                       '--region=R --temp_location=gs://B/tmp". Default: DirectRunner.')
 
   definers = {float: flags.DEFINE_float, int: flags.DEFINE_integer}
-  for field in dataclasses.fields(optical_flow.Tvl1Params):
+  for field in dataclasses.fields(tvl1_params.Tvl1Params):
     definers[field.type](_TVL1_PREFIX + field.name.rstrip('_'), field.default,
                          f'TV-L1: {_TVL1_HELP[field.name]}; the default is OpenCV\'s.')
   flags.DEFINE_bool('tvl1_use_initial_flow', False,
@@ -91,8 +91,8 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags() -> convert_lib.ConversionConfig:
-  tvl1 = optical_flow.Tvl1Params(**{f.name: FLAGS[_TVL1_PREFIX + f.name.rstrip('_')].value
-                                     for f in dataclasses.fields(optical_flow.Tvl1Params)})
+  tvl1 = tvl1_params.Tvl1Params(**{f.name: FLAGS[_TVL1_PREFIX + f.name.rstrip('_')].value
+                                    for f in dataclasses.fields(tvl1_params.Tvl1Params)})
   return convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source=FLAGS.source, input=FLAGS.input, video_root=FLAGS.video_root,
                                     split=FLAGS.split, subset=FLAGS.subset),

@@ -34,9 +34,9 @@ import tensorflow as tf
 import tqdm
 from absl import logging
 
-from official_d3d import cli
-from official_d3d import folder_lock
-from official_d3d.dataloaders import label_map
+from d3d_core import cli
+from d3d_core import folder_lock
+from d3d_core import label_map
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
@@ -249,7 +249,7 @@ def _make_output_folder(output_dir: str) -> None:
 
 @contextlib.contextmanager
 def output_folder_lock(output_dir: str) -> Iterator[None]:
-  """Makes `output_dir` and holds it for one conversion (`official_d3d.folder_lock`: the OS releases the lock when
+  """Makes `output_dir` and holds it for one conversion (`d3d_core.folder_lock`: the OS releases the lock when
   the process ends, however it ends; remote folders have no locks).
 
   Raises:

@@ -18,14 +18,15 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from official_d3d.ops import optical_flow
+from d3d_core import tvl1_params
+from tfrecord_tools import tvl1_tf
 
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
   """Which backend computes the flow, and its parameters."""
   backend: str = 'opencv'
-  tvl1: optical_flow.Tvl1Params = optical_flow.Tvl1Params()  # TV-L1 parameters, OpenCV's defaults
+  tvl1: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params()  # TV-L1 parameters, OpenCV's defaults
   use_initial_flow: bool = False  # TV-L1 starts each frame pair from the previous pair's flow (OpenCV useInitialFlow)
   batch_size: int = 32  # frame pairs per TensorFlow call (backend 'tf')
 
@@ -63,7 +64,7 @@ class OpenCVTVL1(FlowBackend):
   Single-threaded use per process is intended: the drivers scale by running one backend per worker process.
   """
 
-  def __init__(self, params: optical_flow.Tvl1Params, use_initial_flow: bool = False):
+  def __init__(self, params: tvl1_params.Tvl1Params, use_initial_flow: bool = False):
     self._use_initial_flow = use_initial_flow
     self._tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(*params.opencv_args(), use_initial_flow)
 
@@ -91,15 +92,15 @@ class OpenCVFarneback(FlowBackend):
 
 
 class TensorFlowTVL1(FlowBackend):
-  """`official_d3d.ops.optical_flow` TV-L1: all frame pairs of a video in fixed-size batches on TensorFlow's device.
+  """`tfrecord_tools.tvl1_tf` TV-L1: all frame pairs of a video in fixed-size batches on TensorFlow's device.
 
   XLA-compiled when a GPU is visible; on a CPU, compiling costs about a minute per frame size and buys little, so the
   op runs as a plain graph there.
   """
 
-  def __init__(self, params: optical_flow.Tvl1Params, batch_size: int):
+  def __init__(self, params: tvl1_params.Tvl1Params, batch_size: int):
     jit_compile = bool(tf.config.list_physical_devices('GPU'))
-    self._flow = optical_flow.TfTvl1Backend(params, batch_size=batch_size, jit_compile=jit_compile)
+    self._flow = tvl1_tf.TfTvl1Backend(params, batch_size=batch_size, jit_compile=jit_compile)
 
   def pair_flows(self, frames):
     gray = grayscale(frames)

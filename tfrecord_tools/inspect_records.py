@@ -30,9 +30,9 @@ import tensorflow as tf
 from absl import flags
 from google.protobuf import message
 
-from official_d3d.dataloaders import label_map
-from official_d3d.dataloaders import schema
-from official_d3d.ops import flow_quantization
+from d3d_core import flow_quantization
+from d3d_core import label_map
+from d3d_core import schema
 from tfrecord_tools import cli
 from tfrecord_tools import record_file
 

@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import tensorflow as tf
 
-from official_d3d import cli
+from d3d_core import cli
 
 SOURCES = ('csv', 'folder', 'ucf101', 'hmdb51', 'kinetics')
 SUBSETS = ('train', 'test')

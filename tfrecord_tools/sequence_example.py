@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from official_d3d.dataloaders import schema
-from official_d3d.ops import flow_quantization
+from d3d_core import flow_quantization
+from d3d_core import schema
 
 FLOW_FORMATS = ('jpeg', 'png')
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from official_d3d import cli
+from d3d_core import cli
 
 # A decoded frame counts as "at" an output time when it is at most this late (container timestamps jitter by ~1 ms).
 _TIMESTAMP_TOLERANCE_US = 1000

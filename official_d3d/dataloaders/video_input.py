@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from d3d_core import schema
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import schema
 from official_d3d.ops import video_ops
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -15,8 +15,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from d3d_core import label_map
 from official_d3d.configs import d3d_config
-from official_d3d.dataloaders import label_map
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling.backbones import s3dg
 

@@ -9,7 +9,7 @@ the geometry: a resize scales its components, a horizontal flip negates its x co
 
 import tensorflow as tf
 
-from official_d3d.ops import flow_quantization
+from d3d_core import flow_quantization
 
 
 def clip_span(num_frames, stride):

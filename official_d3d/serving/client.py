@@ -17,7 +17,7 @@ process against a SavedModel version folder, with no server.
 
 A server that does not answer within `--timeout` seconds, or answers with an error, a video OpenCV cannot read, or a
 `--saved_model` that is not a version folder end the command with one `error:` line naming the address or the file
-(exit status 1; `official_d3d.cli`).
+(exit status 1; `d3d_core.cli`).
 """
 
 import base64
@@ -32,7 +32,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from official_d3d import cli
+from d3d_core import cli
 from official_d3d import export_saved_model
 
 SIGNATURE = export_saved_model.JPEG_SIGNATURE

@@ -14,12 +14,12 @@ scale are static, so `tf.function(tvl1_flow, jit_compile=True)` compiles to one 
 Internally fields are `[channel, batch, height, width]` so that every stencil works on the two minor axes.
 """
 
-import dataclasses
 import functools
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+
+from d3d_core import tvl1_params
 
 # OpenCV stops adding scales once a side would fall below this many pixels.
 _MIN_PYRAMID_SIDE = 16
@@ -28,51 +28,13 @@ _CUBIC_A = -0.75
 _MAX_ITERATIONS_PER_CHECK = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class Tvl1Params:
-  """OpenCV's DualTVL1 parameters with OpenCV's defaults (`cv2.optflow.DualTVL1OpticalFlow_create`)."""
-  tau: float = 0.25
-  lambda_: float = 0.15
-  theta: float = 0.3
-  nscales: int = 5
-  warps: int = 5
-  epsilon: float = 0.01
-  inner_iterations: int = 30
-  outer_iterations: int = 10
-  scale_step: float = 0.8
-  gamma: float = 0.0
-  median_filtering: int = 5
-
-  def __post_init__(self):
-    for name in ('tau', 'lambda_', 'theta'):
-      if getattr(self, name) <= 0:
-        raise ValueError(f'TV-L1 parameter {name} must be positive, got {getattr(self, name)}')
-    for name in ('nscales', 'warps', 'inner_iterations', 'outer_iterations'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'TV-L1 parameter {name} must be at least 1, got {getattr(self, name)}')
-    if self.epsilon < 0:
-      raise ValueError(f'TV-L1 parameter epsilon must not be negative, got {self.epsilon}')
-    if not 0 < self.scale_step < 1:
-      raise ValueError(f'TV-L1 parameter scale_step must be in (0, 1), got {self.scale_step}')
-    if self.median_filtering > 1 and self.median_filtering % 2 == 0:
-      raise ValueError(f'TV-L1 parameter median_filtering must be odd (or <= 1 for none), got {self.median_filtering}')
-
-  def opencv_args(self):
-    """Positional arguments of `cv2.optflow.DualTVL1OpticalFlow_create` for the same parameters."""
-    return (self.tau, self.lambda_, self.theta, self.nscales, self.warps, self.epsilon, self.inner_iterations,
-            self.outer_iterations, self.scale_step, self.gamma, self.median_filtering)
-
-
-def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
-              inner_iterations=30, outer_iterations=10, scale_step=0.8, gamma=0.0, median_filtering=5,
-              initial_flow=None, iterations_per_check=None):
+def tvl1_flow(image0, image1, params=tvl1_params.Tvl1Params(), initial_flow=None, iterations_per_check=None):
   """Dense flow from `image0` to `image1`, as OpenCV's DualTVL1 computes it.
 
   Args:
     image0, image1: grayscale frames `[batch, height, width]` with static height and width; uint8 in 0..255 or float
       in [0, 1] (both dtypes alike).
-    tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations, scale_step, gamma,
-      median_filtering: OpenCV's DualTVL1 parameters (`Tvl1Params`).
+    params: OpenCV's DualTVL1 parameters (`Tvl1Params`), OpenCV's defaults unless given.
     initial_flow: optional float `[batch, height, width, 2]` to start from, as OpenCV's `useInitialFlow`: it is
       scaled down to the coarsest scale (finer scales start from the up-sampled coarser solution, as in OpenCV).
     iterations_per_check: inner iterations between two tests of "all samples converged". It never changes the result
@@ -82,9 +44,7 @@ def tvl1_flow(image0, image1, tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warp
   Returns:
     float32 `[batch, height, width, 2]`: flow in pixels, x then y, such that image1(p + flow(p)) ~ image0(p).
   """
-  params = Tvl1Params(tau=tau, lambda_=lambda_, theta=theta, nscales=nscales, warps=warps, epsilon=epsilon,
-                      inner_iterations=inner_iterations, outer_iterations=outer_iterations, scale_step=scale_step,
-                      gamma=gamma, median_filtering=median_filtering)
+  inner_iterations = params.inner_iterations
   if iterations_per_check is None:
     iterations_per_check = max(d for d in range(1, _MAX_ITERATIONS_PER_CHECK + 1) if inner_iterations % d == 0)
   if iterations_per_check < 1 or inner_iterations % iterations_per_check:
@@ -395,13 +355,14 @@ class TfTvl1Backend:
   padded with copies of its own pairs, which converge exactly as the originals do, so it costs no extra iterations.
   """
 
-  def __init__(self, params: Optional[Tvl1Params] = None, batch_size: int = 32, jit_compile: bool = True):
+  def __init__(self, params: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params(), batch_size: int = 32,
+               jit_compile: bool = True):
     if batch_size < 1:
       raise ValueError(f'flow batch size must be at least 1, got {batch_size}')
-    self.params = params or Tvl1Params()
+    self.params = params
     self.batch_size = batch_size
     # The Python control flow of tvl1_flow is static, so autograph has nothing to convert.
-    self._flow = tf.function(functools.partial(tvl1_flow, **dataclasses.asdict(self.params)),
+    self._flow = tf.function(functools.partial(tvl1_flow, params=self.params),
                              jit_compile=jit_compile, autograph=False)
 
   def __call__(self, frames0, frames1):
