@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import tensorflow as tf
 
 from d3d_core import schema
@@ -22,6 +23,7 @@ def _records_by_media_id(output_dir, name, num_shards):
   return records
 
 
+@pytest.mark.slow
 def test_beam_records_equal_the_local_ones(tmp_path, bikes_video, bunny_video):
   (tmp_path / 'list.csv').write_text(
       'path,label,start,end\n'

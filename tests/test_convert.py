@@ -161,6 +161,7 @@ def test_known_translation_gives_that_flow(tmp_path):
   assert error.max() <= flow_quantization.max_quantization_error(encoding.flow_bound) + 1e-4
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
   bad = synthetic_videos.write_bad_inputs(tmp_path / 'bad', bikes_video)
   csv_path = write_csv(tmp_path / 'list.csv', [(bikes_video, 'bike', 0, 1)] + [(p, 'bike', '', '')
@@ -203,6 +204,7 @@ def wait_for(condition, process, timeout=240):
     time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_result(tmp_path, six_clips):
   clean_config, clean = six_clips
   assert [len(s) for s in clean] == [1] * 6
@@ -235,6 +237,7 @@ def test_a_second_conversion_is_refused_and_a_killed_one_resumes_to_the_clean_re
   assert [name for name in _state_files(output_dir) if not name.endswith('.done.json')] == [folder_lock.LOCK_FILENAME]
 
 
+@pytest.mark.slow
 def test_rerun_keeps_complete_shards_and_redoes_damaged_ones(tmp_path, six_clips):
   clean_config, clean = six_clips
   output_dir = tmp_path / 'out'
@@ -283,6 +286,7 @@ def test_changed_settings_or_classes_are_refused(tmp_path, six_clips, bikes_vide
   assert job.tasks[0][1] == 0 and job.class_names == ['bike', 'bunny']
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_with_2(tmp_path):
   process = run_cli([f'--output_dir={tmp_path}', '--fps=25'])
   _, stderr = process.communicate(timeout=120)
@@ -336,6 +340,7 @@ def test_kinetics_whole_videos_are_cut_and_missing_clips_reported(tmp_path, bike
   np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], 2_000_000 + np.arange(5) * 40_000)
 
 
+@pytest.mark.slow
 def test_tf_flow_backend_writes_the_same_records_as_opencv(tmp_path):
   """`--flow_backend=tf` (TensorFlow TV-L1) writes records of the same layout whose flow agrees with OpenCV's."""
   frames = synthetic_videos.translating_texture(4, 48, 64, 2, 1)

@@ -20,6 +20,8 @@ from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 PAGE_BYTES = 4096  # tmpfs sizes and file sizes count in pages
 
 

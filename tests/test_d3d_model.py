@@ -18,6 +18,8 @@ from official_d3d.modeling import factory
 from official_d3d.modeling import optimization
 from official_d3d.train_lib import precision_policy
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 NUM_FRAMES, SIZE, BATCH = 4, 32, 4
 LABELS = np.array([0, 1, 2, 0], np.int32)
 TEACHER_BIAS_PATH = 'Logits/Conv2d_0c_1x1/bias'  # the S3D-G classifier's bias (TF-slim name)

@@ -24,6 +24,8 @@ from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
 from tfrecord_tools import video_io
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -34,6 +34,9 @@ from tfrecord_tools import sequence_example
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / 'saved_model_cli'
+
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 # Exists on Linux and refuses new folders even to root, whom folder permissions do not stop (tests may run as root).
 UNWRITABLE_DIR = pathlib.Path('/sys/fs')
@@ -43,6 +46,7 @@ UNWRITABLE_DIR = pathlib.Path('/sys/fs')
 FRESH_PROCESS = r'''
 import pickle, sys
 import tensorflow as tf
+
 saved_model, inputs_path, outputs_path = sys.argv[1:]
 with open(inputs_path, 'rb') as f:
   inputs = pickle.load(f)

@@ -81,6 +81,7 @@ def test_init_checkpoint_copies_all_but_the_classifier_of_another_class_count(fl
       np.testing.assert_array_equal(weight.numpy(), source_weights[name].numpy())
 
 
+@pytest.mark.slow
 def test_d3d_model_gets_the_restored_teacher_and_refuses_a_non_flow_one(flow_run, tmp_path):
   flow_config, flow_network = flow_run
   config = tiny_config('d3d')
@@ -96,6 +97,7 @@ def test_d3d_model_gets_the_restored_teacher_and_refuses_a_non_flow_one(flow_run
 
 
 @pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')  # Keras' own save_weights
+@pytest.mark.slow
 def test_imported_slim_weights_load_with_their_description_and_pixel_range(tmp_path):
   """The layout `official_d3d.tools.import_slim_checkpoint` writes: `<name>.weights.h5` and `<name>.json`."""
   config = tiny_config('rgb', num_classes=4)

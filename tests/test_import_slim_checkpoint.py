@@ -119,6 +119,7 @@ def test_every_weight_has_one_reference_name():
   assert mapping['InceptionV1/Logits/Conv2d_0c_1x1/weights'].shape == (1, 1, 1, 1024, 400)
 
 
+@pytest.mark.slow
 def test_round_trip_through_a_slim_named_checkpoint(tmp_path, bikes_video):
   clip = real_clips.rgb_clip(bikes_video, 8, 32, batch=2)
   source = _tiny_model(seed=1, calibration_clip=clip)
@@ -142,6 +143,7 @@ def test_round_trip_through_a_slim_named_checkpoint(tmp_path, bikes_video):
     {},  # S3D-G as released
     dict(first_temporal_kernel_size=7, temporal_conv_startat='Mixed_4b', gating_startat=''),  # top-heavy S3D
 ])
+@pytest.mark.slow
 def test_imported_model_computes_what_the_slim_graph_computes(tmp_path, bikes_video, options):
   # 24 frames: Mixed_5c has 3 time steps, so the head's pooling and time average both act.
   clip = real_clips.rgb_clip(bikes_video, 24, 64)
@@ -159,6 +161,7 @@ def test_imported_model_computes_what_the_slim_graph_computes(tmp_path, bikes_vi
   assert np.abs(logits[0] - logits[1]).max() > 0.05  # the two clips are told apart
 
 
+@pytest.mark.slow
 def test_model_options_are_read_from_the_checkpoint(tmp_path):
   options = dict(first_temporal_kernel_size=7, temporal_conv_startat='Mixed_3c', gating_startat='Mixed_4f')
   prefix = slim_checkpoints.write(_tiny_model(0, num_classes=11, input_channels=2, **options),
@@ -168,6 +171,7 @@ def test_model_options_are_read_from_the_checkpoint(tmp_path):
   assert importer.model_options_from_checkpoint(s3d)['gating_startat'] == ''
 
 
+@pytest.mark.slow
 def test_missing_unused_and_mismatched_variables_are_reported(tmp_path):
   s3d_prefix = slim_checkpoints.write(_tiny_model(0, gating_startat=''), str(tmp_path / 's3d.ckpt'))
   s3dg_model = _tiny_model(1)
@@ -214,6 +218,7 @@ def test_unreadable_checkpoint_is_named(tmp_path):
     importer.load_slim_checkpoint(_tiny_model(0), str(tmp_path / 'nothing_here'))
 
 
+@pytest.mark.slow
 def test_command_line_imports_and_saves_keras_weights(tmp_path, bikes_video):
   source = _tiny_model(4, num_classes=6, input_channels=2, gating_startat='Mixed_4b')
   prefix = slim_checkpoints.write(source, str(tmp_path / 'flow' / 'model.ckpt-7'),

@@ -85,6 +85,7 @@ def test_summary_counts_classes_frames_and_sizes(records):
   assert [name for _, name, _ in inspect_records.summarize(paths).videos_per_class()] == ['bike', 'bunny', 'moving']
 
 
+@pytest.mark.slow
 def test_cli_prints_the_summary_and_writes_pictures(records, tmp_path):
   process = run_inspect(f'--records={records}/clips-*.tfrecord', f'--label_map={records}/label_map.txt',
                         f'--output_dir={tmp_path}', '--num_videos=2', '--frames_per_video=3')
@@ -148,6 +149,7 @@ def test_picture_frames_spread_over_the_video_but_skip_the_repeated_last_flow():
   assert inspect_records.picture_frame_indices(2, 4) == [0]
 
 
+@pytest.mark.slow
 def test_a_glob_that_matches_nothing_is_an_error(tmp_path):
   with pytest.raises(inspect_records.InspectError, match='no file matches'):
     inspect_records.find_shards(str(tmp_path / 'nothing-*.tfrecord'))
@@ -186,6 +188,7 @@ def damage_first_record(path):
   path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_cli_names_a_damaged_record_and_skip_corrupt_counts_it(records, tmp_path):
   shutil.copytree(records, tmp_path / 'records')
   shards = sorted((tmp_path / 'records').glob('clips-*.tfrecord'))

@@ -71,6 +71,7 @@ def _mean_epe(flow, reference):
   return np.linalg.norm(flow - reference, axis=-1).mean(axis=(1, 2))
 
 
+@pytest.mark.slow
 def test_matches_opencv_with_default_parameters(real_pairs, default_flow):
   first, second = real_pairs
   reference = _opencv_flow(first, second)
@@ -99,6 +100,7 @@ def test_illumination_term_follows_opencv(real_pairs):
   assert _mean_epe(flow, without_gamma).min() > 0.03
 
 
+@pytest.mark.slow
 def test_starts_from_the_initial_flow_as_opencv_does(real_pairs, short_flow):
   first, second = real_pairs
   initial_flow = np.zeros(first.shape + (2,), np.float32)
@@ -138,6 +140,7 @@ def test_float_frames_in_unit_range_equal_uint8_frames(real_pairs, short_flow):
   assert np.abs(from_uint8).max() > 0.5
 
 
+@pytest.mark.slow
 def test_xla_program_equals_graph_and_check_interval_changes_nothing(real_pairs):
   first, second = real_pairs
   flow = functools.partial(tvl1_tf.tvl1_flow, params=dataclasses.replace(SHORT, nscales=2))

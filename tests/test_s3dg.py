@@ -38,6 +38,7 @@ def _full_size(**options) -> s3dg.S3DG:
   return model
 
 
+@pytest.mark.slow
 def test_rgb_and_flow_outputs_on_real_clips(bikes_video):
   rgb = s3dg.S3DG(7, 3, **TINY)
   out = rgb(real_clips.rgb_clip(bikes_video, 8, 32, batch=2))
@@ -51,6 +52,7 @@ def test_rgb_and_flow_outputs_on_real_clips(bikes_video):
   assert (out['features'].numpy() >= 0).all() and out['features'].numpy().max() > 0
 
 
+@pytest.mark.slow
 def test_dynamic_batch_and_clip_sizes(bikes_video):
   model = s3dg.S3DG(3, 3, **TINY)
   forward = tf.function(lambda clip: model(clip)['logits'],
@@ -77,6 +79,7 @@ def test_parameter_count_matches_the_reference():
           == REFERENCE_TRAINABLE_PARAMETERS + FIRST_KERNEL_7_EXTRA_PARAMETERS)
 
 
+@pytest.mark.slow
 def test_s3d_and_top_heavy_variants():
   s3d = _full_size(gating_startat='')
   assert _trainable_parameters(s3d) == REFERENCE_TRAINABLE_PARAMETERS - GATING_PARAMETERS
@@ -115,6 +118,7 @@ def test_temporal_convolutions_start_as_identity(bikes_video):
   np.testing.assert_allclose(unit.gating.call(spatial).numpy(), unit(features).numpy(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_mode_updates_batch_norm_and_applies_dropout(bikes_video):
   model = s3dg.S3DG(3, 3, dropout_rate=0.5, **TINY)
   clip = real_clips.rgb_clip(bikes_video, 4, 32, batch=2)
@@ -167,6 +171,7 @@ def test_layer_config_round_trip(layer):
   tf.nest.map_structure(lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), output, restored(clip))
 
 
+@pytest.mark.slow
 def test_model_saves_and_loads_as_keras_file(tmp_path, bikes_video):
   model = s3dg.S3DG(4, 2, first_temporal_kernel_size=7, temporal_conv_startat='Mixed_3c', gating_startat='',
                     name='teacher', **TINY)

@@ -35,6 +35,8 @@ from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
 from official_d3d.serving import client
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_FRAMES = 16
 SHORT_SIDE = 48

@@ -19,6 +19,8 @@ from official_d3d.configs import config_flags
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'official_d3d', 'configs', 'experiments')
 TINY_FLAGFILE = os.path.join(EXPERIMENTS, 'tiny_cpu.flags')

@@ -19,6 +19,8 @@ from d3d_core import label_map
 from official_d3d import train_lib
 from official_d3d.modeling import factory
 
+pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGFILE = os.path.join(REPO, 'official_d3d', 'configs', 'experiments', 'tiny_cpu.flags')
 
