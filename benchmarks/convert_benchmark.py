@@ -19,16 +19,16 @@ import tempfile
 from absl import app
 from absl import flags
 
+from d3d_core import video_reader
 from tfrecord_tools import convert_lib
 from tfrecord_tools import manifests
-from tfrecord_tools import video_io
 
 SAMPLE_VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4')
 
 flags.DEFINE_integer('num_videos', 4, 'Videos to convert: copies of the sample videos, taken in turn.')
 flags.DEFINE_integer('max_frames', 20, 'Frames per video (the first ones at --fps); 0: whole videos.')
-flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side, 'Short side of the frames, in pixels.')
-flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate.')
+flags.DEFINE_integer('short_side', video_reader.DecodeConfig.short_side, 'Short side of the frames, in pixels.')
+flags.DEFINE_float('fps', video_reader.DecodeConfig.fps, 'Output frame rate.')
 flags.DEFINE_integer('num_workers', os.cpu_count() or 1, 'Workers of the parallel run (default: os.cpu_count()).')
 flags.DEFINE_string('work_dir', '', 'Folder for the video copies and records; default: a temporary folder, removed.')
 FLAGS = flags.FLAGS
@@ -62,7 +62,7 @@ def convert(csv_path: pathlib.Path, output_dir: pathlib.Path, num_workers: int) 
   config = convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
       name='benchmark', num_shards=FLAGS.num_videos, num_workers=num_workers,
-      decode=video_io.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames))
+      decode=video_reader.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames))
   report = convert_lib.run_local(config)
   if report['videos_failed']:
     raise RuntimeError(f'{report["videos_failed"]} videos failed: {report["failures"]}')

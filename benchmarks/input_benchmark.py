@@ -27,11 +27,11 @@ from absl import flags
 import tensorflow as tf
 
 from benchmarks import table
+from d3d_core import video_reader
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
-from tfrecord_tools import video_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ def write_records(video_path: str, short_side: int, num_records: int, folder: st
   pattern = os.path.join(folder, f'{prefix}-*.tfrecord')
   if len(tf.io.gfile.glob(pattern)) == num_records:
     return pattern
-  video = video_io.read_video(video_path, video_io.DecodeConfig(fps=25.0, short_side=short_side))
+  video = video_reader.read_video(video_path, video_reader.DecodeConfig(fps=25.0, short_side=short_side))
   example = sequence_example.build_sequence_example(
       os.path.basename(video_path), 0, pathlib.Path(video_path).stem, video.frames, video.timestamps_us.tolist(), 25.0,
       flow=flow_backends.OpenCVFarneback().video_flow(video.frames), data_path=video_path)

@@ -39,6 +39,7 @@ from d3d_core import cli
 from d3d_core import flow_quantization
 from d3d_core import label_map
 from d3d_core import tvl1_params
+from d3d_core import video_reader
 from official_d3d import export_saved_model
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
@@ -46,7 +47,6 @@ from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
 from tfrecord_tools import manifests
-from tfrecord_tools import video_io
 
 # name of each trained network -> its stream in train.py
 STREAMS = {'flow_teacher': 'flow', 'rgb_baseline': 'rgb', 'd3d_student': 'd3d'}
@@ -234,7 +234,7 @@ def conversion_config(config: DemoConfig, paths: DemoPaths, split: str) -> conve
       output_dir=paths.records, name=split, num_shards=2, num_workers=config.convert_workers,
       label_map=paths.label_map if split != 'train' else '',
       # The videos are small already: keep their size (the converter's default resizes the short side to 256).
-      decode=video_io.DecodeConfig(fps=config.dataset.frame_rate, short_side=0),
+      decode=video_reader.DecodeConfig(fps=config.dataset.frame_rate, short_side=0),
       flow=flow_backends.FlowConfig(tvl1=config.tvl1))
 
 
@@ -402,7 +402,7 @@ def measure_latency(config: DemoConfig, paths: DemoPaths, exported: Dict[str, st
                                                                                                     'test.csv')))
   # One clip of the network's length per video, as the serving graph would sample it.
   span = config.num_frames * config.stride
-  clips = [video_io.read_video(entry.path, conversion.decode).frames[:span] for entry in test_manifest.entries]
+  clips = [video_reader.read_video(entry.path, conversion.decode).frames[:span] for entry in test_manifest.entries]
   clips = [clips[i] for i in np.linspace(0, len(clips) - 1, config.latency_clips + 1).astype(int)]
   d3d = _serving_function(exported['d3d_student'])
   rgb = _serving_function(exported['rgb_baseline'])

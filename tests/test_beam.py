@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 from d3d_core import schema
+from d3d_core import video_reader
 from tfrecord_tools import beam_pipeline
 from tfrecord_tools import convert_lib
 from tfrecord_tools import manifests
-from tfrecord_tools import video_io
 
 
 def _records_by_media_id(output_dir, name, num_shards):
@@ -35,7 +35,7 @@ def test_beam_records_equal_the_local_ones(tmp_path, bikes_video, bunny_video):
       source=manifests.SourceConfig(source='csv', input=str(tmp_path / 'list.csv'),
                                     video_root=str(bikes_video.parent)),
       output_dir=str(tmp_path / 'local'), name='clips', num_shards=2, num_workers=1,
-      decode=video_io.DecodeConfig(short_side=48, max_frames=5))
+      decode=video_reader.DecodeConfig(short_side=48, max_frames=5))
   beam_config = dataclasses.replace(local_config, output_dir=str(tmp_path / 'beam'))
 
   local_report = convert_lib.run_local(local_config)

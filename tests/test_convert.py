@@ -22,13 +22,13 @@ from d3d_core import folder_lock
 from d3d_core import label_map
 from d3d_core import schema
 from d3d_core import tvl1_params
+from d3d_core import video_reader
 from tfrecord_tools import cli
 from tfrecord_tools import convert
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
-from tfrecord_tools import video_io
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def write_csv(path, rows):
 def make_config(csv_path, output_dir, **overrides):
   settings = dict(source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
                   name='clips', num_shards=2, num_workers=1,
-                  decode=video_io.DecodeConfig(fps=25, short_side=48, max_frames=5))
+                  decode=video_reader.DecodeConfig(fps=25, short_side=48, max_frames=5))
   settings.update(overrides)
   return convert_lib.ConversionConfig(**settings)
 
@@ -108,7 +108,7 @@ def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunn
   csv_path = write_csv(tmp_path / 'list.csv', [(bikes_video.name, 'bike', '', ''), (bunny_video.name, 'bunny', '', '')])
   source = manifests.SourceConfig(source='csv', input=str(csv_path), video_root=str(bikes_video.parent))
   config = make_config(csv_path, tmp_path / 'out', source=source,
-                       decode=video_io.DecodeConfig(short_side=64, max_frames=8))
+                       decode=video_reader.DecodeConfig(short_side=64, max_frames=8))
 
   report = convert_lib.run_local(config)
 
@@ -128,7 +128,7 @@ def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunn
     np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], np.arange(8) * 40_000)
     assert (example[schema.CLIP_START_TIMESTAMP], example[schema.CLIP_END_TIMESTAMP]) == (0, 280_000)
     assert example['rgb'].shape == (8, 64, width, 3) and example['flow'].shape == (8, 64, width, 3)
-    decoded = video_io.read_video(str(video_path), config.decode).frames
+    decoded = video_reader.read_video(str(video_path), config.decode).frames
     mse = np.mean((example['rgb'].astype(float) - decoded) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) > 30  # PSNR of JPEG quality 95 on small, detailed frames
     np.testing.assert_array_equal(example['flow'][-1], example['flow'][-2])  # the last frame repeats
@@ -141,7 +141,7 @@ def test_known_translation_gives_that_flow(tmp_path):
   csv_path = write_csv(tmp_path / 'list.csv', [(video, 'moving', '', '')])
   encoding = sequence_example.EncodingConfig(flow_format='png')
   config = make_config(csv_path, tmp_path / 'out', num_shards=1, encoding=encoding,
-                       decode=video_io.DecodeConfig(short_side=64))
+                       decode=video_reader.DecodeConfig(short_side=64))
 
   convert_lib.run_local(config)
 
@@ -156,7 +156,7 @@ def test_known_translation_gives_that_flow(tmp_path):
 
   # The stored flow is the backend's flow, within the quantisation bound.
   backend = flow_backends.create_backend(config.flow)
-  flow = backend.video_flow(video_io.read_video(str(video), config.decode).frames)
+  flow = backend.video_flow(video_reader.read_video(str(video), config.decode).frames)
   error = np.abs(stored_flow - np.clip(flow, -encoding.flow_bound, encoding.flow_bound))
   assert error.max() <= flow_quantization.max_quantization_error(encoding.flow_bound) + 1e-4
 
@@ -274,7 +274,7 @@ def test_changed_settings_or_classes_are_refused(tmp_path, six_clips, bikes_vide
   output_dir = tmp_path / 'out'
   convert_lib.prepare_job(make_config(clips_csv, output_dir))
   with pytest.raises(convert_lib.ConversionSetupError, match='differing: decode'):
-    convert_lib.prepare_job(make_config(clips_csv, output_dir, decode=video_io.DecodeConfig(fps=10)))
+    convert_lib.prepare_job(make_config(clips_csv, output_dir, decode=video_reader.DecodeConfig(fps=10)))
   with pytest.raises(convert_lib.ConversionSetupError, match='differing: num_shards'):
     convert_lib.prepare_job(make_config(clips_csv, output_dir, num_shards=3))
 
@@ -350,7 +350,7 @@ def test_tf_flow_backend_writes_the_same_records_as_opencv(tmp_path):
   examples = {}
   for backend in ('opencv', 'tf'):
     config = make_config(csv_path, tmp_path / backend, num_shards=1, encoding=encoding,
-                         decode=video_io.DecodeConfig(short_side=48),
+                         decode=video_reader.DecodeConfig(short_side=48),
                          flow=flow_backends.FlowConfig(backend=backend, batch_size=2))
     report = convert_lib.run_local(config)
     assert report['videos_written'] == 1

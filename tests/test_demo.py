@@ -19,10 +19,10 @@ import pytest
 import tensorflow as tf
 
 from d3d_core import label_map
+from d3d_core import video_reader
 from official_d3d import demo
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
-from tfrecord_tools import video_io
 
 pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
 
@@ -105,7 +105,7 @@ def test_student_saved_model_loads_with_plain_tensorflow_and_predicts(quick_run)
   config, results, _ = quick_run
   last_class = config.dataset.classes[-1]
   video = os.path.join(config.output_dir, 'videos', 'test', last_class, f'{last_class}_000.mp4')
-  frames = video_io.read_video(video, video_io.DecodeConfig(short_side=0)).frames
+  frames = video_reader.read_video(video, video_reader.DecodeConfig(short_side=0)).frames
   serving = tf.saved_model.load(results['paths']['d3d_saved_model']).signatures['serving_default']
   outputs = serving(video=tf.constant(frames[None]))
   probabilities = outputs['probabilities'].numpy()
@@ -120,7 +120,8 @@ def test_two_stream_timing_computes_the_flow_of_the_sampled_frames_only(quick_ru
   config, _, _ = quick_run
   first_class = config.dataset.classes[0]
   video = os.path.join(config.output_dir, 'videos', 'test', first_class, f'{first_class}_000.mp4')
-  frames = video_io.read_video(video, video_io.DecodeConfig(short_side=0)).frames[:config.num_frames * config.stride]
+  decoded = video_reader.read_video(video, video_reader.DecodeConfig(short_side=0))
+  frames = decoded.frames[:config.num_frames * config.stride]
   backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=config.tvl1))
   whole_video = backend.video_flow(frames)  # every pair, as the converter stores it
   sampled = np.arange(0, len(frames), config.stride)

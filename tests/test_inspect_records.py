@@ -14,11 +14,11 @@ import tensorflow as tf
 import synthetic_videos
 from d3d_core import label_map
 from d3d_core import schema
+from d3d_core import video_reader
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import inspect_records
 from tfrecord_tools import manifests
-from tfrecord_tools import video_io
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHORT_SIDE = 48
@@ -40,7 +40,7 @@ def records(tmp_path_factory, bikes_video, bunny_video):
   config = convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(folder / 'records'),
       name='clips', num_shards=2, num_workers=1,
-      decode=video_io.DecodeConfig(short_side=SHORT_SIDE, max_frames=NUM_FRAMES))
+      decode=video_reader.DecodeConfig(short_side=SHORT_SIDE, max_frames=NUM_FRAMES))
   report = convert_lib.run_local(config)
   assert report['videos_written'] == 3, report
   return folder / 'records'

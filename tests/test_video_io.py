@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import synthetic_videos
-from tfrecord_tools import video_io
+from d3d_core import video_reader
 
 
 def _all_frames_opencv(path):
@@ -19,7 +19,7 @@ def _all_frames_opencv(path):
 
 
 def test_real_video_at_its_own_rate_keeps_every_frame_and_resizes_the_short_side(bikes_video):
-  video = video_io.read_video(str(bikes_video), video_io.DecodeConfig(fps=25, short_side=64))
+  video = video_reader.read_video(str(bikes_video), video_reader.DecodeConfig(fps=25, short_side=64))
 
   assert video.frames.shape == (250, 64, 151, 3)  # 640x272 -> short side 64, aspect kept
   assert video.frames.dtype == np.uint8
@@ -31,8 +31,8 @@ def test_real_video_at_its_own_rate_keeps_every_frame_and_resizes_the_short_side
 def test_resampling_picks_the_last_frame_at_or_before_each_time(tmp_path):
   path = synthetic_videos.write_video(tmp_path / 'numbered.avi', synthetic_videos.numbered_frames(20), fps=25)
 
-  slower = video_io.read_video(str(path), video_io.DecodeConfig(fps=10, short_side=0))
-  faster = video_io.read_video(str(path), video_io.DecodeConfig(fps=50, short_side=0))
+  slower = video_reader.read_video(str(path), video_reader.DecodeConfig(fps=10, short_side=0))
+  faster = video_reader.read_video(str(path), video_reader.DecodeConfig(fps=50, short_side=0))
 
   # 20 frames at 25 fps last 0.8 s: 8 frames at 10 fps; output time k/10 s shows source frame floor(2.5 k).
   assert [int(f.mean()) // 10 for f in slower.frames] == [0, 2, 5, 7, 10, 12, 15, 17]
@@ -41,26 +41,26 @@ def test_resampling_picks_the_last_frame_at_or_before_each_time(tmp_path):
 
 
 def test_clip_cut_and_frame_cap(bikes_video):
-  config = video_io.DecodeConfig(fps=25, short_side=48)
-  clip = video_io.read_video(str(bikes_video), config, start=2.0, end=3.0)
+  config = video_reader.DecodeConfig(fps=25, short_side=48)
+  clip = video_reader.read_video(str(bikes_video), config, start=2.0, end=3.0)
   np.testing.assert_array_equal(clip.timestamps_us, 2_000_000 + np.arange(25) * 40_000)
 
-  capped = video_io.read_video(str(bikes_video), video_io.DecodeConfig(fps=25, short_side=48, max_frames=6),
-                               start=2.0)
+  capped = video_reader.read_video(str(bikes_video), video_reader.DecodeConfig(fps=25, short_side=48, max_frames=6),
+                                   start=2.0)
   np.testing.assert_array_equal(capped.frames, clip.frames[:6])
 
 
 def test_upscaling_short_side_and_bunny_aspect(bunny_video):
-  video = video_io.read_video(str(bunny_video), video_io.DecodeConfig(short_side=64, max_frames=3))
+  video = video_reader.read_video(str(bunny_video), video_reader.DecodeConfig(short_side=64, max_frames=3))
   assert video.frames.shape == (3, 64, 114, 3)  # 1280x720
-  assert video_io.resized_shape(48, 64, 96) == (96, 128)
+  assert video_reader.resized_shape(48, 64, 96) == (96, 128)
 
 
 @pytest.mark.parametrize('kind', ['missing', 'empty', 'truncated', 'random', 'text', 'one_frame'])
 def test_bad_inputs_raise_with_the_file_and_reason(tmp_path, bikes_video, kind):
   path, reason = synthetic_videos.write_bad_inputs(tmp_path, bikes_video)[kind]
-  with pytest.raises(video_io.VideoDecodeError, match=reason) as error:
-    video_io.read_video(str(path), video_io.DecodeConfig(short_side=32))
+  with pytest.raises(video_reader.VideoDecodeError, match=reason) as error:
+    video_reader.read_video(str(path), video_reader.DecodeConfig(short_side=32))
   assert str(path) in str(error.value)
 
 
@@ -69,21 +69,21 @@ def test_truncated_stream_that_still_opens_is_reported(tmp_path):
   data = path.read_bytes()
   cut = tmp_path / 'cut.avi'
   cut.write_bytes(data[:len(data) // 2])
-  with pytest.raises(video_io.VideoDecodeError, match=r'truncated or corrupt: decoded \d+ of the 30 frames'):
-    video_io.read_video(str(cut), video_io.DecodeConfig(short_side=0))
+  with pytest.raises(video_reader.VideoDecodeError, match=r'truncated or corrupt: decoded \d+ of the 30 frames'):
+    video_reader.read_video(str(cut), video_reader.DecodeConfig(short_side=0))
   # The start of a cut file is still usable when only that part is asked for.
-  assert len(video_io.read_video(str(cut), video_io.DecodeConfig(short_side=0, max_frames=5)).frames) == 5
+  assert len(video_reader.read_video(str(cut), video_reader.DecodeConfig(short_side=0, max_frames=5)).frames) == 5
 
 
 def test_directory_and_empty_range_are_reported(tmp_path, bikes_video):
-  with pytest.raises(video_io.VideoDecodeError, match='is a directory'):
-    video_io.read_video(str(tmp_path), video_io.DecodeConfig())
-  with pytest.raises(video_io.VideoDecodeError, match='0 frame'):
-    video_io.read_video(str(bikes_video), video_io.DecodeConfig(short_side=32), start=20.0, end=30.0)
+  with pytest.raises(video_reader.VideoDecodeError, match='is a directory'):
+    video_reader.read_video(str(tmp_path), video_reader.DecodeConfig())
+  with pytest.raises(video_reader.VideoDecodeError, match='0 frame'):
+    video_reader.read_video(str(bikes_video), video_reader.DecodeConfig(short_side=32), start=20.0, end=30.0)
 
 
 def test_decode_config_validation():
   with pytest.raises(ValueError, match='fps'):
-    video_io.DecodeConfig(fps=0)
+    video_reader.DecodeConfig(fps=0)
   with pytest.raises(ValueError, match='short_side'):
-    video_io.DecodeConfig(short_side=-1)
+    video_reader.DecodeConfig(short_side=-1)

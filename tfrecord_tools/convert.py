@@ -18,12 +18,12 @@ from absl import logging
 
 from d3d_core import schema
 from d3d_core import tvl1_params
+from d3d_core import video_reader
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
-from tfrecord_tools import video_io
 
 _TVL1_PREFIX = 'tvl1_'
 
@@ -58,8 +58,8 @@ def define_flags() -> None:
   flags.DEFINE_string('name', 'data', 'Shard name prefix: <name>-SSSSS-of-NNNNN.tfrecord.')
   flags.DEFINE_integer('num_shards', 8, 'Number of TFRecord files.')
   flags.DEFINE_integer('num_workers', 0, 'Worker processes of the local runner; 0: all cores.')
-  flags.DEFINE_float('fps', video_io.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
-  flags.DEFINE_integer('short_side', video_io.DecodeConfig.short_side,
+  flags.DEFINE_float('fps', video_reader.DecodeConfig.fps, 'Output frame rate; frames are resampled by timestamp.')
+  flags.DEFINE_integer('short_side', video_reader.DecodeConfig.short_side,
                        'Resize so the short side is this; 0 keeps it.')
   flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
   flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
@@ -98,7 +98,7 @@ def config_from_flags() -> convert_lib.ConversionConfig:
                                     split=FLAGS.split, subset=FLAGS.subset),
       output_dir=FLAGS.output_dir, name=FLAGS.name, num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
       label_map=FLAGS.label_map,
-      decode=video_io.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
+      decode=video_reader.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
       flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1,
                                     use_initial_flow=FLAGS.tvl1_use_initial_flow,
                                     batch_size=FLAGS.flow_batch_size),

@@ -37,10 +37,10 @@ from absl import logging
 from d3d_core import cli
 from d3d_core import folder_lock
 from d3d_core import label_map
+from d3d_core import video_reader
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
-from tfrecord_tools import video_io
 
 _SETTINGS_FORMAT = 1
 _TEMPORARY_SUFFIX = '.incomplete'
@@ -70,7 +70,7 @@ class ConversionConfig:
   num_shards: int = 8
   num_workers: int = 0  # 0: all cores of this machine
   label_map: str = ''  # an existing label map to use (e.g. the train split's), instead of the source's classes
-  decode: video_io.DecodeConfig = video_io.DecodeConfig()
+  decode: video_reader.DecodeConfig = video_reader.DecodeConfig()
   flow: flow_backends.FlowConfig = flow_backends.FlowConfig()
   encoding: sequence_example.EncodingConfig = sequence_example.EncodingConfig()
 
@@ -110,13 +110,13 @@ def convert_video(entry: manifests.VideoEntry, label_index: int, config: Convers
                   flow_backend: Optional[flow_backends.FlowBackend]) -> VideoResult:
   """Decodes, computes flow and encodes one video; never raises for a bad video, but says why it was skipped."""
   try:
-    video = video_io.read_video(entry.path, config.decode, entry.start, entry.end)
+    video = video_reader.read_video(entry.path, config.decode, entry.start, entry.end)
     flow = flow_backend.video_flow(video.frames) if flow_backend else None
     example = sequence_example.build_sequence_example(
         media_id=entry.media_id, label_index=label_index, label_string=entry.label, frames=video.frames,
         timestamps_us=video.timestamps_us, frame_rate=config.decode.fps, flow=flow, data_path=entry.path,
         encoding=config.encoding)
-  except video_io.VideoDecodeError as error:
+  except video_reader.VideoDecodeError as error:
     return VideoResult(entry.media_id, entry.path, reason=str(error))
   except Exception as error:  # pylint: disable=broad-except
     # One unexpected failure (e.g. an OpenCV error on a strange stream) must not end a job of many hours.

@@ -1,5 +1,7 @@
 """Decodes a video with OpenCV into RGB frames at a fixed frame rate and size, or says clearly why it cannot.
 
+The converter's reader and the serving client's: one reader, so that served frames are the frames trained on.
+
 Frames are resampled by timestamp: output frame k has time `start + k / fps` and shows the last decoded frame at or
 before that time, so any source rate (24, 29.97, 30, 60 fps) maps onto the same grid. Frames are resized so the short
 side is `short_side` after resampling, so no time is spent on frames that are dropped.
