@@ -60,22 +60,30 @@ def build_sequence_example(media_id: str,
                            flow: Optional[np.ndarray] = None,
                            data_path: str = '',
                            encoding: EncodingConfig = EncodingConfig()) -> tf.train.SequenceExample:
-  """Frames uint8 `[T, H, W, 3]` (RGB) and optional flow float `[T, H, W, 2]` (pixels) -> SequenceExample."""
+  """Frames uint8 `[T, H, W, 3]` (RGB) and optional flow float `[T, H, W, 2]` (pixels) -> SequenceExample.
+
+  `example/id` is the media id: unique within a conversion (manifests add a clip's start and end to it when a video
+  yields several clips) and the same in every rerun. `clip/end/timestamp` is exclusive, as in MediaPipe: the time
+  the frame after the last would have, so [start, end) holds exactly the stored frames.
+  """
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f'frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}')
   if len(timestamps_us) != len(frames):
     raise ValueError(f'{len(timestamps_us)} timestamps for {len(frames)} frames')
-  num_frames, height, width = frames.shape[:3]
+  num_frames, height, width, channels = frames.shape
+  timestamps = tf.train.FeatureList(feature=[_ints([t]) for t in timestamps_us])
 
   context = {
+      schema.EXAMPLE_ID: _bytes([media_id.encode()]),
       schema.MEDIA_ID: _bytes([media_id.encode()]),
       schema.DATA_PATH: _bytes([data_path.encode()]),
       schema.CLIP_START_TIMESTAMP: _ints([timestamps_us[0]]),
-      schema.CLIP_END_TIMESTAMP: _ints([timestamps_us[-1]]),
+      schema.CLIP_END_TIMESTAMP: _ints([round(timestamps_us[0] + num_frames * 1e6 / frame_rate)]),
       schema.LABEL_INDEX: _ints([label_index]),
       schema.LABEL_STRING: _bytes([label_string.encode()]),
       schema.IMAGE_FORMAT: _bytes([b'JPEG']),
+      schema.IMAGE_CHANNELS: _ints([channels]),
       schema.IMAGE_HEIGHT: _ints([height]),
       schema.IMAGE_WIDTH: _ints([width]),
       schema.IMAGE_FRAME_RATE: _floats([frame_rate]),
@@ -83,17 +91,24 @@ def build_sequence_example(media_id: str,
   feature_lists = {
       schema.IMAGE_ENCODED: tf.train.FeatureList(
           feature=[_bytes([encode_image(f, 'jpeg', encoding.jpeg_quality)]) for f in frames]),
-      schema.IMAGE_TIMESTAMP: tf.train.FeatureList(feature=[_ints([t]) for t in timestamps_us]),
+      schema.IMAGE_TIMESTAMP: timestamps,
   }
   if flow is not None:
     flow = np.asarray(flow)
     if flow.shape != (num_frames, height, width, 2):
       raise ValueError(f'flow must be [{num_frames}, {height}, {width}, 2] to match the frames, got {flow.shape}')
     flow_images = flow_quantization.quantize_flow(flow, encoding.flow_bound)
-    context[schema.FLOW_FORMAT] = _bytes([encoding.flow_format.upper().encode()])
-    context[schema.FLOW_BOUND] = _floats([encoding.flow_bound])
+    context.update({
+        schema.FLOW_FORMAT: _bytes([encoding.flow_format.upper().encode()]),
+        schema.FLOW_CHANNELS: _ints([flow_images.shape[-1]]),
+        schema.FLOW_HEIGHT: _ints([height]),
+        schema.FLOW_WIDTH: _ints([width]),
+        schema.FLOW_FRAME_RATE: _floats([frame_rate]),
+        schema.FLOW_BOUND: _floats([encoding.flow_bound]),
+    })
     feature_lists[schema.FLOW_ENCODED] = tf.train.FeatureList(
         feature=[_bytes([encode_image(f, encoding.flow_format, encoding.jpeg_quality)]) for f in flow_images])
+    feature_lists[schema.FLOW_TIMESTAMP] = timestamps
 
   return tf.train.SequenceExample(
       context=tf.train.Features(feature=context),
