@@ -23,25 +23,36 @@ def _records_by_media_id(output_dir, name, num_shards):
   return records
 
 
-@pytest.mark.slow
-def test_beam_records_equal_the_local_ones(tmp_path, bikes_video, bunny_video):
-  (tmp_path / 'list.csv').write_text(
+@pytest.fixture(scope='module')
+def local_run(tmp_path_factory, bikes_video, bunny_video):
+  """Three clips of two real videos and one missing video, converted by the local driver; (config, report)."""
+  folder = tmp_path_factory.mktemp('beam')
+  (folder / 'list.csv').write_text(
       'path,label,start,end\n'
       f'{bikes_video.name},bike,0,1\n'
       f'{bikes_video.name},bike,3,4\n'
       f'{bunny_video.name},bunny,2,3\n'
       'no_such_video.mp4,bunny,,\n')
-  local_config = convert_lib.ConversionConfig(
-      source=manifests.SourceConfig(source='csv', input=str(tmp_path / 'list.csv'),
-                                    video_root=str(bikes_video.parent)),
-      output_dir=str(tmp_path / 'local'), name='clips', num_shards=2, num_workers=1,
+  config = convert_lib.ConversionConfig(
+      source=manifests.SourceConfig(source='csv', input=str(folder / 'list.csv'), video_root=str(bikes_video.parent)),
+      output_dir=str(folder / 'local'), name='clips', num_shards=2, num_workers=1,
       decode=video_reader.DecodeConfig(short_side=48, max_frames=5))
+  return config, convert_lib.run_local(config)
+
+
+# The DirectRunner in one process, and in worker processes, where the DoFn and the tasks travel pickled.
+@pytest.mark.slow
+@pytest.mark.parametrize('beam_options', [
+    '--runner=DirectRunner',
+    '--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2',
+], ids=['in_memory', 'multi_processing'])
+def test_beam_records_equal_the_local_ones(tmp_path, local_run, beam_options):
+  local_config, local_report = local_run
   beam_config = dataclasses.replace(local_config, output_dir=str(tmp_path / 'beam'))
 
-  local_report = convert_lib.run_local(local_config)
-  beam_report = beam_pipeline.run_beam(beam_config, '--runner=DirectRunner')
+  beam_report = beam_pipeline.run_beam(beam_config, beam_options)
 
-  local_records = _records_by_media_id(tmp_path / 'local', 'clips', 2)
+  local_records = _records_by_media_id(local_config.output_dir, 'clips', 2)
   beam_records = _records_by_media_id(tmp_path / 'beam', 'clips', 2)
   assert sorted(local_records) == ['bigbuckbunny_2.000_3.000', 'bikes_0.000_1.000', 'bikes_3.000_4.000']
   assert beam_records == local_records
