@@ -43,6 +43,7 @@ from d3d_core import video_reader
 from official_d3d import export_saved_model
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import video_input
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
@@ -409,7 +410,7 @@ def measure_latency(config: DemoConfig, paths: DemoPaths, exported: Dict[str, st
   flow_network = _serving_function(exported['flow_teacher'])
   tvl1 = flow_backends.create_backend(conversion.flow)
   flow_bound = conversion.encoding.flow_bound
-  sampled = export_saved_model.clip_indices(span, experiment_config(config, paths, 'flow_teacher').data).numpy()
+  sampled = video_input.eval_clip_indices(span, experiment_config(config, paths, 'flow_teacher').data)[0].numpy()
 
   def run_d3d(frames):
     return d3d(video=tf.constant(frames[None]))['probabilities'].numpy()

@@ -22,12 +22,13 @@ A D3D student or an RGB baseline takes RGB frames only: no optical flow anywhere
 Each returns `logits` float32 [batch, classes], `probabilities` float32 [batch, classes], `top_k_indices` int32
 [batch, k] and `top_k_labels` string [batch, k] (class names from the label map, stored as `assets/label_map.txt`).
 
-Inside the graph, each video goes through the evaluation preprocessing, built from the same `video_ops` functions:
-the centre clip of `num_frames` frames at the training stride (short videos loop), frames scaled as the network was
-trained (RGB per `model.pixel_range`: [-1, 1], or [0, 1] for the authors' released checkpoints; flow's +-bound
+Inside the graph, each video goes through evaluation's own view function (`video_input.eval_views`, one clip and one
+crop): the centre clip of `num_frames` frames at the training stride (short videos loop), frames scaled as the network
+was trained (RGB per `model.pixel_range`: [-1, 1], or [0, 1] for the authors' released checkpoints; flow's +-bound
 pixels to [-1, 1]), short side resized to `resize`, centre crop of `crop_size`. Any frame count >= 1 and any frame
-size are accepted. The input shapes are left open in the signatures so that every runtime (TF Serving, `saved_model_cli`, Python) reaches
-the in-graph checks, whose errors say what was expected: a wrong rank, channel count, no frames, undecodable images.
+size are accepted. The input shapes are left open in the signatures so that every runtime (TF Serving,
+`saved_model_cli`, Python) reaches the in-graph checks, whose errors say what was expected: a wrong rank, channel
+count, no frames, undecodable images.
 """
 
 import dataclasses
@@ -44,10 +45,10 @@ import tensorflow as tf
 
 from d3d_core import cli
 from d3d_core import label_map
+from d3d_core import network_inputs
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
-from official_d3d.ops import video_ops
 
 VIDEO_SIGNATURE = 'serving_default'
 JPEG_SIGNATURE = 'serve_jpeg'
@@ -85,24 +86,8 @@ def serving_data_config(data_config: d3d_config.DataConfig, serving: ServingConf
   if data_config.num_frames < 1 or data_config.crop_size < 1 or serving.top_k < 1:
     raise d3d_config.ConfigError(f'num_frames, crop_size and top_k must be positive, got {data_config.num_frames}, '
                                  f'{data_config.crop_size} and {serving.top_k}')
-  if data_config.eval_resize < data_config.crop_size:
-    raise d3d_config.ConfigError(f'frames resized to a short side of {data_config.eval_resize} cannot give a '
-                                 f'{data_config.crop_size}-pixel crop: set --resize to at least --crop_size')
+  data_config.check_resize(training=False)
   return data_config
-
-
-def clip_indices(num_video_frames, data_config: d3d_config.DataConfig) -> tf.Tensor:
-  """Frame indices `[num_frames]` of evaluation's single clip: the centre one, looping videos that are too short."""
-  starts = video_ops.evenly_spaced_clip_starts(num_video_frames, data_config.num_frames, data_config.stride, 1)
-  return video_ops.sample_clip_indices(num_video_frames, data_config.num_frames, data_config.stride, starts)[0]
-
-
-def centre_view(clip, data_config: d3d_config.DataConfig, modality: video_input.Modality) -> tf.Tensor:
-  """Normalised float `[T, H, W, C]` -> the network's `[num_frames, crop, crop, C]`: short side resized, centre crop."""
-  clip = video_ops.resize_short_side(clip, data_config.eval_resize, modality.is_flow)
-  clip = video_ops.center_crop(clip, data_config.crop_size)
-  return tf.ensure_shape(clip, [data_config.num_frames, data_config.crop_size, data_config.crop_size,
-                                modality.channels])
 
 
 def _assert(condition, message: str, *data) -> tf.Operation:
@@ -160,7 +145,7 @@ class ServingGraph:
                class_names: tf.lookup.StaticHashTable, pixel_range: str):
     self.network = network
     self.modality_name = modality
-    self.modality = video_input.MODALITIES[modality]
+    self.modality = network_inputs.MODALITIES[modality]
     self.data_config = data_config
     self.pixel_range = pixel_range
     self.top_k = min(top_k, network.num_classes)
@@ -181,29 +166,21 @@ class ServingGraph:
     return {'logits': logits, 'probabilities': probabilities, 'top_k_indices': top.indices,
             'top_k_labels': self.class_names.lookup(tf.cast(top.indices, tf.int64))}
 
-  def video_clip(self, video) -> tf.Tensor:
-    """uint8 `[T, H, W, 3]` -> the network's clip."""
-    indices = clip_indices(tf.shape(video)[0], self.data_config)
-    clip = video_ops.normalize_frames(tf.gather(video, indices), self.modality.is_flow,
-                                      d3d_config.PIXEL_RANGES[self.pixel_range])
-    return centre_view(clip, self.data_config, self.modality)
-
-  def encoded_clip(self, encoded) -> tf.Tensor:
-    """Encoded frames `[T]` -> the network's clip; only the sampled frames are decoded, as in evaluation."""
-    indices = clip_indices(tf.shape(encoded)[0], self.data_config)
-    clip = video_input.decode_clip(encoded, indices, self.modality, self.pixel_range)
-    return centre_view(clip, self.data_config, self.modality)
+  def clip(self, video) -> tf.Tensor:
+    """One video, uint8 `[T, H, W, 3]` or encoded frames `[T]`, -> the network's clip: its evaluation view."""
+    indices = video_input.eval_clip_indices(tf.shape(video)[0], self.data_config)
+    return video_input.eval_views(video, indices, self.data_config, self.modality, self.pixel_range)[0]
 
   def serve_video(self, video) -> Dict[str, tf.Tensor]:
     video = check_video(video, VIDEO_SIGNATURE, video_input_name(self.modality_name), self.data_config.num_frames)
-    return self.predict(tf.map_fn(self.video_clip, video, fn_output_signature=self._clip_spec()))
+    return self.predict(tf.map_fn(self.clip, video, fn_output_signature=self._clip_spec()))
 
   def serve_jpeg(self, frames) -> Dict[str, tf.Tensor]:
     layout = f'{JPEG_SIGNATURE}: {JPEG_INPUT} must be string [batch, frames] of encoded images'
     frames = check_rank(frames, 2, layout)
     frames = check_frame_count(frames, layout, self.data_config.num_frames)
     frames = check_encoded_frames(frames, layout)
-    return self.predict(tf.map_fn(self.encoded_clip, frames, fn_output_signature=self._clip_spec()))
+    return self.predict(tf.map_fn(self.clip, frames, fn_output_signature=self._clip_spec()))
 
   def sequence_example_clip(self, serialized) -> tf.Tensor:
     """One serialized SequenceExample -> the network's clip, from the frames stored for this network's modality."""
@@ -212,7 +189,7 @@ class ServingGraph:
         serialized, sequence_features={key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
     layout = f'{SEQUENCE_EXAMPLE_SIGNATURE}: each SequenceExample must store encoded frames under {key!r}'
     encoded = check_frame_count(sequences[key], layout, self.data_config.num_frames)
-    return self.encoded_clip(check_encoded_frames(encoded, layout))
+    return self.clip(check_encoded_frames(encoded, layout))
 
   def serve_sequence_example(self, serialized) -> Dict[str, tf.Tensor]:
     serialized = check_rank(serialized, 1, f'{SEQUENCE_EXAMPLE_SIGNATURE}: {SEQUENCE_EXAMPLE_INPUT} must be string '

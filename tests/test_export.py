@@ -187,6 +187,24 @@ def test_fresh_tensorflow_process_gives_the_evaluation_predictions(student_expor
       check_top_k(prediction['top_k_indices'], prediction['top_k_labels'], probabilities[i])
 
 
+@pytest.mark.parametrize('modality', ['rgb', 'flow'])
+def test_serving_graph_clips_are_the_evaluation_pipelines_views(runs, videos, flow_videos, tmp_path, modality):
+  """Every signature's clip equals, value for value, the view the evaluation pipeline takes of the same record."""
+  model_dir, cases = (runs.d3d_dir, videos) if modality == 'rgb' else (runs.flow_dir, flow_videos)
+  network, views = evaluation_views(model_dir, cases, tmp_path, modality)
+  config = d3d_config.load(model_dir)
+  data_config = export_saved_model.serving_data_config(config.data, export_saved_model.ServingConfig())
+  graph = export_saved_model.ServingGraph(network, modality, data_config, 2, None, config.model.pixel_range)
+  for i, video in enumerate(cases):
+    decoded = video.frames if modality == 'rgb' else video.flow_images
+    from_decoded = graph.clip(tf.constant(decoded)).numpy()
+    from_record = graph.sequence_example_clip(tf.constant(video.sequence_example)).numpy()
+    np.testing.assert_array_equal(from_record, views[i, 0], err_msg=f'video {i}')
+    np.testing.assert_array_equal(from_decoded, views[i, 0], err_msg=f'video {i}')
+    if modality == 'rgb':
+      np.testing.assert_array_equal(graph.clip(tf.constant(video.jpegs)).numpy(), views[i, 0])
+
+
 def test_imported_released_weights_are_served_on_their_own_pixel_range(runs, videos, tmp_path):
   """Released checkpoints were fed image / 255: imported, exported and served, they still are."""
   student, _ = factory.restore_network(runs.d3d_dir)
@@ -304,7 +322,8 @@ def test_versions_are_never_overwritten(student_export, runs, tmp_path):
 
 def test_serving_settings_are_checked():
   data_config = d3d_config.DataConfig(num_frames=4, crop_size=32, eval_resize=40)
-  with pytest.raises(ValueError, match='set --resize to at least --crop_size'):
+  with pytest.raises(d3d_config.ConfigError, match='data.eval_resize=40 resizes frames to a short side of 40, smaller '
+                     'than data.crop_size=64'):
     export_saved_model.serving_data_config(data_config, export_saved_model.ServingConfig(crop_size=64))
   served = export_saved_model.serving_data_config(data_config, export_saved_model.ServingConfig(num_frames=16))
   assert (served.num_frames, served.crop_size, served.num_eval_clips, served.num_eval_crops) == (16, 32, 1, 1)

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from d3d_core import flow_quantization
+from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
@@ -160,7 +161,7 @@ def test_resize_scales_flow_by_each_axis_factor_and_clips():
 def test_resize_short_side_keeps_aspect_ratio():
   frames = tf.zeros([2, HEIGHT, WIDTH, 3])
   assert video_ops.resize_short_side(frames, 96).shape == (2, 96, 128, 3)
-  assert video_ops.center_crop(video_ops.resize_short_side(frames, 36), 32).shape == (2, 32, 32, 3)
+  assert video_ops.crop(video_ops.resize_short_side(frames, 36), 2, 12, 32).shape == (2, 32, 32, 3)
 
 
 def test_train_batches_share_indices_crop_and_flip_across_rgb_and_flow(shards):
@@ -268,6 +269,22 @@ def test_eval_single_view_is_centre_clip_and_centre_crop(shards):
   np.testing.assert_allclose(features['flow'][0, 0], stored_flow(20)[8:12, 8:40, 16:48], atol=1e-6)
 
 
+def test_eval_views_of_decoded_frames_are_those_of_their_encoded_frames(shards):
+  """The one evaluation view takes a record's JPEGs (the pipeline) or the same frames decoded (`serving_default`)."""
+  config = small_config(num_frames=4, stride=2, num_eval_clips=2, num_eval_crops=3, eval_resize=40)
+  example = shards['examples'][1]
+  stored = example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature
+  encoded = tf.constant([f.bytes_list.value[0] for f in stored])
+  decoded = tf.stack([tf.io.decode_jpeg(jpeg) for jpeg in encoded])
+  indices = video_input.eval_clip_indices(len(encoded), config)
+  np.testing.assert_array_equal(indices, [[0, 2, 4, 6], [17, 19, 21, 23]])
+  rgb = network_inputs.MODALITIES['rgb']
+  from_encoded = video_input.eval_views(encoded, indices, config, rgb, d3d_config.DEFAULT_PIXEL_RANGE).numpy()
+  from_decoded = video_input.eval_views(decoded, indices, config, rgb, d3d_config.DEFAULT_PIXEL_RANGE).numpy()
+  assert from_encoded.shape == (6, 4, 32, 32, 3)
+  np.testing.assert_array_equal(from_encoded, from_decoded)
+
+
 def test_rgb_is_scaled_to_the_networks_pixel_range_and_flow_is_not(shards):
   config = small_config(eval_pattern=shards['paths'][0], eval_resize=HEIGHT, num_frames=4)
   default, _ = take(video_input.build_eval_dataset(config, modalities=('rgb', 'flow')), 1)[0]
@@ -307,8 +324,14 @@ def test_deterministic_input_repeats_the_same_clips_in_the_same_order(shards):
 def test_bad_settings_name_the_problem(shards):
   with pytest.raises(ValueError, match='train_pattern'):
     video_input.build_train_dataset(small_config(train_pattern=shards['pattern'] + '.missing'))
-  with pytest.raises(ValueError, match='crop_size'):
+  with pytest.raises(d3d_config.ConfigError, match=r'data.train_resize_range=\(48, 48\) resizes frames to a short '
+                     'side of 48, smaller than data.crop_size=64'):
     video_input.build_train_dataset(small_config(train_pattern=shards['pattern'], crop_size=64))
+  with pytest.raises(d3d_config.ConfigError, match=r'must be \(min, max\)'):
+    video_input.build_train_dataset(small_config(train_pattern=shards['pattern'], train_resize_range=(40, 36)))
+  with pytest.raises(d3d_config.ConfigError, match='data.eval_resize=30 resizes frames to a short side of 30'):
+    video_input.build_eval_dataset(small_config(eval_pattern=shards['pattern'], eval_resize=30))
+  video_input.build_eval_dataset(small_config(eval_pattern=shards['pattern'], train_resize_range=(8, 8)))
   with pytest.raises(ValueError, match='modalities'):
     video_input.build_eval_dataset(small_config(eval_pattern=shards['pattern']), modalities=('depth',))
   context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0, num_replicas_in_sync=4)

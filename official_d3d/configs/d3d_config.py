@@ -63,6 +63,17 @@ class DataConfig:
   deterministic: bool = setting(False, 'Training clips in the same order on every run with the same seed (reproducible '
                                 'comparisons); off, parallel reads and decodes deliver whichever is ready first.')
 
+  def check_resize(self, training: bool) -> None:
+    """Raises ConfigError unless frames resized for training (train_resize_range) or evaluation (eval_resize) leave
+    room for a crop_size crop: the one check of it, for the input pipelines and the export."""
+    if training and self.train_resize_range[0] > self.train_resize_range[1]:
+      raise ConfigError(f'data.train_resize_range must be (min, max), got {self.train_resize_range}')
+    name = 'train_resize_range' if training else 'eval_resize'
+    short_side = self.train_resize_range[0] if training else self.eval_resize
+    if short_side < self.crop_size:
+      raise ConfigError(f'data.{name}={getattr(self, name)} resizes frames to a short side of {short_side}, smaller '
+                        f'than data.crop_size={self.crop_size}')
+
 
 @dataclasses.dataclass
 class ModelConfig:

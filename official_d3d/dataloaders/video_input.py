@@ -10,31 +10,17 @@ lengths, or a label outside the label map stop the pipeline with an error naming
 (`RecordError` via `record_error`), rather than train on it or fail later with a traceback.
 """
 
-import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
 from official_d3d.ops import video_ops
 
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_INTERLEAVED_FILES = 16
-
-
-@dataclasses.dataclass(frozen=True)
-class Modality:
-  """Where a modality's frames are stored and what the network receives."""
-  feature_key: str
-  channels: int
-  is_flow: bool
-
-
-MODALITIES = {
-    'rgb': Modality(feature_key=schema.IMAGE_ENCODED, channels=3, is_flow=False),
-    'flow': Modality(feature_key=schema.FLOW_ENCODED, channels=2, is_flow=True),
-}
 
 
 class RecordError(ValueError):
@@ -57,10 +43,10 @@ def parse_example(serialized, modalities: Sequence[str]) -> Tuple[Dict[str, tf.T
           schema.MEDIA_ID: tf.io.FixedLenFeature([], tf.string, default_value=''),
       },
       sequence_features={
-          MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+          network_inputs.MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
           for name in modalities
       })
-  encoded = {name: sequences[MODALITIES[name].feature_key] for name in modalities}
+  encoded = {name: sequences[network_inputs.MODALITIES[name].feature_key] for name in modalities}
   return encoded, tf.cast(context[schema.LABEL_INDEX], tf.int32), context[schema.MEDIA_ID]
 
 
@@ -74,8 +60,8 @@ def check_record(encoded: Dict[str, tf.Tensor], label, media_id, path,
   """(frames in the video, label) once the record is checked: frames in every modality, as many of each, and a label
   within `[0, data.num_classes)` (when the class count is known)."""
   lengths = {name: tf.shape(frames)[0] for name, frames in encoded.items()}
-  checks = [_record_check(length > 0, f'no {MODALITIES[name].feature_key} frames (records converted without '
-                          f'{name}?)', media_id, path) for name, length in lengths.items()]
+  checks = [_record_check(length > 0, f'no {network_inputs.MODALITIES[name].feature_key} frames (records converted '
+                          f'without {name}?)', media_id, path) for name, length in lengths.items()]
   first, *others = lengths.values()
   checks += [_record_check(tf.equal(length, first), 'RGB and flow frame counts differ', media_id, path)
              for length in others]
@@ -103,13 +89,6 @@ def record_error(error: tf.errors.OpError) -> Optional[RecordError]:
 def gather_and_decode(encoded, indices, channels=3):
   """Gathers the encoded images at `indices` (any shape, flattened) and decodes only those: uint8 `[N, H, W, C]`."""
   return video_ops.decode_frames(tf.gather(encoded, tf.reshape(indices, [-1])), channels=channels)
-
-
-def decode_clip(encoded, indices, modality: Modality, pixel_range: str):
-  """The frames at `indices`, decoded and normalised (RGB to `pixel_range`, flow to [-1, 1]): float32
-  `[N, H, W, modality.channels]`."""
-  return video_ops.normalize_frames(gather_and_decode(encoded, indices), modality.is_flow,
-                                    d3d_config.PIXEL_RANGES[pixel_range])
 
 
 def _augment(frames, modality, window, flip, data_config, pixel_range):
@@ -142,51 +121,63 @@ def decode_train_example(serialized, path, seed, data_config: d3d_config.DataCon
   window = video_ops.random_scale_jitter_window(frame_shape[1], frame_shape[2], data_config.crop_size,
                                                 *data_config.train_resize_range, window_seed)
   flip = tf.logical_and(data_config.random_flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-  features = {name: _augment(frames[name], MODALITIES[name], window, flip, data_config, pixel_range)
+  features = {name: _augment(frames[name], network_inputs.MODALITIES[name], window, flip, data_config, pixel_range)
               for name in modalities}
   return features, label
 
 
+def eval_clip_indices(num_video_frames, data_config: d3d_config.DataConfig) -> tf.Tensor:
+  """Frame indices `[num_eval_clips, num_frames]` of evaluation's clips: evenly spaced in time (the centre clip when
+  there is one), looping videos shorter than a clip."""
+  starts = video_ops.evenly_spaced_clip_starts(num_video_frames, data_config.num_frames, data_config.stride,
+                                               data_config.num_eval_clips)
+  return video_ops.sample_clip_indices(num_video_frames, data_config.num_frames, data_config.stride, starts)
+
+
+def eval_views(frames, indices, data_config: d3d_config.DataConfig, modality: network_inputs.Modality,
+               pixel_range: str) -> tf.Tensor:
+  """A video's evaluation views, float32 `[V, T, S, S, C]`, V = clips x crops: the one evaluation view, of the
+  evaluation pipeline and of the serving graph, so that a served network sees what it was evaluated on.
+
+  `frames` is the whole video, encoded images `[N]` (only the frames at `indices`, from `eval_clip_indices`, are
+  decoded) or decoded uint8 `[N, H, W, 3]`. Views are ordered clip-major: (clip 0, crop 0), (clip 0, crop 1), ...
+  Crops are evenly spaced along the long side of the frame after its short side is resized to `eval_resize`; one crop
+  is the centre crop.
+  """
+  num_clips, num_crops = data_config.num_eval_clips, data_config.num_eval_crops
+  num_frames, size, channels = data_config.num_frames, data_config.crop_size, modality.channels
+  if frames.dtype == tf.string:
+    sampled = gather_and_decode(frames, indices)
+  else:
+    sampled = tf.gather(frames, tf.reshape(indices, [-1]))
+  clips = video_ops.normalize_frames(sampled, modality.is_flow, d3d_config.PIXEL_RANGES[pixel_range])
+  clips = video_ops.resize_short_side(clips, data_config.eval_resize, modality.is_flow)
+  offsets_y, offsets_x = video_ops.evenly_spaced_crop_offsets(tf.shape(clips)[1], tf.shape(clips)[2], size, num_crops)
+  crops = tf.stack([video_ops.crop(clips, offsets_y[i], offsets_x[i], size) for i in range(num_crops)], axis=1)
+  crops = tf.reshape(crops, [num_clips, num_frames, num_crops, size, size, channels])
+  views = tf.reshape(tf.transpose(crops, [0, 2, 1, 3, 4, 5]), [num_clips * num_crops, num_frames, size, size, channels])
+  return tf.ensure_shape(views, [num_clips * num_crops, num_frames, size, size, channels])
+
+
 def decode_eval_example(serialized, path, data_config: d3d_config.DataConfig, modalities: Sequence[str],
                         pixel_range: str):
-  """One record of file `path` -> ({modality: float32 `[V, T, S, S, C]`}, int32 label), V = clips x crops.
-
-  Views are ordered clip-major: (clip 0, crop 0), (clip 0, crop 1), ... Clips are evenly spaced in time; crops
-  are evenly spaced along the long side of the frame after its short side is resized to `eval_resize`.
-  """
+  """One record of file `path` -> ({modality: float32 `[V, T, S, S, C]`}, int32 label): its `eval_views`, the same
+  clips for every modality."""
   encoded, label, media_id = parse_example(serialized, modalities)
   num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
-  num_clips, num_crops = data_config.num_eval_clips, data_config.num_eval_crops
-  num_frames, size = data_config.num_frames, data_config.crop_size
-  starts = video_ops.evenly_spaced_clip_starts(num_video_frames, num_frames, data_config.stride, num_clips)
-  indices = video_ops.sample_clip_indices(num_video_frames, num_frames, data_config.stride, starts)
-
-  features = {}
-  for name in modalities:
-    modality = MODALITIES[name]
-    frames = decode_clip(encoded[name], indices, modality, pixel_range)
-    frames = video_ops.resize_short_side(frames, data_config.eval_resize, modality.is_flow)
-    offsets_y, offsets_x = video_ops.evenly_spaced_crop_offsets(
-        tf.shape(frames)[1], tf.shape(frames)[2], size, num_crops)
-    crops = tf.stack([video_ops.crop(frames, offsets_y[i], offsets_x[i], size) for i in range(num_crops)], axis=1)
-    crops = tf.reshape(crops, [num_clips, num_frames, num_crops, size, size, modality.channels])
-    views = tf.reshape(tf.transpose(crops, [0, 2, 1, 3, 4, 5]),
-                       [num_clips * num_crops, num_frames, size, size, modality.channels])
-    features[name] = views
+  indices = eval_clip_indices(num_video_frames, data_config)
+  features = {name: eval_views(encoded[name], indices, data_config, network_inputs.MODALITIES[name], pixel_range)
+              for name in modalities}
   return features, label
 
 
-def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], short_side: int) -> None:
+def check_config(data_config: d3d_config.DataConfig, modalities: Sequence[str], training: bool) -> None:
   """Raises ConfigError naming the setting that cannot give a batch of clips (ValueError: bad `modalities`)."""
-  unknown = [name for name in modalities if name not in MODALITIES]
+  unknown = [name for name in modalities if name not in network_inputs.MODALITIES]
   if not modalities or unknown or len(set(modalities)) != len(modalities):
-    raise ValueError(f'modalities must be distinct names from {sorted(MODALITIES)}, got {tuple(modalities)}')
-  min_side, max_side = data_config.train_resize_range
-  if min_side > max_side:
-    raise d3d_config.ConfigError(f'data.train_resize_range must be (min, max), got {data_config.train_resize_range}')
-  if short_side < data_config.crop_size:
-    raise d3d_config.ConfigError(f'frames resized to a short side of {short_side} are smaller than '
-                                 f'data.crop_size={data_config.crop_size}')
+    raise ValueError(f'modalities must be distinct names from {sorted(network_inputs.MODALITIES)}, got '
+                     f'{tuple(modalities)}')
+  data_config.check_resize(training)
   if data_config.num_eval_clips < 1 or data_config.num_eval_crops < 1:
     raise d3d_config.ConfigError('data.num_eval_clips and data.num_eval_crops must be positive')
 
@@ -220,10 +211,11 @@ def check_first_record(pattern: str, setting: str, modalities: Sequence[str]) ->
     if first is None:
       continue  # an empty shard: the next one tells
     feature_lists = tf.train.SequenceExample.FromString(first.numpy()).feature_lists.feature_list
-    missing = [name for name in modalities if not feature_lists[MODALITIES[name].feature_key].feature]
+    keys = {name: network_inputs.MODALITIES[name].feature_key for name in modalities}
+    missing = [name for name in modalities if not feature_lists[keys[name]].feature]
     if missing:
       raise RecordError(f'{path}: its records hold no {" or ".join(missing)} frames '
-                        f'({", ".join(MODALITIES[name].feature_key for name in missing)}), which this run reads; '
+                        f'({", ".join(keys[name] for name in missing)}), which this run reads; '
                         'were they converted without optical flow (--flow_backend=none)?')
     return
 
@@ -268,7 +260,7 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
   its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`).
   """
   modalities = tuple(modalities)
-  check_config(data_config, modalities, data_config.train_resize_range[0])
+  check_config(data_config, modalities, training=True)
   files = list_shard_files(data_config.train_pattern, 'train_pattern', input_context)
   seed = data_config.seed + (input_context.input_pipeline_id if input_context else 0)  # workers augment differently
 
@@ -300,7 +292,7 @@ def build_eval_dataset(data_config: d3d_config.DataConfig,
   scaled to the network's `pixel_range`.
   """
   modalities = tuple(modalities)
-  check_config(data_config, modalities, data_config.eval_resize)
+  check_config(data_config, modalities, training=False)
   files = list_shard_files(data_config.eval_pattern, 'eval_pattern', input_context)
   return (tf.data.Dataset.from_tensor_slices(files)
           .flat_map(_records_with_path)

@@ -1,8 +1,9 @@
 """Tensor transforms of video clips: frame index sampling, decoding, resizing, cropping, flipping, normalisation.
 
-Each function does one step on one clip so that the input pipeline and the serving signatures compose the same
-pieces. Clips are `[T, H, W, C]`. RGB clips are float in the network's range ([-1, 1], or [0, 1] for the authors'
-released checkpoints) after `normalize_rgb`; flow clips are float `[T, H, W, 2]` in [-1, 1] (pixels / bound) after
+Each function does one step on one clip; the input pipeline composes them into training's augmentation and into
+the evaluation view that the serving signatures take too (`video_input.eval_views`). Clips are `[T, H, W, C]`. RGB
+clips are float in the network's range ([-1, 1], or [0, 1] for the authors' released checkpoints) after
+`normalize_rgb`; flow clips are float `[T, H, W, 2]` in [-1, 1] (pixels / bound) after
 `flow_quantization.decode_normalized_flow`. Geometric transforms take `is_flow`, because a flow field changes with
 the geometry: a resize scales its components, a horizontal flip negates its x component.
 """
@@ -99,11 +100,6 @@ def resize_short_side(frames, short_side, is_flow=False):
 def crop(frames, offset_y, offset_x, size):
   """Square crop `[T, size, size, C]` with its top-left corner at (offset_y, offset_x); fails if it overflows."""
   return tf.image.crop_to_bounding_box(frames, offset_y, offset_x, size, size)
-
-
-def center_crop(frames, size):
-  """Square crop `[T, size, size, C]` at the centre of the frames."""
-  return crop(frames, (tf.shape(frames)[1] - size) // 2, (tf.shape(frames)[2] - size) // 2, size)
 
 
 def random_scale_jitter_window(height, width, crop_size, min_short_side, max_short_side, seed):
