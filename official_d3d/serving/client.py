@@ -4,10 +4,10 @@ r"""Predicts the action in a video file with an exported D3D model: over TF Serv
   python -m official_d3d.serving.client --video=clip.mp4 --server=localhost:8500 --model_name=d3d --protocol=grpc
   python -m official_d3d.serving.client --video=clip.mp4 --saved_model=/tmp/serving/d3d/1
 
-The video is read with OpenCV, resampled to `--fps` (25) from the frame rate its container reports (frame index /
-rate, not each frame's timestamp as `tfrecord_tools` resamples; every frame when the rate is unknown) and resized to a
-short side of `--short_side` (256), the converter's defaults; its centre `--num_frames` frames are JPEG-encoded and
-sent to the `serve_jpeg` signature, which samples, crops and normalises the model's clip from them as evaluation does.
+The video is read by the converter's own reader (`d3d_core.video_reader`): resampled to `--fps` (25) by each frame's
+timestamp, so variable-frame-rate videos give the frames they were trained on, and resized to a short side of
+`--short_side` (256), the converter's defaults; its centre `--num_frames` frames are JPEG-encoded and sent to the
+`serve_jpeg` signature, which samples, crops and normalises the model's clip from them as evaluation does.
 Send at least the model's clip span (num_frames x stride of its training run); the default, 64, is the published
 S3D-G clip.
 
@@ -15,9 +15,9 @@ Building a request (`rest_request_body`, `grpc_request`) is separate from sendin
 `predict_locally`), so the bodies can be checked without a server. `--saved_model` runs the gRPC request in this
 process against a SavedModel version folder, with no server.
 
-A server that does not answer within `--timeout` seconds, or answers with an error, a video OpenCV cannot read, or a
-`--saved_model` that is not a version folder end the command with one `error:` line naming the address or the file
-(exit status 1; `d3d_core.cli`).
+A server that does not answer within `--timeout` seconds, or answers with an error, a video the reader refuses
+(missing, not a video, corrupt, under 2 frames), or a `--saved_model` that is not a version folder end the command
+with one `error:` line naming the address or the file (exit status 1; `d3d_core.cli`).
 """
 
 import base64
@@ -33,6 +33,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from d3d_core import cli
+from d3d_core import video_reader
 from official_d3d import export_saved_model
 
 SIGNATURE = export_saved_model.JPEG_SIGNATURE
@@ -42,7 +43,6 @@ REST_FORMATS = ('instances', 'inputs')  # TF Serving's row and columnar request 
 MAX_GRPC_MESSAGE_BYTES = 256 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0  # a loaded server answers a 64-frame clip in seconds; a hung one must not hang the client
 SAVED_MODEL_FILENAME = 'saved_model.pb'
-_TIMESTAMP_EPSILON = 1e-6
 
 
 class ClientError(Exception):
@@ -54,58 +54,18 @@ class ServerError(ClientError):
   """The server did not answer, or answered with an error."""
 
 
-def resample_indices(num_source_frames: int, source_fps: float, fps: float) -> np.ndarray:
-  """Source frame shown at each 1/fps step: the last one at or before it. All frames if either rate is unknown."""
-  if not (source_fps > 0 and fps > 0):
-    return np.arange(num_source_frames)
-  duration = num_source_frames / source_fps
-  times = np.arange(int(np.ceil(duration * fps - _TIMESTAMP_EPSILON))) / fps
-  return np.minimum(np.floor(times * source_fps + _TIMESTAMP_EPSILON).astype(np.int64), num_source_frames - 1)
-
-
-def _resize_short_side(bgr: np.ndarray, short_side: int) -> np.ndarray:
-  height, width = bgr.shape[:2]
-  scale = short_side / min(height, width)
-  size = (max(1, round(width * scale)), max(1, round(height * scale)))
-  if size == (width, height):
-    return bgr
-  return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def read_frames(path: str, num_frames: int = 64, short_side: int = 256, fps: float = 25.0) -> np.ndarray:
-  """RGB uint8 `[T, H, W, 3]`: the centre `num_frames` frames (0: all) of the video at `fps` (0: its own rate),
-  short side resized to `short_side` (0: as decoded)."""
-  capture = cv2.VideoCapture(path)
-  if not capture.isOpened():
-    raise ClientError(_why_unopened(path))
-  source_fps = capture.get(cv2.CAP_PROP_FPS)
-  decoded = []
+def read_frames(path: str, num_frames: int = 64, short_side: int = video_reader.DecodeConfig.short_side,
+                fps: float = video_reader.DecodeConfig.fps) -> np.ndarray:
+  """RGB uint8 `[T, H, W, 3]`: the centre `num_frames` frames (0: all) of the video as the converter decodes it at
+  `fps` with the short side `short_side` (0: as decoded)."""
   try:
-    while True:
-      ok, bgr = capture.read()
-      if not ok:
-        break
-      decoded.append(_resize_short_side(bgr, short_side) if short_side else bgr)
-  finally:
-    capture.release()
-  if not decoded:
-    raise ClientError(f'video {path}: OpenCV decodes no frame of it (corrupt, or not a video)')
-  indices = resample_indices(len(decoded), source_fps, fps)
-  if num_frames:
-    start = max(len(indices) - num_frames, 0) // 2
-    indices = indices[start:start + num_frames]
-  return np.stack([cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB) for i in indices])
-
-
-def _why_unopened(path: str) -> str:
-  """Why OpenCV could not open `path`, in words for the user (OpenCV itself only says that it could not)."""
-  if not os.path.exists(path):
-    return f'video {path} not found'
-  if not os.path.isfile(path):
-    return f'video {path} is not a file'
-  if not os.access(path, os.R_OK):
-    return f'video {path} cannot be read (permission denied)'
-  return f'video {path}: OpenCV cannot decode it (not a video, or corrupt)'
+    frames = video_reader.read_video(path, video_reader.DecodeConfig(fps=fps, short_side=short_side)).frames
+  except (ValueError, video_reader.VideoDecodeError) as error:  # ValueError: settings DecodeConfig refuses
+    raise ClientError(str(error)) from None
+  if not num_frames:
+    return frames
+  start = max(len(frames) - num_frames, 0) // 2
+  return frames[start:start + num_frames]
 
 
 def encode_jpeg(frames: np.ndarray, quality: int = 95) -> List[bytes]:
@@ -282,8 +242,10 @@ def define_flags() -> None:
   flags.DEFINE_enum('rest_format', 'instances', REST_FORMATS, 'REST request layout: row or columnar.')
   flags.DEFINE_string('saved_model', None, 'Run locally on this SavedModel version folder instead of a server.')
   flags.DEFINE_integer('num_frames', 64, 'Centre frames to send (0: the whole video).')
-  flags.DEFINE_integer('short_side', 256, 'Short side of the frames sent (0: as decoded).')
-  flags.DEFINE_float('fps', 25.0, 'Frame rate the video is resampled to (0: its own).')
+  flags.DEFINE_integer('short_side', video_reader.DecodeConfig.short_side,
+                       'Short side of the frames sent (0: as decoded); the converter\'s --short_side.')
+  flags.DEFINE_float('fps', video_reader.DecodeConfig.fps, 'Frame rate the video is resampled to, by timestamp; the '
+                     'converter\'s --fps.')
   flags.DEFINE_integer('jpeg_quality', 95, 'JPEG quality of the frames sent.')
   flags.DEFINE_integer('top_k', 5, 'Classes to print (at most the --top_k of the export).')
   flags.DEFINE_float('timeout', DEFAULT_TIMEOUT_S, 'Seconds to wait for the server\'s answer (REST and gRPC).')
