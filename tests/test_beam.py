@@ -40,12 +40,14 @@ def local_run(tmp_path_factory, bikes_video, bunny_video):
   return config, convert_lib.run_local(config)
 
 
-# The DirectRunner in one process, and in worker processes, where the DoFn and the tasks travel pickled.
+# The DirectRunner, and its multi-process mode, where the DoFn and the tasks travel pickled to worker processes. That
+# mode belongs to FnApiRunner, the Python runner the DirectRunner falls back to when it cannot fetch its Prism runner;
+# naming FnApiRunner makes the test run worker processes whether or not this machine can download Prism.
 @pytest.mark.slow
 @pytest.mark.parametrize('beam_options', [
     '--runner=DirectRunner',
-    '--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2',
-], ids=['in_memory', 'multi_processing'])
+    '--runner=FnApiRunner --direct_running_mode=multi_processing --direct_num_workers=2',
+], ids=['direct', 'multi_processing'])
 def test_beam_records_equal_the_local_ones(tmp_path, local_run, beam_options):
   local_config, local_report = local_run
   beam_config = dataclasses.replace(local_config, output_dir=str(tmp_path / 'beam'))

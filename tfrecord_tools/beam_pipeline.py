@@ -5,9 +5,10 @@ shard names and label map; only which video lands in which shard differs. Any Be
 default, Dataflow, Flink or Spark through pipeline options, e.g.
 `--beam_options="--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp"`; remote workers must be
 able to import this project and its requirements (Beam's `--setup_file`, `--requirements_file` or a custom
-container). The DirectRunner's multi-process mode (`--direct_running_mode=multi_processing --direct_num_workers=N`)
-writes the same records; its workers are fresh Python processes, which find this project from the repository root
-or when it is installed or on PYTHONPATH. Videos and outputs may be on gs://. Beam retries failed bundles itself, so
+container). On one machine, `--runner=FnApiRunner --direct_running_mode=multi_processing --direct_num_workers=N`
+(the DirectRunner's multi-process mode; the DirectRunner itself tries Beam's Prism runner first) writes the same
+records; its workers are fresh Python processes, which find this project from the repository root or when it is
+installed or on PYTHONPATH. Videos and outputs may be on gs://. Beam retries failed bundles itself, so
 there is no resume: a rerun rewrites every shard. Like the local driver, a run holds a local output folder, so that no
 other conversion writes there at the same time.
 """
