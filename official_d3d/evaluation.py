@@ -44,6 +44,20 @@ def fuse_probabilities(probabilities: Sequence, weights: Sequence[float]):
   return sum(p * (w / total) for p, w in zip(probabilities, weights))
 
 
+def two_stream_probabilities(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray],
+                             flow_weight: float = 0.5) -> np.ndarray:
+  """Late fusion, (1 - flow_weight) x RGB + flow_weight x flow, of two streams' `predict_videos` outputs.
+
+  The two passes must have scored the same videos in the same order: their labels are compared.
+  """
+  if not 0.0 <= flow_weight <= 1.0:
+    raise ValueError(f'flow_weight must be in [0, 1], got {flow_weight}')
+  if not np.array_equal(rgb['labels'], flow['labels']):
+    raise ValueError(f'the RGB and flow passes scored different videos ({len(rgb["labels"])} and '
+                     f'{len(flow["labels"])} labels, not in the same order): fusion needs the same evaluation set')
+  return fuse_probabilities([rgb['probabilities'], flow['probabilities']], [1.0 - flow_weight, flow_weight])
+
+
 def top_k_credit(scores, labels, k: int) -> tf.Tensor:
   """float32 `[N]` in [0, 1]: the chance that the label is among the k best-scored classes, ties broken at random.
 

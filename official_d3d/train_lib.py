@@ -256,31 +256,36 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
                         strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """Late fusion of an RGB (or D3D) network and a flow network: {'rgb', 'flow', 'two_stream'} video metrics.
 
-  One pass over the evaluation set (`data_config`, by default the RGB run's) reads both modalities; each video's
-  probabilities are averaged over its views, then fused as (1 - flow_weight) x RGB + flow_weight x flow.
+  Each stream predicts the evaluation set (`data_config`, by default the RGB run's) reading its own modality; each
+  video's probabilities are averaged over its views, then fused as (1 - flow_weight) x RGB + flow_weight x flow.
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     rgb_network, rgb_config = factory.restore_network(rgb_model_dir)
     flow_network, flow_config = factory.restore_network(flow_model_dir)
-    if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
-      raise d3d_config.ConfigError(
-          f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
-          f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
-    if rgb_config.data.num_classes != flow_config.data.num_classes:
-      raise d3d_config.ConfigError(
-          f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
-          f'{flow_config.data.num_classes}')
-    model = d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight)
-    model.compile()
+  if flow_config.stream != 'flow' or rgb_config.stream == 'flow':
+    raise d3d_config.ConfigError(
+        f'two-stream fusion needs an RGB model_dir and a flow one, got {rgb_model_dir} '
+        f'({rgb_config.stream}) and {flow_model_dir} ({flow_config.stream})')
+  if rgb_config.data.num_classes != flow_config.data.num_classes:
+    raise d3d_config.ConfigError(
+        f'{rgb_model_dir} has {rgb_config.data.num_classes} classes, {flow_model_dir} '
+        f'{flow_config.data.num_classes}')
   data_config = data_config or rgb_config.data
   config = dataclasses.replace(rgb_config, data=data_config,
                                train=dataclasses.replace(rgb_config.train, eval_steps=eval_steps))
-  outputs = evaluation.predict_videos(model, _eval_dataset(strategy, config, ('rgb', 'flow')))
+  streams = {}
+  for modality, network in (('rgb', rgb_network), ('flow', flow_network)):
+    with strategy.scope():
+      model = d3d_model.VideoClassifier(network, modality)
+      model.compile()
+    streams[modality] = evaluation.predict_videos(model, _eval_dataset(strategy, config, (modality,)))
   class_names = _class_names(data_config)
-  metrics = {name: evaluation.classification_metrics(outputs[key], outputs['labels'], class_names)
-             for name, key in (('rgb', 'rgb_probabilities'), ('flow', 'flow_probabilities'),
-                               ('two_stream', 'probabilities'))}
+  metrics = {modality: evaluation.classification_metrics(outputs['probabilities'], outputs['labels'], class_names)
+             for modality, outputs in streams.items()}
+  metrics['two_stream'] = evaluation.classification_metrics(
+      evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight), streams['rgb']['labels'],
+      class_names)
   metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight)
   if output_path and is_chief(strategy):
     evaluation.write_metrics(metrics, output_path)

@@ -1,4 +1,4 @@
-"""TF-slim checkpoints written from a Keras `S3DG`, for the importer's tests: the layout of the released weights."""
+"""TF-slim checkpoints written from a Keras S3D-G network, for the importer's tests: the layout of the released weights."""
 
 import os
 from typing import Mapping, Optional
@@ -6,11 +6,11 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from official_d3d.modeling.backbones import s3dg
+from official_d3d.modeling import classification_network
 from official_d3d.tools import import_slim_checkpoint as importer
 
 
-def write(model: s3dg.S3DG, checkpoint_prefix: str, scope: str = importer.SCOPE,
+def write(model: classification_network.VideoClassificationNetwork, checkpoint_prefix: str, scope: str = importer.SCOPE,
           extra_variables: Optional[Mapping[str, np.ndarray]] = None) -> str:
   """Writes `model`'s weights under their TF-slim names, as a TF-slim training run (tf.compat.v1 Saver) saves them.
 

@@ -126,7 +126,8 @@ def test_real_videos_read_back_with_plain_tensorflow(tmp_path, bikes_video, bunn
     assert example[schema.IMAGE_FRAME_RATE] == 25.0
     assert example[schema.DATA_PATH].decode() == str(video_path)
     np.testing.assert_array_equal(example[schema.IMAGE_TIMESTAMP], np.arange(8) * 40_000)
-    assert (example[schema.CLIP_START_TIMESTAMP], example[schema.CLIP_END_TIMESTAMP]) == (0, 280_000)
+    # The end is exclusive, as MediaPipe's: after the last frame's 40 ms.
+    assert (example[schema.CLIP_START_TIMESTAMP], example[schema.CLIP_END_TIMESTAMP]) == (0, 320_000)
     assert example['rgb'].shape == (8, 64, width, 3) and example['flow'].shape == (8, 64, width, 3)
     decoded = video_reader.read_video(str(video_path), config.decode).frames
     mse = np.mean((example['rgb'].astype(float) - decoded) ** 2)

@@ -158,12 +158,52 @@ def test_head_maps_student_features_to_teacher_features(trained, batch):
   assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
 
 
+def test_distillation_from_a_backbone_endpoint(trained, batch):
+  student, teacher = trained[0].network, trained[0].teacher
+  model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_3c'))
+  with tf.GradientTape() as tape:
+    targets = model.training_targets(batch[0])
+    outputs = model(batch[0], training=True)
+    [distill] = model.auxiliary_losses(outputs, targets).values()
+  expected = np.mean(np.square(outputs['Mixed_3c'].numpy() - teacher(batch[0]['flow'])['Mixed_3c'].numpy()),
+                     axis=(1, 2, 3, 4))
+  np.testing.assert_allclose(distill.numpy(), expected, rtol=1e-5)
+  assert distill.shape == (BATCH,) and np.all(expected > 0)
+  # The loss reaches the layers up to Mixed_3c and none after it.
+  early = student.backbone.get_layer('Conv2d_1a_7x7').conv.kernel
+  late = student.backbone.get_layer('Mixed_5c').trainable_weights + student.head.trainable_weights
+  gradients = tape.gradient(distill, [early] + late)
+  assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
+
+
 def test_inconsistent_distillation_settings_are_rejected(trained):
   student, teacher = trained[0].network, trained[0].teacher
   with pytest.raises(ValueError, match='target=logits'):
     d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='features', loss='kl'))
   with pytest.raises(ValueError, match='use_head'):  # 8 teacher features, more in the student
     d3d_model.D3DModel(student, SmallNetwork(2), d3d_config.DistillationConfig(target='features'))
+  with pytest.raises(ValueError, match="network's outputs .*Mixed_5c.*got 'Mixed_9z'"):
+    d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_9z'))
+  with pytest.raises(ValueError, match='use_head .* not the feature map'):
+    d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_4f', use_head=True))
+
+
+def test_task_models_save_and_load_as_keras_files(trained, batch, tmp_path):
+  model = trained[0]
+  distillation = d3d_config.DistillationConfig(target='features', use_head=True, weight=0.5, start_step=3)
+  d3d = d3d_model.D3DModel(model.network, model.teacher, distillation, label_smoothing=0.1, name='student')
+  classifier = d3d_model.VideoClassifier(model.teacher, 'flow', name='teacher_classifier')
+  for task_model in (d3d, classifier):
+    path = tmp_path / f'{task_model.name}.keras'
+    task_model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(task_model)
+    assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(task_model.get_config(), sort_keys=True)
+    np.testing.assert_array_equal(restored(batch[0])['logits'].numpy(), task_model(batch[0])['logits'].numpy())
+  assert restored.modality == 'flow'
+  restored = keras.saving.load_model(tmp_path / 'student.keras')
+  assert restored.distillation == distillation and not restored.teacher.trainable
+  np.testing.assert_array_equal(restored.head.kernel.numpy(), d3d.head.kernel.numpy())
 
 
 def test_bfloat16_step_is_finite(batch):
@@ -188,6 +228,7 @@ class SmallNetwork(keras.Model):
 
   def __init__(self, channels, num_classes=3, **kwargs):
     super().__init__(**kwargs)
+    self.input_channels = channels
     # No bias before batch norm (as in S3D-G): its gradient is zero up to rounding, which differs between devices.
     self.conv = keras.layers.Conv3D(8, 3, padding='same', use_bias=False, dtype=self.dtype_policy)
     self.norm = keras.layers.BatchNormalization(dtype=self.dtype_policy)

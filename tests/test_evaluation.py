@@ -53,17 +53,21 @@ def test_views_are_folded_into_the_batch_and_their_probabilities_averaged(views)
 
 def test_late_fusion_averages_the_streams_video_probabilities(views):
   rgb_network, flow_network = small_network(3, seed=1), small_network(2, seed=2)
-  model = d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight=0.25)
   labels = np.array([3, 5], np.int32)
-  outputs = model.predict(tf.data.Dataset.from_tensors((views, labels)), verbose=0)
+  dataset = tf.data.Dataset.from_tensors((views, labels))
+  streams = {modality: evaluation.predict_videos(d3d_model.VideoClassifier(network, modality), dataset)
+             for modality, network in (('rgb', rgb_network), ('flow', flow_network))}
   rgb = per_view_average(rgb_network, views['rgb'])
   flow = per_view_average(flow_network, views['flow'])
-  np.testing.assert_allclose(outputs['rgb_probabilities'], rgb, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(outputs['flow_probabilities'], flow, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(outputs['probabilities'], 0.75 * rgb + 0.25 * flow, rtol=1e-5, atol=1e-7)
-  np.testing.assert_array_equal(outputs['labels'], labels)
+  np.testing.assert_allclose(streams['rgb']['probabilities'], rgb, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(streams['flow']['probabilities'], flow, rtol=1e-5, atol=1e-7)
+  fused = evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight=0.25)
+  np.testing.assert_allclose(fused, 0.75 * rgb + 0.25 * flow, rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(streams['flow']['labels'], labels)
   with pytest.raises(ValueError, match='flow_weight'):
-    d3d_model.LateFusionClassifier(rgb_network, flow_network, flow_weight=1.5)
+    evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight=1.5)
+  with pytest.raises(ValueError, match='different videos'):
+    evaluation.two_stream_probabilities(streams['rgb'], {**streams['flow'], 'labels': labels[::-1]})
 
 
 def test_fuse_probabilities_normalises_the_weights():

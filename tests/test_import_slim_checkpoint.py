@@ -11,6 +11,8 @@ import tensorflow as tf
 
 import real_clips
 import slim_checkpoints
+from official_d3d.configs import d3d_config
+from official_d3d.modeling import factory
 from official_d3d.modeling.backbones import s3dg
 from official_d3d.tools import import_slim_checkpoint as importer
 
@@ -18,8 +20,14 @@ TINY = dict(depth_multiplier=0.1, min_depth=16)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _units(model: s3dg.S3DG):
-  for block in model.blocks:
+def _s3dg(num_classes: int, input_channels: int = 3, tiny: bool = True, **options):
+  """A built S3D-G network, tiny unless asked."""
+  model_config = d3d_config.ModelConfig(**(TINY if tiny else {}), **options)
+  return factory.build_s3dg(model_config, num_classes, input_channels)
+
+
+def _units(model):
+  for block in model.backbone.blocks:
     if isinstance(block, s3dg.Unit3D):
       yield block
     elif isinstance(block, s3dg.InceptionBlock):
@@ -27,14 +35,13 @@ def _units(model: s3dg.S3DG):
 
 
 def _tiny_model(seed: int, num_classes: int = 3, input_channels: int = 3, calibration_clip=None,
-                **options) -> s3dg.S3DG:
-  """A tiny S3DG with random weights: kernels He-scaled, temporal kernels away from identity, random betas, biases.
+                **options):
+  """A tiny S3D-G network with random weights: kernels He-scaled, temporal kernels away from identity, random betas, biases.
 
   With `calibration_clip`, the batch-norm moving statistics become that clip's (one training-mode pass with
   momentum 0), so that activations keep their scale through the network's depth and depend on the input.
   """
-  model = s3dg.S3DG(num_classes, input_channels, **TINY, **options)
-  model.build((None, None, None, None, input_channels))
+  model = _s3dg(num_classes, input_channels, **options)
   rng = np.random.default_rng(seed)
   for weight in model.trainable_weights:
     if weight.path.endswith('kernel'):
@@ -105,7 +112,7 @@ def _checkpoint_values(prefix):
 
 
 def test_every_weight_has_one_reference_name():
-  model = s3dg.S3DG(400)
+  model = _s3dg(400, tiny=False)
   mapping = importer.slim_variable_map(model)
   assert len(mapping) == len(model.weights) == 305
   assert {id(v) for v in mapping.values()} == {id(w) for w in model.weights}
@@ -150,7 +157,7 @@ def test_imported_model_computes_what_the_slim_graph_computes(tmp_path, bikes_vi
   clip = np.concatenate([clip, clip[:, :, ::-1]])  # and upside down
   prefix = slim_checkpoints.write(_tiny_model(3, calibration_clip=clip, **options),
                                   str(tmp_path / 'model.ckpt'))
-  model = s3dg.S3DG(3, 3, **TINY, **options)
+  model = _s3dg(3, 3, **options)
   assert importer.load_slim_checkpoint(model, prefix).complete
   logits, features = _slim_graph(_checkpoint_values(prefix), clip)
   out = model(clip)
@@ -195,8 +202,8 @@ def test_missing_unused_and_mismatched_variables_are_reported(tmp_path):
   assert [m[0] for m in report.shape_mismatches] == ['InceptionV1/Logits/Conv2d_0c_1x1/weights',
                                                      'InceptionV1/Logits/Conv2d_0c_1x1/biases']
   assert len(report.loaded) == len(other_classes.weights) - 2
-  np.testing.assert_array_equal(other_classes.get_layer('Mixed_5c').weights[0].numpy(),
-                                s3dg_model.get_layer('Mixed_5c').weights[0].numpy())
+  np.testing.assert_array_equal(other_classes.backbone.get_layer('Mixed_5c').weights[0].numpy(),
+                                s3dg_model.backbone.get_layer('Mixed_5c').weights[0].numpy())
 
 
 def test_moving_averages_are_used_when_asked(tmp_path):
@@ -233,8 +240,7 @@ def test_command_line_imports_and_saves_keras_weights(tmp_path, bikes_video):
   description = json.loads((tmp_path / 'keras' / 'flow.json').read_text())
   assert description['num_classes'] == 6 and description['input_channels'] == 2
   assert description['model']['gating_startat'] == 'Mixed_4b'
-  restored = s3dg.S3DG(6, 2, gating_startat='Mixed_4b', **TINY)
-  restored.build((None, None, None, None, 2))
+  restored = _s3dg(6, 2, gating_startat='Mixed_4b')
   restored.load_weights(output)
   clip = real_clips.flow_clip(bikes_video, 4, 32)
   np.testing.assert_array_equal(restored(clip)['logits'].numpy(), source(clip)['logits'].numpy())

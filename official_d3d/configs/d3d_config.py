@@ -13,7 +13,7 @@ from typing import List, Tuple
 import tensorflow as tf
 
 STREAMS = ('flow', 'rgb', 'd3d')
-DISTILL_TARGETS = ('logits', 'features')
+DISTILL_TARGETS = ('logits', 'features')  # the head's outputs; any backbone endpoint (e.g. Mixed_4f) also works
 DISTILL_LOSSES = ('l2', 'kl')
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')
@@ -96,7 +96,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class DistillationConfig:
   """How the RGB student is taught by the frozen flow teacher (stream 'd3d' only)."""
-  target: str = setting('logits', 'Teacher output the student mimics: logits, or pooled features.')
+  target: str = setting('logits', 'Teacher output the student mimics: logits, pooled features, or a backbone '
+                        'endpoint\'s feature map (Conv2d_1a_7x7 ... Mixed_5c).')
   loss: str = setting('l2', 'l2 (mean squared error) or kl (temperature-scaled KL divergence of the logits).')
   weight: float = setting(1.0, 'lambda in loss = cross-entropy + lambda x distillation.')
   temperature: float = setting(1.0, 'Softmax temperature of the kl loss.')
@@ -154,7 +155,6 @@ class ExperimentConfig:
   def validate(self):
     """Raises ConfigError naming the first inconsistent setting."""
     choices = [('stream', self.stream, STREAMS),
-               ('distillation.target', self.distillation.target, DISTILL_TARGETS),
                ('distillation.loss', self.distillation.loss, DISTILL_LOSSES),
                ('train.optimizer', self.train.optimizer, OPTIMIZERS),
                ('train.schedule', self.train.schedule, SCHEDULES),

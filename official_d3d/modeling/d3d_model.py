@@ -1,8 +1,9 @@
-"""Keras models that train and evaluate S3D-G networks: one stream, the D3D student, and two-stream late fusion.
+"""Keras task models that train and evaluate video networks: one stream, and the D3D student.
 
 `VideoClassifier` owns the one training step: cross-entropy on one modality, plus whatever `auxiliary_losses` a
-subclass adds. `D3DModel` adds distillation from a frozen flow teacher. Every model evaluates on RGB (or its own
-modality) alone, averaging the softmax over the views of a video.
+subclass adds. `D3DModel` adds distillation from a frozen flow teacher, from its logits, its pooled features or any
+backbone endpoint. Every model evaluates on RGB (or its own modality) alone, averaging the softmax over the views of
+a video (two-stream fusion is `official_d3d.evaluation`'s). Both save as `.keras` files, networks included.
 
 Distributed training: per-example losses are averaged over the *global* batch (`tf.nn.compute_average_loss`), so the
 gradients that tf.distribute sums across replicas are those of the global-batch mean. Mixed precision: losses are
@@ -15,6 +16,7 @@ into the plain S3D-G graph: the student's own logits regress onto the teacher's,
 inference. The alternatives (pooled features as target, temperature KL, a distillation head) are options.
 """
 
+import dataclasses
 from typing import Dict, Optional
 
 import keras
@@ -22,6 +24,8 @@ import tensorflow as tf
 
 from official_d3d import evaluation
 from official_d3d.configs import d3d_config
+
+_PACKAGE = 'official_d3d'
 
 
 def select_modality(inputs, modality: str) -> tf.Tensor:
@@ -33,15 +37,19 @@ def select_modality(inputs, modality: str) -> tf.Tensor:
   return inputs
 
 
-def _output_size(network, input_channels: int, output: str) -> int:
-  """Length of a network's 'logits' or 'features' vector."""
-  return network.compute_output_shape((None, None, None, None, input_channels))[output][-1]
+def _output_size(network, output: str) -> int:
+  """Channels of a network's output ('logits', 'features' or an endpoint)."""
+  shapes = network.compute_output_shape((None, None, None, None, network.input_channels))
+  if output not in shapes:
+    raise ValueError(f'distillation.target must be one of the network\'s outputs {tuple(shapes)}, got {output!r}')
+  return shapes[output][-1]
 
 
 def distillation_loss(prediction, target, loss: str, temperature: float) -> tf.Tensor:
-  """`[B]` distillation losses: mean squared error over the last axis, or T^2 x KL(teacher || student) at T."""
+  """`[B]` distillation losses: mean squared error over all but the batch axis (a vector or a feature map), or
+  T^2 x KL(teacher || student) at temperature T."""
   if loss == 'l2':
-    return tf.reduce_mean(tf.square(prediction - target), axis=-1)
+    return tf.reduce_mean(tf.reshape(tf.square(prediction - target), [tf.shape(prediction)[0], -1]), axis=-1)
   if loss == 'kl':
     teacher_log_probs = tf.nn.log_softmax(target / temperature)
     student_log_probs = tf.nn.log_softmax(prediction / temperature)
@@ -51,6 +59,7 @@ def distillation_loss(prediction, target, loss: str, temperature: float) -> tf.T
   raise ValueError(f'distillation loss must be one of {d3d_config.DISTILL_LOSSES}, got {loss!r}')
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class VideoClassifier(keras.Model):
   """Trains `network` on one modality with cross-entropy; evaluates on multi-view clips.
 
@@ -67,6 +76,7 @@ class VideoClassifier(keras.Model):
     self.cls_loss_tracker = keras.metrics.Mean(name='cls_loss')
     self.top_1 = evaluation.TopKAccuracy(k=1)
     self.top_5 = evaluation.TopKAccuracy(k=5)
+    self.built = network.built  # no weights of its own: built with its network, e.g. for `save` before `fit`
 
   @property
   def metrics(self):
@@ -144,7 +154,16 @@ class VideoClassifier(keras.Model):
       outputs['labels'] = labels
     return outputs
 
+  def get_config(self):
+    return {**super().get_config(), 'network': keras.saving.serialize_keras_object(self.network),
+            'modality': self.modality, 'label_smoothing': self.label_smoothing}
 
+  @classmethod
+  def from_config(cls, config):
+    return cls(**{**config, 'network': keras.saving.deserialize_keras_object(config['network'])})
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class D3DModel(VideoClassifier):
   """The D3D student (`network`, on RGB) trained with cross-entropy + weight x distillation from a frozen teacher.
 
@@ -164,12 +183,15 @@ class D3DModel(VideoClassifier):
     self.distillation = distillation
     self.distill_loss_tracker = keras.metrics.Mean(name='distill_loss')
 
-    teacher_size = _output_size(teacher, 2, distillation.target)
-    student_size = _output_size(student, 3, distillation.target)
+    teacher_size = _output_size(teacher, distillation.target)
+    student_size = _output_size(student, distillation.target)
     self.head = None
     if distillation.use_head:
+      if distillation.target not in d3d_config.DISTILL_TARGETS:
+        raise ValueError(f'distillation.use_head maps the student\'s pooled features onto a vector: it needs '
+                         f'distillation.target logits or features, not the feature map {distillation.target!r}')
       self.head = keras.layers.Dense(teacher_size, dtype='float32', name='distillation_head')
-      self.head.build((None, _output_size(student, 3, 'features')))
+      self.head.build((None, _output_size(student, 'features')))
     elif student_size != teacher_size:
       raise ValueError(f'the student\'s {distillation.target} have {student_size} values and the teacher\'s '
                        f'{teacher_size}: set distillation.use_head=true to map one onto the other')
@@ -205,34 +227,14 @@ class D3DModel(VideoClassifier):
     distill_loss = distillation_loss(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
     return {'distill_loss': self.distillation_weight() * distill_loss}
 
+  def get_config(self):
+    config = {name: value for name, value in super().get_config().items() if name not in ('network', 'modality')}
+    return {**config, 'student': keras.saving.serialize_keras_object(self.network),
+            'teacher': keras.saving.serialize_keras_object(self.teacher),
+            'distillation': dataclasses.asdict(self.distillation)}
 
-class LateFusionClassifier(VideoClassifier):
-  """Two-stream evaluation: the weighted average of the RGB and flow networks' video probabilities."""
-
-  def __init__(self, rgb_network: keras.Model, flow_network: keras.Model, flow_weight: float = 0.5, **kwargs):
-    super().__init__(rgb_network, modality='rgb', **kwargs)
-    if not 0.0 <= flow_weight <= 1.0:
-      raise ValueError(f'flow_weight must be in [0, 1], got {flow_weight}')
-    self.flow_network = flow_network
-    self.flow_weight = flow_weight
-
-  def stream_probabilities(self, inputs) -> Dict[str, tf.Tensor]:
-    """Each stream's video probabilities `[B, K]`, by modality."""
-    return {'rgb': evaluation.multi_view_probabilities(self.network, select_modality(inputs, 'rgb')),
-            'flow': evaluation.multi_view_probabilities(self.flow_network, select_modality(inputs, 'flow'))}
-
-  def _fuse(self, streams):
-    return evaluation.fuse_probabilities([streams['rgb'], streams['flow']], [1.0 - self.flow_weight, self.flow_weight])
-
-  def video_probabilities(self, inputs):
-    return self._fuse(self.stream_probabilities(inputs))
-
-  def prediction_outputs(self, inputs):
-    """The fused 'probabilities', and each stream's own: 'rgb_probabilities', 'flow_probabilities'."""
-    streams = self.stream_probabilities(inputs)
-    outputs = {f'{name}_probabilities': probabilities for name, probabilities in streams.items()}
-    outputs['probabilities'] = self._fuse(streams)
-    return outputs
-
-  def train_step(self, data):
-    raise NotImplementedError('LateFusionClassifier combines trained networks: train each stream on its own')
+  @classmethod
+  def from_config(cls, config):
+    return cls(**{**config, 'student': keras.saving.deserialize_keras_object(config['student']),
+                  'teacher': keras.saving.deserialize_keras_object(config['teacher']),
+                  'distillation': d3d_config.DistillationConfig(**config['distillation'])})

@@ -2,9 +2,11 @@
 
 A training checkpoint holds `network` (the run's inference network: the flow teacher, the RGB baseline or the D3D
 student), `model` (the model's other weights: a D3D teacher, a distillation head), `optimizer` and `step`. Weights
-are keyed by their Keras path (inside the network: `Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel`, the TF-slim
-scope names), not by Keras' object structure, whose lists of layers TensorFlow's checkpoints do not follow.
-So any run's network restores on its own: as a teacher, an initialisation, for evaluation or export.
+are keyed by their Keras path below the backbone or from the head (`Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel`,
+`Logits/Conv2d_0c_1x1/kernel`: the TF-slim scope names), not by Keras' object structure, whose lists of layers
+TensorFlow's checkpoints do not follow, nor by the networks' names. So any run's network restores on its own: as a
+teacher, an initialisation, for evaluation or export; and checkpoints written before the backbone and the head were
+separate models load unchanged.
 """
 
 import json
@@ -17,6 +19,7 @@ import tensorflow as tf
 
 from d3d_core import label_map
 from official_d3d.configs import d3d_config
+from official_d3d.modeling import classification_network
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling.backbones import s3dg
 
@@ -47,15 +50,25 @@ def resolve_num_classes(data_config: d3d_config.DataConfig) -> int:
   return num_classes
 
 
-def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.Model:
-  """An S3D-G for one modality, built (weights created) so that checkpoints can be restored into it at once.
-
-  The class count is `data.num_classes` (always set in a saved config), else the label map's.
-  """
-  num_classes = config.data.num_classes or resolve_num_classes(config.data)
-  network = s3dg.build_s3dg(config.model, num_classes, INPUT_CHANNELS[modality], name=f's3dg_{modality}')
-  network.build((None, None, None, None, INPUT_CHANNELS[modality]))
+def build_s3dg(model_config: d3d_config.ModelConfig, num_classes: int, input_channels: int = 3,
+               weight_decay: float = 0.0, name: str = 's3dg') -> classification_network.VideoClassificationNetwork:
+  """An S3D-G classification network (backbone and head), built: its weights exist, ready for a checkpoint."""
+  backbone = s3dg.S3DG(input_channels, first_temporal_kernel_size=model_config.first_temporal_kernel_size,
+                       temporal_conv_startat=model_config.temporal_conv_startat,
+                       gating_startat=model_config.gating_startat, depth_multiplier=model_config.depth_multiplier,
+                       min_depth=model_config.min_depth, weight_decay=weight_decay,
+                       batch_norm_momentum=model_config.batch_norm_momentum, name='backbone')
+  network = classification_network.VideoClassificationNetwork(backbone, num_classes, model_config.dropout_rate,
+                                                              weight_decay, name=name)
+  network.build((None, None, None, None, input_channels))
   return network
+
+
+def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.Model:
+  """The S3D-G of an experiment for one modality. The class count is `data.num_classes` (always set in a saved
+  config), else the label map's."""
+  num_classes = config.data.num_classes or resolve_num_classes(config.data)
+  return build_s3dg(config.model, num_classes, INPUT_CHANNELS[modality], name=f's3dg_{modality}')
 
 
 def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
@@ -77,7 +90,10 @@ def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifie
     raise d3d_config.ConfigError(
         f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
         f'this run {num_classes}')
-  return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
+  try:
+    return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
+  except ValueError as error:  # distillation settings that these two networks cannot follow
+    raise d3d_config.ConfigError(str(error)) from None
 
 
 def find_checkpoint(path: str) -> Tuple[str, str]:
@@ -93,30 +109,48 @@ def find_checkpoint(path: str) -> Tuple[str, str]:
 
 
 def variables_by_path(variables, scope: str = '') -> Dict[str, tf.Variable]:
-  """{path: variable}, with the `scope/` prefix removed; paths must be unique."""
-  prefix = scope + '/' if scope else ''
+  """{path: variable}, each path cut after its first `scope` component (if it has one); paths must be unique."""
   named = {}
   for variable in variables:
-    path = variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+    parts = variable.path.split('/')
+    path = '/'.join(parts[parts.index(scope) + 1:] if scope in parts else parts)
     if path in named:
       raise ValueError(f'two variables share the path {variable.path!r}: checkpoints could not tell them apart')
     named[path] = variable
   return named
 
 
-def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
-  """The network's weights, keyed by their path inside it (the same whatever the network's name)."""
-  return tf.train.Checkpoint(**variables_by_path(network.weights, network.name))
+def network_variables(network: classification_network.VideoClassificationNetwork) -> Dict[str, tf.Variable]:
+  """The network's weights by their TF-slim scope names: the backbone's below it, the head's from `Logits/` on."""
+  return {**variables_by_path(network.backbone.weights, network.backbone.name),
+          **variables_by_path(network.head.weights, network.name)}
+
+
+def network_checkpoint(network: classification_network.VideoClassificationNetwork) -> tf.train.Checkpoint:
+  """The network's weights, keyed the same whatever the network's or its backbone's name."""
+  return tf.train.Checkpoint(**network_variables(network))
+
+
+def _model_variables(model: d3d_model.VideoClassifier) -> Dict[str, tf.Variable]:
+  """The model's weights outside its network (a D3D teacher, a distillation head), by path; a network among them by
+  `<its name>/<its network_variables name>`."""
+  named = {}
+  for layer in model.layers:
+    if layer is model.network:
+      continue
+    if isinstance(layer, classification_network.VideoClassificationNetwork):
+      named.update({f'{layer.name}/{path}': variable for path, variable in network_variables(layer).items()})
+    else:
+      named.update(variables_by_path(layer.weights))
+  return named
 
 
 def training_checkpoint(model: d3d_model.VideoClassifier, step: tf.Variable) -> tf.train.Checkpoint:
   """Everything a resumed run needs: the network, the model's other weights, the optimizer state and the step."""
-  network_weights = {id(w) for w in model.network.weights}
-  other_weights = [w for w in model.weights if id(w) not in network_weights]
   # Optimizer variables by position: their paths start with the optimizer's name, which Keras numbers per process.
   optimizer_variables = {f'variable_{i:05d}': v for i, v in enumerate(model.optimizer.variables)}
   return tf.train.Checkpoint(network=network_checkpoint(model.network),
-                             model=tf.train.Checkpoint(**variables_by_path(other_weights)),
+                             model=tf.train.Checkpoint(**_model_variables(model)),
                              optimizer=tf.train.Checkpoint(**optimizer_variables),
                              step=step)
 
@@ -188,8 +222,8 @@ def initialize_from(network: keras.Model, path: str) -> None:
   This is fine-tuning's start, e.g. UCF-101 from Kinetics-400. The architectures must otherwise be the same.
   """
   source, _ = restore_network(path)
-  source_weights = variables_by_path(source.weights, source.name)
-  weights = variables_by_path(network.weights, network.name)
+  source_weights = network_variables(source)
+  weights = network_variables(network)
   if set(source_weights) != set(weights):
     raise d3d_config.ConfigError(
         f'init_checkpoint {path}: its network has other layers than this one: the model settings differ')

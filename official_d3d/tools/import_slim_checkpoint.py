@@ -1,4 +1,4 @@
-r"""Loads a TF-slim S3D-G checkpoint (the released S3D-G and D3D weights) into the Keras `S3DG` and saves its weights.
+r"""Loads a TF-slim S3D-G checkpoint (the released S3D-G and D3D weights) into a Keras S3D-G network; saves its weights.
 
     python -m official_d3d.tools.import_slim_checkpoint --checkpoint=/path/model.ckpt --output=/path/s3dg.weights.h5
 
@@ -6,8 +6,10 @@ The architecture options (classes, input channels, first temporal kernel, where 
 start) are read from the checkpoint's variable shapes and names unless given as flags. The JSON written beside the
 weights also records `--pixel_range`, what RGB 0..255 becomes at the network's input; its default, zero_to_one, is
 what the authors' own helper for the released checkpoints feeds (princeton-vl/d3dhelper: `image / 255`; see
-BUILD_NOTES.md). Training from, evaluating and exporting these weights all scale RGB that way. Every checkpoint variable that
-was not used and every model weight left unset is reported; the exit status is 1 if a model weight is left unset.
+BUILD_NOTES.md). Training from, evaluating and exporting these weights all scale RGB that way. Every checkpoint
+variable that was not used and every model weight left unset is reported; the exit status is 1 if a model weight is
+left unset. A `.weights.h5` follows the Keras network's structure: files imported before the backbone and the head
+became separate models (December 2026) no longer load; run this command again on the slim checkpoint.
 
 The mapping (TF-slim's variable names), with `<unit>` a conv unit's scope such as `Mixed_4b/Branch_1/Conv2d_0b_3x3`:
   <unit>/conv/kernel                         <- InceptionV1/<unit>/weights
@@ -30,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from official_d3d.configs import d3d_config
+from official_d3d.modeling import classification_network
+from official_d3d.modeling import factory
 from official_d3d.modeling.backbones import s3dg
 
 SCOPE = 'InceptionV1'
@@ -47,12 +51,13 @@ def _unit_variables(unit: s3dg.Unit3D, scope: str) -> Iterator[Tuple[str, tf.Var
     yield f'{scope}/self_gating/transformer_W/weights', unit.gating.transformer.kernel
 
 
-def slim_variable_map(model: s3dg.S3DG, scope: str = SCOPE) -> Dict[str, tf.Variable]:
-  """TF-slim checkpoint name -> the Keras variable holding it, for every weight of a built `model`."""
-  if not model.built:
-    model.build((None, None, None, None, model.input_channels))
+def slim_variable_map(network: classification_network.VideoClassificationNetwork,
+                      scope: str = SCOPE) -> Dict[str, tf.Variable]:
+  """TF-slim checkpoint name -> the Keras variable holding it, for every weight of a built S3D-G `network`."""
+  if not network.built:
+    network.build((None, None, None, None, network.input_channels))
   mapping = {}
-  for block in model.blocks:
+  for block in network.backbone.blocks:
     if isinstance(block, s3dg.Unit3D):
       mapping.update(_unit_variables(block, f'{scope}/{block.name}'))
     elif isinstance(block, s3dg.InceptionBlock):
@@ -60,9 +65,10 @@ def slim_variable_map(model: s3dg.S3DG, scope: str = SCOPE) -> Dict[str, tf.Vari
         for layer in branch.layers:
           if isinstance(layer, s3dg.Unit3D):
             mapping.update(_unit_variables(layer, f'{scope}/{block.name}/{branch.name}/{layer.name}'))
-  classifier = f'{scope}/{model.head.name}/{model.head.classifier.name}'
-  mapping[f'{classifier}/weights'] = model.head.classifier.kernel
-  mapping[f'{classifier}/biases'] = model.head.classifier.bias
+  head = network.head
+  classifier = f'{scope}/{head.name}/{head.classifier.name}'
+  mapping[f'{classifier}/weights'] = head.classifier.kernel
+  mapping[f'{classifier}/biases'] = head.classifier.bias
   return mapping
 
 
@@ -96,12 +102,13 @@ def _open_checkpoint(checkpoint_path: str):
                      f'its directory): {error}') from error
 
 
-def load_slim_checkpoint(model: s3dg.S3DG, checkpoint_path: str, scope: str = SCOPE,
-                         use_moving_averages: bool = False, skip_mismatched_shapes: bool = False) -> ImportReport:
+def load_slim_checkpoint(model: classification_network.VideoClassificationNetwork, checkpoint_path: str,
+                         scope: str = SCOPE, use_moving_averages: bool = False,
+                         skip_mismatched_shapes: bool = False) -> ImportReport:
   """Assigns the checkpoint's values to `model`'s weights.
 
   Args:
-    model: the Keras S3DG (built or not).
+    model: the Keras S3D-G network (built or not), e.g. from `factory.build_s3dg`.
     checkpoint_path: checkpoint prefix or a directory holding one.
     scope: the TF-slim variable scope of the network ('InceptionV1' in the released checkpoints).
     use_moving_averages: take `<name>/ExponentialMovingAverage` where the checkpoint has it.
@@ -148,7 +155,7 @@ def _first_block_with(names, scope: str, marker: str) -> str:
 
 
 def model_options_from_checkpoint(checkpoint_path: str, scope: str = SCOPE) -> dict:
-  """S3DG constructor arguments that the checkpoint's variables determine."""
+  """S3D-G network options that the checkpoint's variables determine."""
   shapes = _open_checkpoint(checkpoint_path).get_variable_to_shape_map()
   first_conv = f'{scope}/Conv2d_1a_7x7/weights'
   logits = f'{scope}/Logits/Conv2d_0c_1x1/weights'
@@ -196,7 +203,7 @@ def main(argv):
       first_temporal_kernel_size=options['first_temporal_kernel_size'],
       temporal_conv_startat=options['temporal_conv_startat'], gating_startat=options['gating_startat'],
       depth_multiplier=FLAGS.depth_multiplier, min_depth=FLAGS.min_depth, pixel_range=FLAGS.pixel_range)
-  model = s3dg.build_s3dg(model_config, options['num_classes'], options['input_channels'])
+  model = factory.build_s3dg(model_config, options['num_classes'], options['input_channels'])
   report = load_slim_checkpoint(model, FLAGS.checkpoint, FLAGS.scope, FLAGS.use_moving_averages,
                                 FLAGS.skip_mismatched_shapes)
   print(report.summary())

@@ -1,19 +1,21 @@
-"""S3D-G (Xie et al. 2018, arXiv 1712.04851) in Keras 3, layer for layer as the TF-slim reference graph.
+"""The S3D-G backbone (Xie et al. 2018, arXiv 1712.04851) in Keras 3, layer for layer as the TF-slim reference graph.
 
-The architecture and its options follow tensorflow/models research/slim/nets/s3dg.py.
-Keras layer names repeat the TF-slim scopes, so a weight's path reads like its checkpoint name:
-`s3dg/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel` is `InceptionV1/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/weights`
-(`official_d3d.tools.import_slim_checkpoint` holds that mapping). The model takes `[batch, frames, height, width,
-channels]` in [-1, 1] and returns `{'logits', 'features'}`, both float32 whatever the mixed precision policy.
+The architecture and its options follow tensorflow/models research/slim/nets/s3dg.py up to its last block, Mixed_5c;
+the classifier on top is `official_d3d.modeling.heads.classification_head`. Keras layer names repeat the TF-slim
+scopes, so a weight's path reads like its checkpoint name: `.../Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/kernel` is
+`InceptionV1/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/weights` (`official_d3d.tools.import_slim_checkpoint` holds
+that mapping). The backbone takes `[batch, frames, height, width, channels]` and returns every endpoint, by the
+slim graph's names, as a dict: distillation or a probe reads any of them.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 from keras import ops
 import numpy as np
 
 from official_d3d.modeling.layers import folded_conv3d
+from official_d3d.modeling.layers import regularizers
 
 # Blocks in network order. Those from Conv2d_2c_3x3 on can start the temporal convolutions or the self-gating.
 ENDPOINTS = ('Conv2d_1a_7x7', 'MaxPool_2a_3x3', 'Conv2d_2b_1x1', 'Conv2d_2c_3x3', 'MaxPool_3a_3x3', 'Mixed_3b',
@@ -42,7 +44,6 @@ MAX_POOLS = {
     'MaxPool_5a_2x2': ((2, 2, 2), (2, 2, 2)),
 }
 FIRST_TEMPORAL_KERNEL_SIZES = (1, 3, 5, 7)
-LOGITS_POOL_SIZE = (2, 7, 7)
 
 BATCH_NORM_MOMENTUM = 0.999
 BATCH_NORM_EPSILON = 0.001
@@ -53,11 +54,6 @@ _PACKAGE = 'official_d3d'
 
 def _triple(value) -> Tuple[int, int, int]:
   return (value,) * 3 if isinstance(value, int) else tuple(value)
-
-
-def _kernel_regularizer(weight_decay: float):
-  # TF-slim's l2_regularizer(s) adds s * sum(w^2) / 2; Keras' L2(l) adds l * sum(w^2).
-  return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
 def _conv_initializer():
@@ -95,7 +91,7 @@ class SelfGating(keras.layers.Layer):
   def build(self, input_shape):
     self.transformer = folded_conv3d.FoldedConv3D(
         input_shape[-1], 1, use_bias=False, kernel_initializer=_conv_initializer(),
-        kernel_regularizer=_kernel_regularizer(self.weight_decay), dtype=self.dtype_policy, name='transformer_W')
+        kernel_regularizer=regularizers.slim_l2(self.weight_decay), dtype=self.dtype_policy, name='transformer_W')
     self.transformer.build(input_shape)
 
   def call(self, inputs):
@@ -128,7 +124,7 @@ class Unit3D(keras.layers.Layer):
     self.self_gating = self_gating
     self.weight_decay = weight_decay
     self.batch_norm_momentum = batch_norm_momentum
-    regularizer = _kernel_regularizer(weight_decay)
+    regularizer = regularizers.slim_l2(weight_decay)
     split = separable and self.kernel_size[0] > 1
     self.conv = folded_conv3d.FoldedConv3D(
         filters, (1,) + self.kernel_size[1:] if split else self.kernel_size,
@@ -227,45 +223,6 @@ class InceptionBlock(keras.layers.Layer):
             'batch_norm_momentum': self.batch_norm_momentum}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class S3DGHead(keras.layers.Layer):
-  """The reference's `Logits` scope: [2, 7, 7] VALID average pool, dropout, 1x1x1 conv with bias, mean over time.
-
-  The pool shrinks to the feature map when the input is small (as the reference's `reduced_kernel_size_3d`).
-  Returns float32 `logits` and `features`: the pooled features averaged over the remaining positions, before dropout,
-  the vector the logits are an affine map of at inference (the pooled target for feature distillation).
-  """
-
-  def __init__(self, num_classes: int, dropout_rate: float = 0.2, weight_decay: float = 0.0, **kwargs):
-    super().__init__(**kwargs)
-    self.num_classes = num_classes
-    self.dropout_rate = dropout_rate
-    self.weight_decay = weight_decay
-    self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy, name='Dropout_0b')
-    self.classifier = folded_conv3d.FoldedConv3D(
-        num_classes, 1, kernel_regularizer=_kernel_regularizer(weight_decay), dtype=self.dtype_policy,
-        name='Conv2d_0c_1x1')
-
-  def build(self, input_shape):
-    self.classifier.build(input_shape)
-
-  def call(self, inputs, training=None):
-    # Static sizes where known; an unknown size is assumed large enough, as in the reference.
-    pool_size = tuple(limit if size is None else min(size, limit)
-                      for size, limit in zip(inputs.shape[1:4], LOGITS_POOL_SIZE))
-    pooled = ops.average_pool(inputs, pool_size, strides=1, padding='valid')
-    logits = self.classifier(self.dropout(pooled, training=training))
-    return {'logits': ops.cast(ops.mean(logits, axis=(1, 2, 3)), 'float32'),
-            'features': ops.cast(ops.mean(pooled, axis=(1, 2, 3)), 'float32')}
-
-  def compute_output_shape(self, input_shape):
-    return {'logits': (input_shape[0], self.num_classes), 'features': (input_shape[0], input_shape[-1])}
-
-  def get_config(self):
-    return {**super().get_config(), 'num_classes': self.num_classes, 'dropout_rate': self.dropout_rate,
-            'weight_decay': self.weight_decay}
-
-
 def _block_index(option: str, value: Optional[str]) -> int:
   """Position in ENDPOINTS from which a feature is on; '' or None: never."""
   if not value:
@@ -277,7 +234,7 @@ def _block_index(option: str, value: Optional[str]) -> int:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class S3DG(keras.Model):
-  """S3D-G video classifier: `[batch, frames, height, width, input_channels]` -> `{'logits', 'features'}`.
+  """S3D-G backbone: `[batch, frames, height, width, input_channels]` -> `{endpoint: feature map}` for `ENDPOINTS`.
 
   `temporal_conv_startat`: first block with [3, 1, 1] temporal convolutions; earlier blocks are 2D ('' = none).
   `gating_startat`: first block with self-gating ('' or None = S3D, no gating). Defaults are the published S3D-G.
@@ -286,31 +243,28 @@ class S3DG(keras.Model):
   statistics, which inference uses, are still mostly their initial values.
   """
 
-  def __init__(self, num_classes: int, input_channels: int = 3, first_temporal_kernel_size: int = 3,
+  def __init__(self, input_channels: int = 3, first_temporal_kernel_size: int = 3,
                temporal_conv_startat: Optional[str] = 'Conv2d_2c_3x3', gating_startat: Optional[str] = 'Conv2d_2c_3x3',
-               depth_multiplier: float = 1.0, min_depth: int = 16, dropout_rate: float = 0.2,
-               weight_decay: float = 0.0, batch_norm_momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
+               depth_multiplier: float = 1.0, min_depth: int = 16, weight_decay: float = 0.0,
+               batch_norm_momentum: float = BATCH_NORM_MOMENTUM, **kwargs):
     super().__init__(**kwargs)
     if first_temporal_kernel_size not in FIRST_TEMPORAL_KERNEL_SIZES:
       raise ValueError(f'first_temporal_kernel_size must be one of {FIRST_TEMPORAL_KERNEL_SIZES}, '
                        f'got {first_temporal_kernel_size}')
     if depth_multiplier <= 0:
       raise ValueError(f'depth_multiplier must be positive, got {depth_multiplier}')
-    if num_classes < 1 or input_channels < 1:
-      raise ValueError(f'num_classes and input_channels must be positive, got {num_classes} and {input_channels}')
-    self.num_classes = num_classes
+    if input_channels < 1:
+      raise ValueError(f'input_channels must be positive, got {input_channels}')
     self.input_channels = input_channels
     self.first_temporal_kernel_size = first_temporal_kernel_size
     self.temporal_conv_startat = temporal_conv_startat
     self.gating_startat = gating_startat
     self.depth_multiplier = depth_multiplier
     self.min_depth = min_depth
-    self.dropout_rate = dropout_rate
     self.weight_decay = weight_decay
     self.batch_norm_momentum = batch_norm_momentum
     self.blocks = self._make_blocks(_block_index('temporal_conv_startat', temporal_conv_startat),
                                     _block_index('gating_startat', gating_startat))
-    self.head = S3DGHead(num_classes, dropout_rate, weight_decay, dtype=self.dtype_policy, name='Logits')
 
   def _depth(self, depth: int) -> int:
     return max(int(depth * self.depth_multiplier), self.min_depth)
@@ -344,33 +298,30 @@ class S3DG(keras.Model):
                        f'{tuple(input_shape)}')
     # Weights depend on channels only: build for any clip size.
     shape = (None, None, None, None, self.input_channels)
-    for block in self.blocks + [self.head]:
+    for block in self.blocks:
       if not block.built:
         block.build(shape)
       shape = block.compute_output_shape(shape)
 
-  def call(self, inputs, training=None):
+  def call(self, inputs, training=None) -> Dict[str, keras.KerasTensor]:
+    endpoints = {}
     net = inputs
     for block in self.blocks:
       net = block(net, training=training)
-    return self.head(net, training=training)
+      endpoints[block.name] = net
+    return endpoints
 
   def compute_output_shape(self, input_shape):
-    return {'logits': (input_shape[0], self.num_classes), 'features': (input_shape[0], self.blocks[-1].output_channels)}
+    shapes = {}
+    shape = tuple(input_shape)
+    for block in self.blocks:
+      shape = block.compute_output_shape(shape)
+      shapes[block.name] = shape
+    return shapes
 
   def get_config(self):
-    return {**super().get_config(), 'num_classes': self.num_classes, 'input_channels': self.input_channels,
+    return {**super().get_config(), 'input_channels': self.input_channels,
             'first_temporal_kernel_size': self.first_temporal_kernel_size,
             'temporal_conv_startat': self.temporal_conv_startat, 'gating_startat': self.gating_startat,
-            'depth_multiplier': self.depth_multiplier, 'min_depth': self.min_depth, 'dropout_rate': self.dropout_rate,
+            'depth_multiplier': self.depth_multiplier, 'min_depth': self.min_depth,
             'weight_decay': self.weight_decay, 'batch_norm_momentum': self.batch_norm_momentum}
-
-
-def build_s3dg(model_config, num_classes: int, input_channels: int = 3, weight_decay: float = 0.0,
-               name: str = 's3dg') -> S3DG:
-  """S3DG from an `official_d3d.configs.d3d_config.ModelConfig`."""
-  return S3DG(num_classes, input_channels, first_temporal_kernel_size=model_config.first_temporal_kernel_size,
-              temporal_conv_startat=model_config.temporal_conv_startat, gating_startat=model_config.gating_startat,
-              depth_multiplier=model_config.depth_multiplier, min_depth=model_config.min_depth,
-              dropout_rate=model_config.dropout_rate, weight_decay=weight_decay,
-              batch_norm_momentum=model_config.batch_norm_momentum, name=name)
