@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from benchmarks import table
+from d3d_core import network_inputs
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
@@ -121,7 +122,7 @@ def synthetic_batch(config: d3d_config.ExperimentConfig) -> Tuple[Dict[str, tf.T
   """Random clips in [-1, 1] of what the stream trains on, created once on the default device, and labels."""
   data = config.data
   shape = [data.global_batch_size, data.num_frames, data.crop_size, data.crop_size]
-  inputs = {modality: tf.random.uniform(shape + [factory.INPUT_CHANNELS[modality]], -1.0, 1.0, seed=index)
+  inputs = {modality: tf.random.uniform(shape + [network_inputs.MODALITIES[modality].channels], -1.0, 1.0, seed=index)
             for index, modality in enumerate(factory.train_modalities(config.stream))}
   labels = tf.random.uniform([data.global_batch_size], 0, data.num_classes, dtype=tf.int32, seed=7)
   return inputs, labels

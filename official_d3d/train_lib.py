@@ -38,21 +38,26 @@ LOGS_DIRNAME = 'logs'
 NETWORK_SETTINGS = ('stream', 'data.num_classes', 'model.')
 
 
+def _tpu_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strategy:
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=train_config.tpu_address)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+# The implementations of `d3d_config.STRATEGIES`, which the config checks; 'one_device' is TensorFlow's default
+# strategy (first GPU, else CPU).
+STRATEGIES = {
+    'one_device': lambda train_config: tf.distribute.get_strategy(),
+    'mirrored': lambda train_config: tf.distribute.MirroredStrategy(),
+    'multi_worker_mirrored': lambda train_config: tf.distribute.MultiWorkerMirroredStrategy(),
+    'tpu': _tpu_strategy,
+}
+
+
 def build_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strategy:
-  """The tf.distribute strategy; 'one_device' is TensorFlow's default strategy (first GPU, else CPU)."""
-  name = train_config.distribution_strategy
-  if name == 'one_device':
-    return tf.distribute.get_strategy()
-  if name == 'mirrored':
-    return tf.distribute.MirroredStrategy()
-  if name == 'multi_worker_mirrored':
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if name == 'tpu':
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=train_config.tpu_address)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  raise d3d_config.ConfigError(f'train.distribution_strategy must be one of {d3d_config.STRATEGIES}, got {name!r}')
+  """The tf.distribute strategy the config names."""
+  return STRATEGIES[train_config.distribution_strategy](train_config)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -45,18 +45,27 @@ def _output_size(network, output: str) -> int:
   return shapes[output][-1]
 
 
+def _l2(prediction, target, temperature):
+  del temperature  # a squared error has none
+  return tf.reduce_mean(tf.reshape(tf.square(prediction - target), [tf.shape(prediction)[0], -1]), axis=-1)
+
+
+def _kl(prediction, target, temperature):
+  teacher_log_probs = tf.nn.log_softmax(target / temperature)
+  student_log_probs = tf.nn.log_softmax(prediction / temperature)
+  kl = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
+  # T^2 keeps the gradient magnitude independent of the temperature (Hinton et al. 2015).
+  return kl * temperature**2
+
+
+# The implementations of `d3d_config.DISTILL_LOSSES`, which the config checks.
+DISTILLATION_LOSSES = {'l2': _l2, 'kl': _kl}
+
+
 def distillation_loss(prediction, target, loss: str, temperature: float) -> tf.Tensor:
-  """`[B]` distillation losses: mean squared error over all but the batch axis (a vector or a feature map), or
-  T^2 x KL(teacher || student) at temperature T."""
-  if loss == 'l2':
-    return tf.reduce_mean(tf.reshape(tf.square(prediction - target), [tf.shape(prediction)[0], -1]), axis=-1)
-  if loss == 'kl':
-    teacher_log_probs = tf.nn.log_softmax(target / temperature)
-    student_log_probs = tf.nn.log_softmax(prediction / temperature)
-    kl = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
-    # T^2 keeps the gradient magnitude independent of the temperature (Hinton et al. 2015).
-    return kl * temperature**2
-  raise ValueError(f'distillation loss must be one of {d3d_config.DISTILL_LOSSES}, got {loss!r}')
+  """`[B]` distillation losses: 'l2', the mean squared error over all but the batch axis (a vector or a feature
+  map), or 'kl', T^2 x KL(teacher || student) at temperature T."""
+  return DISTILLATION_LOSSES[loss](prediction, target, temperature)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

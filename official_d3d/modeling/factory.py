@@ -18,12 +18,12 @@ import keras
 import tensorflow as tf
 
 from d3d_core import label_map
+from d3d_core import network_inputs
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import classification_network
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling.backbones import s3dg
 
-INPUT_CHANNELS = {'rgb': 3, 'flow': 2}
 IMPORTED_WEIGHTS_SUFFIX = '.weights.h5'
 
 
@@ -68,7 +68,7 @@ def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.M
   """The S3D-G of an experiment for one modality. The class count is `data.num_classes` (always set in a saved
   config), else the label map's."""
   num_classes = config.data.num_classes or resolve_num_classes(config.data)
-  return build_s3dg(config.model, num_classes, INPUT_CHANNELS[modality], name=f's3dg_{modality}')
+  return build_s3dg(config.model, num_classes, network_inputs.MODALITIES[modality].channels, name=f's3dg_{modality}')
 
 
 def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
@@ -179,7 +179,7 @@ def _imported_network_config(path: str) -> d3d_config.ExperimentConfig:
     description = json.load(f)
   try:
     config = d3d_config.ExperimentConfig(
-        stream='flow' if description['input_channels'] == INPUT_CHANNELS['flow'] else 'rgb',
+        stream='flow' if description['input_channels'] == network_inputs.MODALITIES['flow'].channels else 'rgb',
         data=d3d_config.DataConfig(num_classes=description['num_classes']),
         model=d3d_config.ModelConfig(**description['model']))
   except (KeyError, TypeError) as error:

@@ -85,38 +85,40 @@ class ShiftedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     return cls(**config)
 
 
+def _cosine(train_config: d3d_config.TrainConfig):
+  decay_steps = max(train_config.train_steps - train_config.warmup_steps, 1)
+  # Shifted so that the cosine starts where the warmup ends.
+  return ShiftedSchedule(keras.optimizers.schedules.CosineDecay(train_config.learning_rate, decay_steps),
+                         train_config.warmup_steps)
+
+
+def _step(train_config: d3d_config.TrainConfig):
+  boundaries = list(train_config.step_boundaries)
+  if boundaries != sorted(boundaries) or any(b <= 0 for b in boundaries):
+    raise ValueError(f'train.step_boundaries must be positive and increasing, got {boundaries}')
+  if not boundaries:
+    raise ValueError('train.schedule=step needs train.step_boundaries (e.g. 60000,70000)')
+  values = [train_config.learning_rate * train_config.decay_rate**i for i in range(len(boundaries) + 1)]
+  return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+# The implementations of `d3d_config.SCHEDULES` and `d3d_config.OPTIMIZERS`, which the config checks.
+SCHEDULES = {'cosine': _cosine, 'step': _step, 'constant': lambda train_config: ConstantRate(train_config.learning_rate)}
+OPTIMIZERS = {
+    'sgd': lambda train_config, learning_rate: keras.optimizers.SGD(
+        learning_rate, momentum=train_config.momentum, weight_decay=train_config.weight_decay or None),
+    'adamw': lambda train_config, learning_rate: keras.optimizers.AdamW(
+        learning_rate, weight_decay=train_config.weight_decay),
+}
+
+
 def build_learning_rate(train_config: d3d_config.TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
   """Cosine (to 0 at `train_steps`), step (x `decay_rate` at each boundary) or constant, after linear warmup."""
-  base = train_config.learning_rate
-  if train_config.schedule == 'cosine':
-    decay_steps = max(train_config.train_steps - train_config.warmup_steps, 1)
-    cosine = keras.optimizers.schedules.CosineDecay(base, decay_steps)
-    # Shifted so that the cosine starts where the warmup ends.
-    schedule = ShiftedSchedule(cosine, train_config.warmup_steps)
-  elif train_config.schedule == 'step':
-    boundaries = list(train_config.step_boundaries)
-    if boundaries != sorted(boundaries) or any(b <= 0 for b in boundaries):
-      raise ValueError(f'train.step_boundaries must be positive and increasing, got {boundaries}')
-    if not boundaries:
-      raise ValueError('train.schedule=step needs train.step_boundaries (e.g. 60000,70000)')
-    values = [base * train_config.decay_rate**i for i in range(len(boundaries) + 1)]
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-  elif train_config.schedule == 'constant':
-    schedule = ConstantRate(base)
-  else:
-    raise ValueError(f'train.schedule must be one of {d3d_config.SCHEDULES}, got {train_config.schedule!r}')
-  return LinearWarmup(schedule, train_config.warmup_steps)
+  return LinearWarmup(SCHEDULES[train_config.schedule](train_config), train_config.warmup_steps)
 
 
 def build_optimizer(train_config: d3d_config.TrainConfig) -> keras.optimizers.Optimizer:
   """SGD with momentum (the S3D recipe) or AdamW, both with decoupled weight decay, on the configured schedule."""
-  learning_rate = build_learning_rate(train_config)
-  weight_decay = train_config.weight_decay or None
-  if train_config.optimizer == 'sgd':
-    optimizer = keras.optimizers.SGD(learning_rate, momentum=train_config.momentum, weight_decay=weight_decay)
-  elif train_config.optimizer == 'adamw':
-    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay)
-  else:
-    raise ValueError(f'train.optimizer must be one of {d3d_config.OPTIMIZERS}, got {train_config.optimizer!r}')
+  optimizer = OPTIMIZERS[train_config.optimizer](train_config, build_learning_rate(train_config))
   optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_VARIABLES))
   return optimizer
