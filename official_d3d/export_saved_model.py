@@ -269,7 +269,7 @@ def resolve_class_names(config: d3d_config.ExperimentConfig, num_classes: int,
 
 def non_finite_weights(network: keras.Model) -> List[str]:
   """Paths (as checkpoints name them) of the weights of `network` that hold a NaN or an infinity."""
-  weights = factory.variables_by_path(network.weights, network.name)
+  weights = factory.network_variables(network)
   return [path for path, weight in weights.items() if not np.isfinite(weight.numpy()).all()]
 
 

@@ -442,7 +442,7 @@ def test_export_names_a_missing_label_map(runs, tmp_path):
 
 def test_export_refuses_the_weights_of_a_diverged_run(runs, tmp_path):
   network, config = factory.restore_network(runs.d3d_dir)
-  weights = factory.variables_by_path(network.weights, network.name)
+  weights = factory.network_variables(network)
   for path, value in (('Logits/Conv2d_0c_1x1/kernel', np.nan), ('Logits/Conv2d_0c_1x1/bias', np.inf)):
     values = weights[path].numpy()
     values.flat[0] = value
