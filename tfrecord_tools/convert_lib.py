@@ -23,7 +23,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import secrets
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from absl import logging
 
 from d3d_core import cli
 from d3d_core import folder_lock
+from d3d_core import json_files
 from d3d_core import label_map
 from d3d_core import video_reader
 from tfrecord_tools import flow_backends
@@ -43,7 +43,6 @@ from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
 
 _SETTINGS_FORMAT = 1
-_TEMPORARY_SUFFIX = '.incomplete'
 _READ_CHUNK_BYTES = 16 << 20
 
 Task = Tuple[manifests.VideoEntry, int]  # a video and its label index
@@ -143,11 +142,6 @@ def _hidden(path: str, suffix: str) -> str:
   return os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + suffix)
 
 
-def _temporary_path(path: str) -> str:
-  """A hidden name next to `path` that only this process uses: concurrent or killed writers never share a file."""
-  return _hidden(path, f'.{os.getpid()}-{secrets.token_hex(4)}{_TEMPORARY_SUFFIX}')
-
-
 def summary_path(shard_path: str) -> str:
   return _hidden(shard_path, '.done.json')
 
@@ -160,33 +154,10 @@ def report_path(output_dir: str, name: str) -> str:
   return os.path.join(output_dir, f'{name}.report.json')
 
 
-@contextlib.contextmanager
-def _written_atomically(path: str) -> Iterator[str]:
-  """Yields a temporary path to write `path` under: renamed to `path` when the block succeeds, removed when not."""
-  temporary = _temporary_path(path)
-  try:
-    yield temporary
-  except BaseException:
-    with contextlib.suppress(OSError, tf.errors.OpError):
-      tf.io.gfile.remove(temporary)
-    raise
-  tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
 def _remove_stale_temporaries(output_dir: str) -> None:
   """Removes the temporary files of killed runs; only while holding the folder, when no other run writes there."""
-  for path in tf.io.gfile.glob(os.path.join(output_dir, '.*' + _TEMPORARY_SUFFIX)):
+  for path in tf.io.gfile.glob(os.path.join(output_dir, '.*' + json_files.TEMPORARY_SUFFIX)):
     tf.io.gfile.remove(path)
-
-
-def _write_json_atomically(path: str, value) -> None:
-  with _written_atomically(path) as temporary, tf.io.gfile.GFile(temporary, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-
-
-def _read_json(path: str):
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: Sequence[str]) -> dict:
@@ -223,7 +194,7 @@ def _check_label_map(output_dir: str, class_names: Sequence[str]) -> None:
 def _check_settings(config: ConversionConfig, settings: dict) -> None:
   path = settings_path(config.output_dir, config.name)
   if tf.io.gfile.exists(path):
-    saved = _read_json(path)
+    saved = json_files.read_json(path)
     if saved != settings:
       differing = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
       raise ConversionSetupError(
@@ -235,7 +206,7 @@ def _check_settings(config: ConversionConfig, settings: dict) -> None:
   if foreign:
     raise ConversionSetupError(f'{config.output_dir} holds shards of another conversion named {config.name!r} '
                                f'(e.g. {foreign[0]}); use another --output_dir or --name, or delete them')
-  _write_json_atomically(path, settings)
+  json_files.write_json(path, settings)
 
 
 def _make_output_folder(output_dir: str) -> None:
@@ -306,7 +277,7 @@ def build_report(config: ConversionConfig, runner: str, videos_written: int, fra
 
 def write_report(config: ConversionConfig, report: dict) -> str:
   path = report_path(config.output_dir, config.name)
-  _write_json_atomically(path, report)
+  json_files.write_json(path, report)
   return path
 
 
@@ -388,7 +359,7 @@ def _shard_is_complete(shard_path: str) -> bool:
   if not (tf.io.gfile.exists(shard_path) and tf.io.gfile.exists(marker_path)):
     return False
   try:
-    problem = _mismatch(shard_path, _read_json(marker_path))
+    problem = _mismatch(shard_path, json_files.read_json(marker_path))
   except ValueError:
     problem = f'its completion marker {marker_path} is unreadable'
   if problem:
@@ -405,7 +376,7 @@ def _write_shard(shard_path: str, num_videos: int, results: Iterator[VideoResult
   """
   marker = {'videos_written': 0, 'frames_written': 0, 'failures': []}  # videos_written: the shard's record count
   try:
-    with _written_atomically(shard_path) as temporary:
+    with json_files.written_atomically(shard_path) as temporary:
       with tf.io.TFRecordWriter(temporary) as writer:
         for result in itertools.islice(results, num_videos):
           if result.record is None:
@@ -416,7 +387,7 @@ def _write_shard(shard_path: str, num_videos: int, results: Iterator[VideoResult
             marker['frames_written'] += result.num_frames
           on_result(result)
       marker.update(_file_fingerprint(temporary))
-      _write_json_atomically(summary_path(shard_path), marker)
+      json_files.write_json(summary_path(shard_path), marker)
   except (OSError, tf.errors.OpError) as error:
     raise OutputWriteError(f'{shard_path}: cannot be written ({cli.error_reason(error)})') from error
 
@@ -452,7 +423,7 @@ def run_local(config: ConversionConfig) -> dict:
       for i in pending:
         _write_shard(paths[i], len(shards[i]), results, on_result)
 
-    summaries = [_read_json(summary_path(path)) for path in paths]
+    summaries = [json_files.read_json(summary_path(path)) for path in paths]
   return build_report(
       config, 'local',
       videos_written=sum(s['videos_written'] for s in summaries),
