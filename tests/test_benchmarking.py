@@ -1,0 +1,28 @@
+"""Latency figures: warm-up calls are not timed, functions take turns on each input, the spread is robust."""
+
+import pytest
+
+from official_d3d import benchmarking
+
+
+def test_time_calls_times_each_function_on_each_input_after_the_warm_up():
+  calls = []
+  timings = benchmarking.time_calls({'a': lambda x: calls.append(('a', x)), 'b': lambda x: calls.append(('b', x))},
+                                    [0, 1, 2], warmup=1)
+  assert calls == [('a', 0), ('b', 0), ('a', 1), ('b', 1), ('a', 2), ('b', 2)]  # in turns, the first input untimed
+  assert set(timings) == {'a', 'b'} and all(len(timing.seconds) == 2 for timing in timings.values())
+  with pytest.raises(ValueError, match='none to time'):
+    benchmarking.time_calls({'a': print}, [0], warmup=1)
+
+
+def test_median_and_interquartile_spread_in_milliseconds():
+  timing = benchmarking.Timing((0.010, 0.011, 0.012, 0.013, 0.500))  # one call slowed down by another process
+  assert timing.median_ms == pytest.approx(12.0)
+  assert timing.spread_ms == pytest.approx(2.0)  # 13 ms - 11 ms: the slow call moves neither quartile
+  assert benchmarking.Timing((0.004,)).spread_ms == 0.0
+
+
+def test_machine_description_names_what_figures_depend_on():
+  machine = benchmarking.machine_description()
+  assert machine['cores'] >= 1 and machine['tensorflow']
+  assert set(machine) >= {'cpu', 'instruction_sets', 'gpus', 'XLA_FLAGS', 'ONEDNN_MAX_CPU_ISA'}

@@ -1,0 +1,28 @@
+"""The training history a run keeps next to its checkpoints survives a kill and a resume."""
+
+import json
+
+from official_d3d import callbacks
+
+
+def test_history_keeps_each_loop_with_its_step_and_a_resumed_run_replaces_the_loops_it_repeats(tmp_path):
+  path = str(tmp_path / callbacks.HISTORY_FILENAME)
+  assert callbacks.read_history(path) == []
+  first = callbacks.HistoryLogger(path, steps_per_loop=20)
+  first.on_train_begin()
+  for epoch in range(3):
+    first.on_epoch_end(epoch, {'cls_loss': 2.0 - epoch, 'top_1': 0.1 * epoch})
+  first.on_epoch_end(3, {'cls_loss': 0.5, 'val_top_1': 0.25})  # a loop that ended in an evaluation
+  assert [entry['step'] for entry in callbacks.read_history(path)] == [20, 40, 60, 80]
+  assert callbacks.read_history(path)[-1] == {'step': 80, 'cls_loss': 0.5, 'val_top_1': 0.25}
+
+  # Killed after step 80 was logged but before its checkpoint: the resumed run starts again from step 40.
+  resumed = callbacks.HistoryLogger(path, steps_per_loop=20)
+  resumed.on_train_begin()
+  resumed.on_epoch_end(2, {'cls_loss': 0.75, 'top_1': 0.5})
+  history = callbacks.read_history(path)
+  assert [entry['step'] for entry in history] == [20, 40, 60]
+  assert history[-1] == {'step': 60, 'cls_loss': 0.75, 'top_1': 0.5}
+  with open(path) as f:
+    assert [json.loads(line)['step'] for line in f] == [20, 40, 60]  # one line per loop, in step order
+  assert [p.name for p in tmp_path.iterdir()] == [callbacks.HISTORY_FILENAME]  # no temporary left behind
