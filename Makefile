@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: venv
-	$(PY) -m official_d3d.demo --output_dir=demo_output $(DEMO_ARGS)
+	$(PY) -m examples.motion_demo --output_dir=demo_output $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -1,4 +1,5 @@
-"""`official_d3d.demo --quick` end to end: real generated videos, TV-L1 records, three trained networks, a SavedModel.
+"""`python -m examples.motion_demo --quick` end to end: real generated videos, TV-L1 records, three trained networks, a
+SavedModel; and the recipes it trains them on.
 
 One quick demo runs for the module (a couple of minutes on 2 cores); the tests check what it leaves behind, and that
 a second run resumes by skipping every completed step.
@@ -14,17 +15,22 @@ import subprocess
 import sys
 
 import cv2
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from d3d_core import label_map
 from d3d_core import video_reader
-from official_d3d import demo
+from examples.motion_demo import __main__ as command
+from examples.motion_demo import config as demo_config
+from examples.motion_demo import latency
+from examples.motion_demo import pipeline
+from examples.motion_demo import report
+from official_d3d import train
+from official_d3d.configs import config_flags
 from tfrecord_tools import flow_backends
 from tfrecord_tools import make_motion_dataset
-
-pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,21 +39,26 @@ def run_printing(config):
   """(results, what the demo printed)."""
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
-    results = demo.run_demo(config)
+    results = pipeline.run_demo(config)
   return results, printed.getvalue()
 
 
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
   """(config, results, printed output) of one quick demo."""
-  config = dataclasses.replace(demo.QUICK_CONFIG, output_dir=str(tmp_path_factory.mktemp('demo')))
+  config = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path_factory.mktemp('demo')))
   results, printed = run_printing(config)
   return config, results, printed
 
 
+def experiment(config, name):
+  return demo_config.experiment_config(config, demo_config.DemoPaths(config.output_dir), name)
+
+
+@pytest.mark.slow
 def test_prints_the_table_with_the_four_accuracies_and_the_latencies(quick_run):
   _, results, printed = quick_run
-  for name in demo.ACCURACY_NAMES:
+  for name in report.ACCURACY_NAMES:
     row = next(line for line in printed.splitlines() if line.startswith(name + ' '))
     assert float(row.split()[1]) == pytest.approx(results['top_1'][name], abs=5e-4)
   assert 'D3D SavedModel' in printed and 'two-stream (incl. TV-L1)' in printed
@@ -57,25 +68,30 @@ def test_prints_the_table_with_the_four_accuracies_and_the_latencies(quick_run):
   assert 'python -m official_d3d.serving.client' in printed
 
 
+@pytest.mark.slow
 def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
   config, results, _ = quick_run
-  with open(os.path.join(config.output_dir, demo.RESULTS_FILENAME)) as f:
+  with open(os.path.join(config.output_dir, pipeline.RESULTS_FILENAME)) as f:
     saved = json.load(f)
   assert saved['top_1'] == results['top_1']
-  assert set(saved['top_1']) == set(demo.ACCURACY_NAMES)
+  assert set(saved['top_1']) == set(report.ACCURACY_NAMES)
   # The machine a seed's figures depend on (CPU, cores, instruction sets) is recorded with them.
   assert saved['machine']['cores'] == os.cpu_count() and saved['machine']['tensorflow'] == tf.__version__
+  # So are the settings of each network, as train.py resolved them.
+  assert saved['config']['d3d_student']['distillation']['loss'] == 'kl'
+  assert saved['config']['demo']['latency_clips'] == config.latency_clips
   num_test = len(config.dataset.classes) * config.dataset.videos_per_class_test
   assert saved['num_test_videos'] == num_test
   for name, accuracy in saved['top_1'].items():
     # A video-level accuracy over num_test videos is a multiple of 1 / num_test.
     assert 0.0 <= accuracy <= 1.0 and round(accuracy * num_test, 6) == round(accuracy * num_test), name
-  latency = saved['latency']
-  assert latency['d3d_ms_per_clip'] > 0 and latency['tvl1_flow_ms_per_clip'] > 0
+  latency_figures = saved['latency']
+  assert latency_figures['d3d_ms_per_clip'] > 0 and latency_figures['tvl1_flow_ms_per_clip'] > 0
+  assert latency_figures['clips_timed'] == config.latency_clips
   # Two-stream runs a network of the student's size, plus TV-L1 and the flow network.
-  assert latency['two_stream_ms_per_clip'] > latency['tvl1_flow_ms_per_clip']
-  assert latency['two_stream_over_d3d'] == pytest.approx(
-      latency['two_stream_ms_per_clip'] / latency['d3d_ms_per_clip'], rel=0.01)
+  assert latency_figures['two_stream_ms_per_clip'] > latency_figures['tvl1_flow_ms_per_clip']
+  assert latency_figures['two_stream_over_d3d'] == pytest.approx(
+      latency_figures['two_stream_ms_per_clip'] / latency_figures['d3d_ms_per_clip'], rel=0.01)
   for name in ('train_records', 'test_records'):
     assert glob.glob(saved['paths'][name]), name
   for name in ('label_map', 'flow_teacher_model_dir', 'rgb_baseline_model_dir', 'd3d_student_model_dir',
@@ -83,6 +99,7 @@ def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
     assert os.path.exists(saved['paths'][name]), name
 
 
+@pytest.mark.slow
 def test_records_hold_every_video_with_flow(quick_run):
   config, results, _ = quick_run
   for split in make_motion_dataset.SPLITS:
@@ -93,14 +110,21 @@ def test_records_hold_every_video_with_flow(quick_run):
     assert len(flow_frames) == config.dataset.num_frames
 
 
-def test_plots_are_real_pngs(quick_run):
-  _, results, _ = quick_run
+@pytest.mark.slow
+def test_every_network_logged_its_loops_and_the_plots_are_real_pngs(quick_run):
+  config, results, _ = quick_run
+  for name in demo_config.NETWORKS:
+    with open(os.path.join(results['paths'][f'{name}_model_dir'], 'history.jsonl')) as f:
+      steps = [json.loads(line)['step'] for line in f]
+    train_config = experiment(config, name).train
+    assert steps == list(range(train_config.steps_per_loop, train_config.train_steps + 1, train_config.steps_per_loop))
   for name in ('training_curves', 'accuracy_plot'):
     image = cv2.imread(results['paths'][name])
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100, name
     assert image.std() > 10, f'{name} is blank'
 
 
+@pytest.mark.slow
 def test_student_saved_model_loads_with_plain_tensorflow_and_predicts(quick_run):
   config, results, _ = quick_run
   last_class = config.dataset.classes[-1]
@@ -116,24 +140,27 @@ def test_student_saved_model_loads_with_plain_tensorflow_and_predicts(quick_run)
   assert outputs['top_k_labels'].numpy()[0, 0].decode() == class_names[best]
 
 
+@pytest.mark.slow
 def test_two_stream_timing_computes_the_flow_of_the_sampled_frames_only(quick_run):
   config, _, _ = quick_run
+  data = experiment(config, 'flow_teacher').data
   first_class = config.dataset.classes[0]
   video = os.path.join(config.output_dir, 'videos', 'test', first_class, f'{first_class}_000.mp4')
   decoded = video_reader.read_video(video, video_reader.DecodeConfig(short_side=0))
-  frames = decoded.frames[:config.num_frames * config.stride]
+  frames = decoded.frames[:data.num_frames * data.stride]
   backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=config.tvl1))
   whole_video = backend.video_flow(frames)  # every pair, as the converter stores it
-  sampled = np.arange(0, len(frames), config.stride)
-  assert config.stride > 1 and sampled[-1] == len(frames) - 2  # the last sampled frame's pair is the last pair
-  flow = demo.sampled_flow(backend, frames, sampled)
+  sampled = np.arange(0, len(frames), data.stride)
+  assert data.stride > 1 and sampled[-1] == len(frames) - 2  # the last sampled frame's pair is the last pair
+  flow = latency.sampled_flow(backend, frames, sampled)
   np.testing.assert_allclose(flow[sampled], whole_video[sampled], atol=1e-5)
   skipped = np.setdiff1d(np.arange(len(frames)), sampled)
   assert not flow[skipped].any()
   # At the last frame, the flow repeats the pair before it, as in the records.
-  np.testing.assert_allclose(demo.sampled_flow(backend, frames, [len(frames) - 1])[-1], whole_video[-1], atol=1e-5)
+  np.testing.assert_allclose(latency.sampled_flow(backend, frames, [len(frames) - 1])[-1], whole_video[-1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_second_run_skips_every_completed_step_and_gives_the_same_results(quick_run):
   config, results, _ = quick_run
   again, printed = run_printing(config)
@@ -144,20 +171,23 @@ def test_a_second_run_skips_every_completed_step_and_gives_the_same_results(quic
   assert again['latency'] == results['latency']
 
 
+@pytest.mark.slow
 def test_a_changed_dataset_setting_is_refused_rather_than_mixed(quick_run):
   config, _, _ = quick_run
   longer = dataclasses.replace(config.dataset, num_frames=config.dataset.num_frames + 2)
   changed = dataclasses.replace(config, dataset=longer)
   with pytest.raises(ValueError, match='another dataset'):
-    demo.run_demo(changed)
+    pipeline.run_demo(changed)
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(quick_run):
   """From the command line: the teacher and the baseline still fit, the student names the setting, no traceback."""
   config, _, _ = quick_run
+  weight = experiment(config, 'd3d_student').distillation.weight
   process = subprocess.run(
-      [sys.executable, '-m', 'official_d3d.demo', '--quick', f'--output_dir={config.output_dir}',
-       f'--distill_weight={config.distill_weight * 2}'],
+      [sys.executable, '-m', 'examples.motion_demo', '--quick', f'--output_dir={config.output_dir}',
+       f'--distill_weight={weight * 2}'],
       cwd=REPO_ROOT, capture_output=True, text=True, check=False)
   assert process.returncode == 1
   student_config = os.path.join(config.output_dir, 'models', 'd3d_student', 'config.json')
@@ -165,30 +195,95 @@ def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(q
   assert 'Traceback' not in process.stderr
 
 
-def test_summary_gives_mean_and_spread_over_seeds(quick_run):
-  _, results, _ = quick_run
+def test_summary_gives_mean_and_spread_over_seeds():
+  results = {'seed': 0, 'top_1': {'flow_teacher': 0.75, 'rgb_baseline': 0.25, 'd3d_student': 0.5, 'two_stream': 0.75},
+             'latency': {'d3d_ms_per_clip': 10.0, 'two_stream_ms_per_clip': 60.0, 'two_stream_over_d3d': 6.0}}
   other = json.loads(json.dumps(results))
   other['seed'] = 1
   other['top_1']['d3d_student'] = results['top_1']['d3d_student'] + 0.5
-  summary = demo.summarize([results, other])
+  summary = report.summarize([results, other])
   assert summary['seeds'] == [results['seed'], 1]
   student = summary['top_1']['d3d_student']
   assert student['mean'] == pytest.approx(results['top_1']['d3d_student'] + 0.25, abs=1e-4)
   assert student['std'] == pytest.approx(0.5 / np.sqrt(2), abs=1e-4)
   assert summary['top_1']['flow_teacher']['std'] == 0.0
   assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
-  assert 'D3D - RGB' in demo.format_summary(summary)
+  assert 'D3D - RGB' in report.format_summary(summary)
 
 
-def test_settings_that_cannot_work_are_refused():
-  with pytest.raises(ValueError, match='longer than'):
-    demo.DemoConfig(num_frames=32)
-  with pytest.raises(ValueError, match='must be >= crop'):
-    demo.DemoConfig(crop_size=96)
+def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
+  paths = demo_config.DemoPaths(str(tmp_path / 'demo'))
+  for overrides, problem in (({'rgb_baseline': ('--num_frames=32',)}, 'longer than'),
+                             ({'d3d_student': ('--crop_size=96',)}, 'smaller than data.crop_size'),
+                             ({'flow_teacher': ('--train_steps=7',)}, 'train_steps=7 must be a positive multiple')):
+    with pytest.raises(ValueError, match=problem):
+      pipeline.run_demo(dataclasses.replace(demo_config.DemoConfig(), output_dir=paths.root, overrides=overrides))
+  with pytest.raises(ValueError, match='latency_clips'):
+    demo_config.check(dataclasses.replace(demo_config.DemoConfig(), latency_clips=0), paths)
+  assert not os.path.exists(paths.root)
 
 
-def test_step_counts_train_cannot_use_are_refused_before_any_work(tmp_path):
-  config = dataclasses.replace(demo.QUICK_CONFIG, output_dir=str(tmp_path / 'demo'), teacher_steps=7)
-  with pytest.raises(ValueError, match='train_steps=7 must be a positive multiple'):
-    demo.run_demo(config)
-  assert not (tmp_path / 'demo').exists()
+# The settings the README's and BUILD_NOTES' figures were measured with, written out in full; the recipes must keep
+# giving them.
+MEASURED = ('--num_frames=8 --stride=2 --crop_size=32 --train_resize_range=32,36 --eval_resize=32 --random_flip=false '
+            '--global_batch_size=8 --eval_batch_size=8 --num_eval_clips=1 --num_eval_crops=1 --shuffle_buffer=256 '
+            '--deterministic=true --depth_multiplier=0.25 --min_depth=8 --dropout_rate=0.0 '
+            '--first_temporal_kernel_size=7 --batch_norm_momentum=0.9 --optimizer=adamw --weight_decay=1e-5 '
+            '--schedule=cosine --steps_per_loop=20 --eval_interval=1000 --jit_compile=true').split()
+RGB_SCHEDULE = '--train_steps=2000 --warmup_steps=200 --learning_rate=0.0005'.split()
+MEASURED_RECIPES = {
+    'flow_teacher': MEASURED + '--stream=flow --train_steps=600 --warmup_steps=60 --learning_rate=0.001'.split(),
+    'rgb_baseline': MEASURED + RGB_SCHEDULE + ['--stream=rgb'],
+    'd3d_student': MEASURED + RGB_SCHEDULE + (
+        '--stream=d3d --distill_target=logits --distill_loss=kl --distill_weight=1.0 --distill_temperature=4.0 '
+        '--distill_start_step=800 --distill_ramp_steps=400').split(),
+}
+# What --quick changes, after each recipe.
+QUICK = ('--global_batch_size=4 --eval_batch_size=4 --train_steps=6 --steps_per_loop=3 --warmup_steps=0 '
+         '--eval_interval=0 --jit_compile=false').split()
+
+
+def train_config(*argv):
+  """The config `python -m official_d3d.train ARGV` resolves, run from the repository root."""
+  flag_values = flags.FlagValues()
+  train.define_flags(flag_values)
+  with contextlib.chdir(REPO_ROOT):
+    flag_values(['train', *argv])
+  return config_flags.config_from_flags(flag_values)
+
+
+@pytest.mark.parametrize('name', sorted(demo_config.NETWORKS))
+def test_recipes_give_the_measured_settings_to_the_demo_and_to_train(name, tmp_path):
+  paths = demo_config.DemoPaths(str(tmp_path))
+  demo_flags = [f'--train_pattern={paths.record_pattern("train")}', f'--eval_pattern={paths.record_pattern("test")}',
+                f'--label_map={paths.label_map}', f'--model_dir={paths.model_dir(name)}', '--seed=3']
+  if name == 'd3d_student':
+    demo_flags.append(f'--teacher_checkpoint={paths.model_dir("flow_teacher")}')
+  seed_3 = dataclasses.replace(demo_config.DemoConfig(), output_dir=str(tmp_path), seed=3)
+  assert experiment(seed_3, name) == train_config(*MEASURED_RECIPES[name], *demo_flags)
+  # The recipe file is a flagfile of train.py, with no setting written twice in its chain of bases.
+  assert train_config(demo_config.recipe_flag(name), *demo_flags) == experiment(seed_3, name)
+  with contextlib.chdir(REPO_ROOT):
+    lines = flags.FlagValues().read_flags_from_files([demo_config.recipe_flag(name)])
+  names = [line.split('=')[0] for line in lines]
+  assert not sorted({flag for flag in names if names.count(flag) > 1})
+  quick = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), seed=3)
+  quick_distillation = ['--distill_start_step=3', '--distill_ramp_steps=0'] if name == 'd3d_student' else []
+  assert experiment(quick, name) == train_config(*MEASURED_RECIPES[name], *QUICK, *quick_distillation, *demo_flags)
+
+
+def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_path):
+  """--train_steps and --teacher_steps warm up for a tenth of the steps; --distill_* reach the student alone."""
+  flag_values = flags.FlagValues()
+  command.define_flags(flag_values)
+  flag_values(['demo', '--quick', f'--output_dir={tmp_path}', '--train_steps=90', '--teacher_steps=30',
+               '--distill_weight=2.0', '--distill_loss=l2'])
+  config = command.config_from_flags(flag_values)
+  teacher, baseline, student = (experiment(config, name) for name in demo_config.NETWORKS)
+  assert (teacher.train.train_steps, teacher.train.warmup_steps) == (30, 3)
+  assert (baseline.train.train_steps, baseline.train.warmup_steps) == (90, 9)
+  assert (student.train.train_steps, student.train.warmup_steps) == (90, 9)
+  assert (student.distillation.weight, student.distillation.loss) == (2.0, 'l2')
+  assert student.distillation.start_step == 3  # the quick preset's, not replaced
+  assert baseline.distillation == teacher.distillation == type(student.distillation)()
+  assert config.dataset == demo_config.QUICK_CONFIG.dataset

@@ -2,6 +2,7 @@
 
   d3d_core (record format, command-line plumbing) <- tfrecord_tools (the converter)
   d3d_core <- official_d3d (the trainer) <- its export and serving modules
+  all of them <- examples (applications such as the motion demo, outside the library)
 
 Imports are read from the source with `ast`, at any depth (lazy imports inside functions too), so the test imports
 none of the modules it checks.
@@ -12,7 +13,7 @@ import pathlib
 from typing import Iterator, Set, Tuple
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = {'d3d_core', 'official_d3d', 'tfrecord_tools'}
+LIBRARY_PACKAGES = {'d3d_core', 'official_d3d', 'tfrecord_tools'}
 EXPORT_AND_SERVING = ('official_d3d.export_saved_model', 'official_d3d.serving')
 
 
@@ -40,20 +41,24 @@ def _importers(package: str, imported_packages) -> Set[str]:
 
 
 def test_core_imports_no_project_package():
-  assert _importers('d3d_core', PROJECT_PACKAGES - {'d3d_core'}) == set()
+  assert _importers('d3d_core', LIBRARY_PACKAGES - {'d3d_core'}) == set()
 
 
 def test_converter_does_not_import_the_trainer():
   assert _importers('tfrecord_tools', {'official_d3d'}) == set()
 
 
-def test_trainer_imports_the_converter_only_in_the_demo():
-  # The demo runs the converter end to end; it moves to examples/ under issue 16, item 2, and this exception with it.
-  assert _importers('official_d3d', {'tfrecord_tools'}) - {'official_d3d.demo'} == set()
+def test_trainer_does_not_import_the_converter():
+  assert _importers('official_d3d', {'tfrecord_tools'}) == set()
 
 
 def test_training_does_not_import_export_or_serving():
   training_importers = {importer for importer in _importers('official_d3d', EXPORT_AND_SERVING)
                         if not _is_in(importer, EXPORT_AND_SERVING)}
-  # The demo exports and serves what it trained; it leaves the package with the exception above.
-  assert training_importers - {'official_d3d.demo'} == set()
+  assert training_importers == set()
+
+
+def test_examples_use_the_library_and_the_library_never_imports_them():
+  assert _importers('examples', LIBRARY_PACKAGES)  # the check below would pass vacuously without examples
+  for package in sorted(LIBRARY_PACKAGES):
+    assert _importers(package, {'examples'}) == set(), package

@@ -1,0 +1,204 @@
+"""The demo's nine steps, each logged and each skipped when its output is already complete, so that an interrupted
+demo resumes; a changed setting is refused rather than mixed with an earlier run's outputs."""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Dict, Sequence
+
+from absl import logging
+import keras
+
+from d3d_core import json_files
+from d3d_core import label_map
+from examples.motion_demo import config as demo_config
+from examples.motion_demo import latency
+from examples.motion_demo import report
+from official_d3d import benchmarking
+from official_d3d import callbacks
+from official_d3d import export_saved_model
+from official_d3d import train_lib
+from official_d3d.configs import d3d_config
+from tfrecord_tools import convert_lib
+from tfrecord_tools import make_motion_dataset
+
+RESULTS_FILENAME = 'results.json'
+SUMMARY_FILENAME = 'summary.json'
+LATENCY_FILENAME = 'latency.json'
+NUM_STEPS = 9
+
+
+def log_step(number: int, text: str) -> None:
+  logging.info('[demo %d/%d] %s', number, NUM_STEPS, text)
+  print(f'[demo {number}/{NUM_STEPS}] {text}', flush=True)
+
+
+def _as_json(value):
+  """The value as it reads back from a JSON file (tuples become lists), for comparisons with saved settings."""
+  return json.loads(json.dumps(value))
+
+
+def generate_videos(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> None:
+  """Step 1. The dataset's config file is written last, so its presence marks a complete dataset."""
+  dataset = dataclasses.replace(config.dataset, seed=config.seed)
+  saved_path = os.path.join(paths.videos, make_motion_dataset.CONFIG_FILENAME)
+  if os.path.exists(saved_path):
+    if json_files.read_json(saved_path)['config'] != _as_json(dataclasses.asdict(dataset)):
+      raise d3d_config.ConfigError(
+          f'{saved_path} describes another dataset than this demo\'s settings: use another '
+          '--output_dir, or delete that one')
+    log_step(1, f'Motion dataset already in {paths.videos}: skipped')
+    return
+  total = sum(dataset.videos_per_class(split) for split in make_motion_dataset.SPLITS) * len(dataset.classes)
+  log_step(1, f'Generating {total} videos of {len(dataset.classes)} motion classes in {paths.videos}')
+  make_motion_dataset.generate_dataset(dataset, paths.videos)
+
+
+def convert_records(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> Dict[str, dict]:
+  """Step 2. The converter resumes by itself; a split whose report exists is complete."""
+  reports = {}
+  for split in make_motion_dataset.SPLITS:
+    conversion = demo_config.conversion_config(config, paths, split)
+    report_path = convert_lib.report_path(paths.records, split)
+    if os.path.exists(report_path):
+      log_step(2, f'{split} records already in {paths.records}: skipped')
+      reports[split] = json_files.read_json(report_path)
+      continue
+    workers = convert_lib.resolve_num_workers(conversion.num_workers)
+    log_step(2, f'Converting the {split} videos to TFRecords with TV-L1 flow ({workers} worker{"s" * (workers > 1)})')
+    conversion_report = convert_lib.run_local(conversion)
+    if conversion_report['videos_failed']:
+      raise RuntimeError(f'{conversion_report["videos_failed"]} {split} videos failed to convert: see {report_path}')
+    convert_lib.write_report(conversion, conversion_report)
+    reports[split] = conversion_report
+  return reports
+
+
+def train_network(config: demo_config.DemoConfig, paths: demo_config.DemoPaths, name: str, number: int) -> dict:
+  """Steps 3-5: trains one network and evaluates it on the test split; returns its evaluation metrics."""
+  experiment = demo_config.experiment_config(config, paths, name)
+  # A recipe changed since an earlier run in this output_dir is refused, not answered with that run's results.
+  train_lib.check_saved_config(train_lib.resolve_config(experiment))
+  metrics_path = os.path.join(experiment.model_dir, train_lib.EVAL_METRICS_FILENAME)
+  if os.path.exists(metrics_path) and json_files.read_json(metrics_path).get('step') == experiment.train.train_steps:
+    log_step(number, f'{name} already trained and evaluated in {experiment.model_dir}: skipped')
+    return json_files.read_json(metrics_path)
+  distillation = experiment.distillation
+  what = {'flow': 'the flow teacher (TV-L1 flow in)', 'rgb': 'the RGB baseline (RGB in, no teacher)',
+          'd3d': f'the D3D student (RGB in, distilled from the flow teacher\'s {distillation.target}, '
+                 f'{distillation.loss}, weight {distillation.weight:g})'}[experiment.stream]
+  log_step(number, f'Training {what} for {experiment.train.train_steps} steps in {experiment.model_dir}')
+  os.makedirs(experiment.model_dir, exist_ok=True)
+  # The previous network's functions and graphs would stay alive in this process: a fresh Keras state per network.
+  keras.backend.clear_session()
+  keras.utils.set_random_seed(config.seed)
+  history = callbacks.HistoryLogger(os.path.join(experiment.model_dir, callbacks.HISTORY_FILENAME),
+                                    experiment.train.steps_per_loop)
+  return train_lib.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
+
+
+def evaluate_fusion(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> dict:
+  """Step 6: two-stream late fusion of the flow teacher and the RGB baseline (equal weights)."""
+  path = paths.join('models', train_lib.TWO_STREAM_METRICS_FILENAME)
+  if os.path.exists(path):
+    log_step(6, f'Two-stream evaluation already in {path}: skipped')
+    return json_files.read_json(path)
+  log_step(6, 'Evaluating two-stream late fusion (flow teacher + RGB baseline) on the test split')
+  data = demo_config.experiment_config(config, paths, 'rgb_baseline').data
+  return train_lib.evaluate_two_stream(paths.model_dir('rgb_baseline'), paths.model_dir('flow_teacher'), data,
+                                       output_path=path)
+
+
+def export_models(paths: demo_config.DemoPaths) -> Dict[str, str]:
+  """Step 7: the student as a SavedModel, and the two-stream networks, exported the same way to time them fairly."""
+  exported = {}
+  for name in demo_config.NETWORKS:
+    version = paths.export_version(name)
+    if os.path.exists(os.path.join(version, 'saved_model.pb')):
+      log_step(7, f'{name} SavedModel already in {version}: skipped')
+    else:
+      log_step(7, f'Exporting {name} as a SavedModel to {version}')
+      export_saved_model.export(paths.model_dir(name), paths.export_base(name), version=1)
+    exported[name] = version
+  return exported
+
+
+def time_inference(config: demo_config.DemoConfig, paths: demo_config.DemoPaths, exported: Dict[str, str]) -> dict:
+  """Step 8: per-clip latency of the D3D SavedModel and of the two-stream pipeline (`latency.measure_latency`)."""
+  path = paths.join(LATENCY_FILENAME)
+  if os.path.exists(path):
+    log_step(8, f'Latency already measured in {path}: skipped')
+    return json_files.read_json(path)
+  log_step(8, f'Timing {config.latency_clips} test clips through the D3D SavedModel and the two-stream pipeline')
+  measured = latency.measure_latency(config, paths, exported)
+  json_files.write_json(path, measured)
+  return measured
+
+
+def run_demo(config: demo_config.DemoConfig) -> dict:
+  """Runs (or resumes) the whole demo in `config.output_dir`; prints the table and returns the results."""
+  paths = demo_config.DemoPaths(config.output_dir)
+  demo_config.check(config, paths)  # settings that train.py would refuse fail now, not after hours of work
+  os.makedirs(paths.root, exist_ok=True)
+  started = time.monotonic()
+  generate_videos(config, paths)
+  reports = convert_records(config, paths)
+  metrics = {name: train_network(config, paths, name, number)
+             for number, name in enumerate(demo_config.NETWORKS, start=3)}
+  metrics['two_stream'] = evaluate_fusion(config, paths)['two_stream']
+  exported = export_models(paths)
+  timings = time_inference(config, paths, exported)
+
+  log_step(9, 'Results')
+  results = {
+      'seed': config.seed,
+      'machine': benchmarking.machine_description(),
+      'config': {'demo': _as_json(dataclasses.asdict(config)),
+                 **{name: d3d_config.to_dict(demo_config.experiment_config(config, paths, name))
+                    for name in demo_config.NETWORKS}},
+      **{metric: {name: metrics[name][metric] for name in report.ACCURACY_NAMES}
+         for metric in ('top_1', 'top_5', 'mean_class_accuracy')},
+      'chance': 1.0 / len(label_map.read_label_map(paths.label_map)),
+      'num_test_videos': reports['test']['videos_written'],
+      'num_train_videos': reports['train']['videos_written'],
+      'latency': timings,
+      'paths': {
+          'videos': paths.videos,
+          'train_records': paths.record_pattern('train'),
+          'test_records': paths.record_pattern('test'),
+          'label_map': paths.label_map,
+          **{f'{name}_model_dir': paths.model_dir(name) for name in demo_config.NETWORKS},
+          'd3d_saved_model': exported['d3d_student'],
+          'results': paths.join(RESULTS_FILENAME),
+      },
+  }
+  histories = {name: callbacks.read_history(os.path.join(paths.model_dir(name), callbacks.HISTORY_FILENAME))
+               for name in demo_config.NETWORKS}
+  results['paths'].update(report.plot_results(results, histories, paths.root))
+  results['seconds_this_run'] = round(time.monotonic() - started, 1)
+  json_files.write_json(paths.join(RESULTS_FILENAME), results)
+  print('\n' + report.format_table(results) + '\n')
+  print('Outputs:')
+  for name, path in results['paths'].items():
+    print(f'  {name:<24} {path}')
+  print('Next:')
+  for command in report.next_commands(config.dataset, paths):
+    print(f'  {command}')
+  return results
+
+
+def run_seeds(config: demo_config.DemoConfig, seeds: Sequence[int]) -> dict:
+  """One demo per seed in `<output_dir>/seed_<N>` (or `output_dir` itself for one seed); several get a summary."""
+  if len(seeds) == 1:
+    return run_demo(dataclasses.replace(config, seed=seeds[0]))
+  results = [run_demo(dataclasses.replace(config, seed=seed, output_dir=os.path.join(config.output_dir,
+                                                                                      f'seed_{seed}')))
+             for seed in seeds]
+  summary = report.summarize(results)
+  path = os.path.join(config.output_dir, SUMMARY_FILENAME)
+  json_files.write_json(path, summary)
+  print('\n' + report.format_summary(summary))
+  print(f'Summary: {path}')
+  return summary
+

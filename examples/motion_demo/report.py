@@ -1,0 +1,117 @@
+"""What the demo shows: the table of accuracies and latencies, its plots, the commands to go on from, and the mean and
+spread over seeds."""
+
+import os
+import statistics
+from typing import Dict, List, Sequence
+
+from examples.motion_demo import config as demo_config
+from tfrecord_tools import make_motion_dataset
+
+ACCURACY_NAMES = (*demo_config.NETWORKS, 'two_stream')
+CURVES_FILENAME = 'training_curves.png'
+ACCURACY_PLOT_FILENAME = 'accuracy.png'
+COLOURS = {'flow_teacher': 'tab:blue', 'rgb_baseline': 'tab:orange', 'd3d_student': 'tab:green',
+           'two_stream': 'tab:purple'}
+
+
+def format_table(results: dict) -> str:
+  """Top-1 per model, and per-clip latency of D3D against two-stream."""
+  top_1, latency = results['top_1'], results['latency']
+  inference = {'flow_teacher': 'TV-L1 flow + flow net', 'rgb_baseline': 'RGB', 'd3d_student': 'RGB only',
+               'two_stream': 'RGB + TV-L1 flow + both nets'}
+  rows = [f'{"model":<14} {"test top-1":>10}   inference input',
+          *(f'{name:<14} {top_1[name]:>10.3f}   {inference[name]}' for name in ACCURACY_NAMES),
+          f'(chance: {results["chance"]:.3f}, {results["num_test_videos"]} test videos)',
+          '',
+          f'{"latency per clip":<28} {"ms":>9}',
+          f'{"D3D SavedModel":<28} {latency["d3d_ms_per_clip"]:>9.1f}',
+          f'{"two-stream (incl. TV-L1)":<28} {latency["two_stream_ms_per_clip"]:>9.1f}',
+          f'{"  of which TV-L1 flow":<28} {latency["tvl1_flow_ms_per_clip"]:>9.1f}',
+          f'two-stream / D3D: {latency["two_stream_over_d3d"]:.1f}x '
+          f'({latency["frames_per_clip"]} frames at stride {latency["stride"]}, '
+          f'{latency["frame_size"][0]}x{latency["frame_size"][1]}, '
+          f'{latency["cpu_cores"]} CPU cores{", GPU" if latency["gpu"] else ""})']
+  return '\n'.join(rows)
+
+
+def plot_results(results: dict, histories: Dict[str, List[dict]], output_dir: str) -> Dict[str, str]:
+  """training_curves.png (cross-entropy and top-1 of the three networks) and accuracy.png (test top-1 bars) in
+  `output_dir`; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+
+  figure, (loss_axes, accuracy_axes) = pyplot.subplots(1, 2, figsize=(11, 4))
+  for name, history in histories.items():
+    steps = [entry['step'] for entry in history]
+    loss_axes.plot(steps, [entry['cls_loss'] for entry in history], color=COLOURS[name], label=name)
+    accuracy_axes.plot(steps, [entry['top_1'] for entry in history], color=COLOURS[name], label=f'{name} (train)')
+    evaluated = [entry for entry in history if 'val_top_1' in entry]
+    if evaluated:
+      accuracy_axes.plot([entry['step'] for entry in evaluated], [entry['val_top_1'] for entry in evaluated],
+                         color=COLOURS[name], linestyle='--', marker='o', label=f'{name} (test)')
+  loss_axes.set(xlabel='training step', ylabel='cross-entropy (train)', title='Loss')
+  accuracy_axes.set(xlabel='training step', ylabel='top-1', ylim=(0, 1.02), title='Accuracy')
+  loss_axes.legend()
+  accuracy_axes.legend(fontsize='small')
+  figure.tight_layout()
+  curves_path = os.path.join(output_dir, CURVES_FILENAME)
+  figure.savefig(curves_path, dpi=100)
+  pyplot.close(figure)
+
+  figure, axes = pyplot.subplots(figsize=(6, 4))
+  values = [results['top_1'][name] for name in ACCURACY_NAMES]
+  bars = axes.bar(ACCURACY_NAMES, values, color=[COLOURS[name] for name in ACCURACY_NAMES])
+  axes.bar_label(bars, fmt='%.2f')
+  axes.axhline(results['chance'], color='gray', linestyle=':', label='chance')
+  axes.set(ylabel='test top-1', ylim=(0, 1.05), title=f'Motion benchmark, seed {results["seed"]}')
+  axes.legend()
+  figure.tight_layout()
+  accuracy_path = os.path.join(output_dir, ACCURACY_PLOT_FILENAME)
+  figure.savefig(accuracy_path, dpi=100)
+  pyplot.close(figure)
+  return {'training_curves': curves_path, 'accuracy_plot': accuracy_path}
+
+
+def next_commands(dataset: make_motion_dataset.MotionDatasetConfig, paths: demo_config.DemoPaths) -> List[str]:
+  """What a user can run next on the demo's outputs."""
+  first_class = dataset.classes[0]
+  video = os.path.join(paths.videos, 'test', first_class, f'{first_class}_000{dataset.extension}')
+  return [
+      f'python -m tfrecord_tools.inspect_records --records={paths.record_pattern("test")} '
+      f'--output_dir={paths.join("inspect")}',
+      f'tensorboard --logdir={paths.join("models")}',
+      f'python -m official_d3d.serving.client --video={video} --saved_model={paths.export_version("d3d_student")} '
+      '--num_frames=0 --short_side=0',
+      f'saved_model_cli show --dir={paths.export_version("d3d_student")} --all',
+      f'tensorflow_model_server --rest_api_port=8501 --model_name=d3d '
+      f'--model_base_path={os.path.abspath(paths.export_base("d3d_student"))}',
+  ]
+
+
+def _spread(values: Sequence[float]) -> dict:
+  return {'mean': round(statistics.mean(values), 4),
+          'std': round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+          'values': [round(v, 4) for v in values]}
+
+
+def summarize(results: Sequence[dict]) -> dict:
+  """Mean and sample standard deviation over seeds of each top-1 and latency."""
+  latency_keys = ('d3d_ms_per_clip', 'two_stream_ms_per_clip', 'two_stream_over_d3d')
+  return {'seeds': [r['seed'] for r in results],
+          'top_1': {name: _spread([r['top_1'][name] for r in results]) for name in ACCURACY_NAMES},
+          # Per seed the student and the baseline start from the same weights and see the same clips: the
+          # difference is what distillation did in that run.
+          'student_gain': _spread([r['top_1']['d3d_student'] - r['top_1']['rgb_baseline'] for r in results]),
+          'latency': {key: _spread([r['latency'][key] for r in results]) for key in latency_keys}}
+
+
+def format_summary(summary: dict) -> str:
+  rows = [f'{"model":<14} {"test top-1 (mean +- std over seeds " + ",".join(map(str, summary["seeds"])) + ")"}']
+  rows += [f'{name:<14} {s["mean"]:.3f} +- {s["std"]:.3f}   {s["values"]}'
+           for name, s in summary['top_1'].items()]
+  gain = summary['student_gain']
+  rows.append(f'{"D3D - RGB":<14} {gain["mean"]:+.3f} +- {gain["std"]:.3f}   {gain["values"]}  (same seed, paired)')
+  rows += [f'{key:<24} {s["mean"]:.2f} +- {s["std"]:.2f}' for key, s in summary['latency'].items()]
+  return '\n'.join(rows)
