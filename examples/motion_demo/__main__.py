@@ -42,8 +42,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_integer('distill_ramp_steps', None, 'Steps over which the distillation weight then grows to its '
                        'value.', flag_values=flag_values)
-  flags.DEFINE_integer('convert_workers', None, 'Processes computing TV-L1 flow; 0: all cores.',
-                       flag_values=flag_values)
+  flags.DEFINE_integer('convert_workers', None, 'Processes computing TV-L1 flow; 0: all cores. Default: the preset '
+                       '(all cores; 1 with --quick).', flag_values=flag_values)
 
 
 def overrides_from_flags(preset: demo_config.DemoConfig, flag_values: flags.FlagValues) -> Dict[str, Tuple[str, ...]]:
