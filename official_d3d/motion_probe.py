@@ -1,0 +1,282 @@
+"""The motion probe of the D3D paper: how well a frozen network's features predict the optical flow of its own clip.
+
+For each endpoint, a linear readout (a 1x1x1 convolution to the flow's 2 channels, upsampled linearly to the flow's
+frames and pixels) is fitted by least squares to the stored TV-L1 flow of the training clips the network sees; its
+end-point error (EPE: the mean length of the error vector, in pixels of the network's input) on the test clips says
+how much motion that layer holds in a linearly readable form. Two trivial predictors set the scale: zero flow, and
+the training clips' mean flow vector (what a readout of features without motion still learns, in its bias). The
+paper's claim: a D3D student's features predict flow better than its RGB baseline's.
+
+Every network is probed on the same clips (the first network's clip settings: frames, stride, crop, resize), each
+view of a video a clip of its own. The decoded clips are kept in memory for the passes over them, so at full size
+limit the videos (`max_train_videos`).
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from d3d_core import schema
+from official_d3d import evaluation
+from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import video_input
+from official_d3d.modeling import factory
+
+DEFAULT_ENDPOINTS = ('Conv2d_2c_3x3', 'Mixed_3c', 'Mixed_4f', 'Mixed_5c')
+RESULTS_FILENAME = 'motion_probe.json'
+PLOT_FILENAME = 'motion_probe.png'
+TRIVIAL_PREDICTORS = ('zero_flow', 'mean_flow')
+# Ridge penalties tried for each readout, relative to its features' mean square.
+PENALTIES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+@dataclasses.dataclass
+class ProbeConfig:
+  """What is probed and how the readouts train; empty patterns: the first network's own training and test records."""
+  networks: Tuple[str, ...] = ()
+  names: Tuple[str, ...] = ()
+  endpoints: Tuple[str, ...] = DEFAULT_ENDPOINTS
+  train_pattern: str = ''
+  test_pattern: str = ''
+  num_clips: int = 2
+  max_train_videos: int = 0
+  batch_size: int = 8
+  output_dir: str = ''
+
+
+def interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """float64 `[out_size, in_size]`: `tf.image.resize`'s bilinear interpolation along one axis, as a matrix."""
+  identity = tf.eye(in_size, dtype=tf.float32)[:, tf.newaxis, :]  # in_size positions of a 1-pixel-wide image
+  return tf.image.resize(identity, [out_size, 1], method='bilinear')[:, 0, :].numpy().astype(np.float64)
+
+
+def _along(matrices: Sequence[np.ndarray], maps: np.ndarray) -> np.ndarray:
+  """`maps` `[B, t, h, w, K]` with each of (t, h, w) mapped by one matrix `[new, old]`."""
+  for axis, matrix in enumerate(matrices, start=1):
+    maps = np.moveaxis(np.tensordot(matrix, maps, axes=([1], [axis])), 0, axis)
+  return maps
+
+
+class LinearReadout:
+  """The least-squares linear readout of flow from one endpoint: flow = upsample(features @ W + b), upsampling
+  `tf.image.resize`'s bilinear in time, height and width.
+
+  Upsampling is linear and acts on positions while W acts on channels, so the fit needs only the sums
+  F^T (U^T U) F and F^T U^T Y over the training clips (U: the separable upsampling, Y: the flow): solved exactly,
+  with a ridge penalty, without learning rates or epochs to tune.
+  """
+
+  def __init__(self, feature_shape: Sequence[int], clip_shape: Sequence[int]):
+    self.up = [interpolation_matrix(n, m) for n, m in zip(feature_shape, clip_shape)]
+    self.gram_up = [u.T @ u for u in self.up]
+    self.gram = 0.0
+    self.cross = 0.0
+
+  @staticmethod
+  def _with_bias(features: np.ndarray) -> np.ndarray:
+    return np.concatenate([features, np.ones(features.shape[:-1] + (1,))], axis=-1)
+
+  def accumulate(self, features: np.ndarray, flow: np.ndarray) -> None:
+    """Adds clips: features `[B, t, h, w, C]`, flow `[B, T, H, W, 2]`."""
+    features = self._with_bias(features.astype(np.float64))
+    self.gram = self.gram + np.einsum('bthwc,bthwd->cd', features, _along(self.gram_up, features))
+    self.cross = self.cross + np.einsum('bthwc,bthwk->ck', features,
+                                        _along([u.T for u in self.up], flow.astype(np.float64)))
+
+  def solve(self, penalty: float) -> np.ndarray:
+    """W `[C + 1, 2]` (bias last) minimising the squared error + penalty x s x |W without bias|^2, s the features'
+    mean square (so that a penalty means the same at any feature scale)."""
+    scale = np.trace(self.gram[:-1, :-1]) / (len(self.gram) - 1)
+    ridge = penalty * scale * np.diag(np.r_[np.ones(len(self.gram) - 1), 0.0])
+    return np.linalg.solve(self.gram + ridge, self.cross)
+
+  def predict(self, features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return _along(self.up, self._with_bias(features.astype(np.float64)) @ weights)
+
+
+def end_point_errors(predicted, target, bound: float) -> np.ndarray:
+  """EPE in pixels at each pixel, from flows `[..., 2]` in units of `bound` (the pipeline's [-1, 1])."""
+  return np.linalg.norm(np.asarray(predicted, np.float64) - np.asarray(target, np.float64), axis=-1) * bound
+
+
+def flow_bound(pattern: str) -> float:
+  """The pixels that flow value 1 stands for in the records (their `FORWARD_FLOW/bound`, else the default)."""
+  for path in video_input.glob_files(pattern):
+    first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    if first is not None:
+      context = tf.train.SequenceExample.FromString(first.numpy()).context.feature
+      bound = context[schema.FLOW_BOUND].float_list.value if schema.FLOW_BOUND in context else []
+      return float(bound[0]) if bound else schema.DEFAULT_FLOW_BOUND
+  raise video_input.RecordError(f'no records in {pattern}')
+
+
+def clips(data_config: d3d_config.DataConfig, pattern: str, pixel_range: str, max_videos: int = 0) -> tf.data.Dataset:
+  """{'rgb', 'flow'} `[T, S, S, C]` per view of each video of `pattern` (labels dropped), decoded once and cached."""
+  data_config = dataclasses.replace(data_config, eval_pattern=pattern, eval_batch_size=1)
+  dataset = video_input.build_eval_dataset(data_config, ('rgb', 'flow'), pixel_range=pixel_range)
+  if max_videos:
+    dataset = dataset.take(max_videos)
+  return dataset.map(lambda features, labels: features).unbatch().unbatch().cache()  # batches, then views
+
+
+def trivial_errors(train: tf.data.Dataset, test: tf.data.Dataset, bound: float) -> Dict[str, float]:
+  """Test EPE of predicting zero flow, and the training clips' mean flow vector, everywhere."""
+  flows = np.concatenate([features['flow'].numpy().reshape(-1, 2) for features in train])
+  mean = flows.mean(axis=0)
+  errors = {name: [] for name in TRIVIAL_PREDICTORS}
+  for features in test:
+    target = features['flow'].numpy()
+    errors['zero_flow'].append(end_point_errors(np.zeros_like(target), target, bound).mean())
+    errors['mean_flow'].append(end_point_errors(np.broadcast_to(mean, target.shape), target, bound).mean())
+  return {name: float(np.mean(values)) for name, values in errors.items()}
+
+
+def _batches(dataset: tf.data.Dataset, forward, modality: str, batch_size: int):
+  """(endpoint features `{name: [B, t, h, w, C]}`, flow `[B, T, H, W, 2]`) of each batch of clips."""
+  for features in dataset.batch(batch_size):
+    outputs = forward(features[modality])
+    yield {name: value.numpy() for name, value in outputs.items()}, features['flow'].numpy()
+
+
+def restore_networks(config: ProbeConfig) -> List[Tuple[keras.Model, d3d_config.ExperimentConfig]]:
+  """(network, its config) of each of `config.networks`; each must have every endpoint probed."""
+  restored = []
+  for path in config.networks:
+    network, network_config = factory.restore_network(path)
+    unknown = [name for name in config.endpoints if name not in network.endpoint_names]
+    if unknown:
+      raise d3d_config.ConfigError(f'unknown endpoint {", ".join(unknown)}: {path} has {network.endpoint_names}')
+    restored.append((network, network_config))
+  return restored
+
+
+def probe_network(network: keras.Model, network_config: d3d_config.ExperimentConfig, config: ProbeConfig,
+                  data_config: d3d_config.DataConfig, bound: float) -> Dict:
+  """Least-squares readouts of a frozen network: {'epe': {endpoint: test EPE, px}, 'penalty': {endpoint: ridge}}.
+
+  Each readout's ridge penalty is the one of `PENALTIES` with the smallest squared error on every 5th training
+  video when fitted on the others; the readout is then fitted on all training clips.
+  """
+  modality = factory.stream_modality(network_config.stream)
+  forward = tf.function(lambda clips: {name: network(clips, training=False)[name] for name in config.endpoints},
+                        reduce_retracing=True)
+  pixel_range = network_config.model.pixel_range
+  clip_shape = (data_config.num_frames, data_config.crop_size, data_config.crop_size)
+  shapes = network.compute_output_shape((None,) + clip_shape + (network.input_channels,))
+  def readouts():
+    return {name: LinearReadout(shapes[name][1:4], clip_shape) for name in config.endpoints}
+  held_out = 5 * data_config.num_eval_clips  # clips of every 5th video
+  train = clips(data_config, config.train_pattern, pixel_range, config.max_train_videos).enumerate()
+  fitted, validation = readouts(), readouts()
+  for part, selection in ((fitted, lambda i: i % held_out >= data_config.num_eval_clips),
+                          (validation, lambda i: i % held_out < data_config.num_eval_clips)):
+    subset = train.filter(lambda i, _: selection(i)).map(lambda _, features: features)
+    for features, flow in _batches(subset, forward, modality, config.batch_size):
+      for name, readout in part.items():
+        readout.accumulate(features[name], flow)
+  everything = readouts()
+  for name, readout in everything.items():
+    readout.gram = fitted[name].gram + validation[name].gram
+    readout.cross = fitted[name].cross + validation[name].cross
+  penalties = {name: min(PENALTIES, key=lambda p: _squared_error(fitted[name].solve(p), validation[name]))
+               for name in config.endpoints}
+  weights = {name: everything[name].solve(penalties[name]) for name in config.endpoints}
+  errors = {name: [] for name in config.endpoints}
+  test = clips(data_config, config.test_pattern, pixel_range)
+  for features, flow in _batches(test, forward, modality, config.batch_size):
+    for name, readout in everything.items():
+      errors[name].append(end_point_errors(readout.predict(features[name], weights[name]), flow, bound).reshape(-1))
+  return {'epe': {name: float(np.concatenate(values).mean()) for name, values in errors.items()},
+          'penalty': penalties}
+
+
+def _squared_error(weights: np.ndarray, held_out: LinearReadout) -> float:
+  """The held-out clips' squared error of `weights`, up to their flow's constant sum of squares."""
+  return float(np.sum(weights * (held_out.gram @ weights)) - 2 * np.sum(weights * held_out.cross))
+
+
+def network_names(config: ProbeConfig) -> List[str]:
+  """`config.names`, or each network's folder (or file) name."""
+  if config.names:
+    if len(config.names) != len(config.networks):
+      raise d3d_config.ConfigError(f'{len(config.names)} names for {len(config.networks)} networks')
+    return list(config.names)
+  return [os.path.basename(os.path.normpath(path)) for path in config.networks]
+
+
+def resolve(config: ProbeConfig) -> Tuple[ProbeConfig, d3d_config.DataConfig]:
+  """The config with its record patterns filled in from the first network's, and that network's clip settings;
+  checks what can fail before any readout trains."""
+  if not config.networks:
+    raise d3d_config.ConfigError('give at least one network to probe (a model_dir, checkpoint or .weights.h5)')
+  if not config.endpoints or config.batch_size < 1 or config.num_clips < 1:
+    raise d3d_config.ConfigError('endpoints must be given, and batch_size and num_clips be positive')
+  first = factory.network_config(config.networks[0])
+  config = dataclasses.replace(config, train_pattern=config.train_pattern or first.data.train_pattern,
+                               test_pattern=config.test_pattern or first.data.eval_pattern)
+  for setting in ('train_pattern', 'test_pattern'):
+    if not getattr(config, setting):
+      raise d3d_config.ConfigError(f'{config.networks[0]} names no records: give --{setting}')
+    video_input.check_first_record(getattr(config, setting), setting, ('rgb', 'flow'))
+  network_names(config)
+  data_config = dataclasses.replace(first.data, num_eval_clips=config.num_clips, num_eval_crops=1)
+  return config, data_config
+
+
+def run(config: ProbeConfig) -> Dict:
+  """Probes every network, writes `motion_probe.json` and `motion_probe.png` to `output_dir`; returns the results."""
+  config, data_config = resolve(config)
+  networks = restore_networks(config)
+  bound = flow_bound(config.test_pattern)
+  train = clips(data_config, config.train_pattern, d3d_config.DEFAULT_PIXEL_RANGE, config.max_train_videos)
+  test = clips(data_config, config.test_pattern, d3d_config.DEFAULT_PIXEL_RANGE)
+  results = {'bound_pixels': bound, 'endpoints': list(config.endpoints), 'trivial': trivial_errors(train, test, bound),
+             'num_train_clips': int(train.reduce(0, lambda n, _: n + 1)),
+             'num_test_clips': int(test.reduce(0, lambda n, _: n + 1)),
+             'config': dataclasses.asdict(config), 'networks': {}}
+  for name, path, (network, network_config) in zip(network_names(config), config.networks, networks):
+    print(f'probing {name} ({path}) at {", ".join(config.endpoints)}', flush=True)
+    results['networks'][name] = {'path': path, **probe_network(network, network_config, config, data_config, bound)}
+  if config.output_dir:
+    tf.io.gfile.makedirs(config.output_dir)
+    evaluation.write_metrics(results, os.path.join(config.output_dir, RESULTS_FILENAME))
+    plot(results, os.path.join(config.output_dir, PLOT_FILENAME))
+  return results
+
+
+def summary(results: Dict) -> str:
+  """The results as a table: test EPE (px) per network and endpoint, then the trivial predictors."""
+  endpoints = results['endpoints']
+  width = max(len(name) for name in list(results['networks']) + ['network']) + 2
+  lines = ['network'.ljust(width) + ''.join(f'{e:>15}' for e in endpoints)]
+  for name, network in results['networks'].items():
+    lines.append(name.ljust(width) + ''.join(f'{network["epe"][e]:15.3f}' for e in endpoints))
+  lines.append(', '.join(f'{name.replace("_", " ")} {value:.3f}' for name, value in results['trivial'].items())
+               + f' (test end-point error in px, {results["num_test_clips"]} clips)')
+  return '\n'.join(lines)
+
+
+def plot(results: Dict, path: str) -> str:
+  """EPE per endpoint, one line per network, the trivial predictors as horizontal lines."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, axes = pyplot.subplots(figsize=(7, 4))
+  endpoints = results['endpoints']
+  for name, network in results['networks'].items():
+    axes.plot(endpoints, [network['epe'][e] for e in endpoints], marker='o', label=name)
+  for (name, value), style in zip(results['trivial'].items(), ('--', ':')):
+    axes.axhline(value, color='grey', linestyle=style, label=name.replace('_', ' '))
+  axes.set_xlabel('endpoint (input side first)')
+  axes.set_ylabel(f'test end-point error (px, flow clipped to +-{results["bound_pixels"]:g})')
+  axes.set_title('Motion probe: linear readout of TV-L1 flow')
+  axes.legend()
+  figure.tight_layout()
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    figure.savefig(f, format='png', dpi=100)
+  pyplot.close(figure)
+  return path
