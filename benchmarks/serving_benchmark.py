@@ -25,7 +25,7 @@ import pathlib
 import sys
 import tempfile
 import time
-from typing import Callable, List, Sequence
+from typing import List, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable from a checkout, not installed
@@ -38,6 +38,7 @@ import tensorflow as tf
 from benchmarks import table
 from d3d_core import flow_quantization
 from d3d_core import schema
+from official_d3d import benchmarking
 from official_d3d import export_saved_model
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import factory
@@ -78,15 +79,6 @@ def export_random_network(stream: str, export_dir: str, resize: int) -> str:
   return export_saved_model.export_network(network, config, os.path.join(export_dir, stream), version=1)
 
 
-def seconds_per_call(function: Callable[[], object], repeats: int) -> float:
-  """Mean wall time of `repeats` calls, after one untimed call (which also builds kernels and caches)."""
-  function()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    function()
-  return (time.perf_counter() - start) / repeats
-
-
 def centre_crop(clip: np.ndarray, size: int) -> np.ndarray:
   height, width = clip.shape[1:3]
   top, left = (height - size) // 2, (width - size) // 2
@@ -102,8 +94,8 @@ def flow_images(clip: np.ndarray, backend: flow_backends.FlowBackend) -> np.ndar
 @dataclasses.dataclass
 class Row:
   batch_size: int
-  d3d_seconds: float  # per call of the RGB SavedModel
-  flow_network_seconds: float  # per call of the flow SavedModel
+  d3d_seconds: float  # per call of the RGB SavedModel (median)
+  flow_network_seconds: float  # per call of the flow SavedModel (median)
   flow_seconds_per_clip: float  # TV-L1 and quantisation
 
   @property
@@ -155,8 +147,11 @@ def main(argv):
     for batch_size in batch_sizes:
       clips = tf.constant(cut_clips(frames, batch_size, FLAGS.num_frames))
       flows = tf.constant(np.stack([flow_inputs[i % len(flow_inputs)] for i in range(batch_size)]))
-      d3d_seconds = seconds_per_call(lambda: rgb(video=clips)['probabilities'].numpy(), FLAGS.repeats)
-      flow_seconds = seconds_per_call(lambda: flow(flow=flows)['probabilities'].numpy(), FLAGS.repeats)
+      # One untimed call first: it builds the functions' kernels and caches.
+      timings = benchmarking.time_calls({'d3d': lambda _: rgb(video=clips)['probabilities'].numpy(),
+                                         'flow': lambda _: flow(flow=flows)['probabilities'].numpy()},
+                                        range(FLAGS.repeats + 1))
+      d3d_seconds, flow_seconds = (timings[name].median_ms / 1000 for name in ('d3d', 'flow'))
       rows.append(Row(batch_size, d3d_seconds, flow_seconds, flow_seconds_per_clip))
       print(f'  batch {batch_size}: RGB SavedModel {d3d_seconds:.2f} s, flow SavedModel {flow_seconds:.2f} s per call',
             flush=True)

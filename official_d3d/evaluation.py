@@ -1,12 +1,11 @@
-"""Video-level evaluation: multi-view aggregation, top-k and per-class accuracy, two-stream fusion, JSON reports.
+"""Video-level evaluation: multi-view aggregation, top-k and per-class accuracy, two-stream fusion.
 
 A video is scored by averaging the softmax probabilities of its `num_eval_clips x num_eval_crops` views (the usual
 protocol of I3D, S3D and D3D); a two-stream prediction is a weighted average of the RGB and flow networks' video
-probabilities. The TensorFlow part runs inside the models' `test_step` / `predict_step`; the NumPy part turns the
-collected predictions into a report.
+probabilities (each stream predicted on its own). The TensorFlow part runs inside the models' `test_step` /
+`predict_step`; the NumPy part turns the collected predictions into metrics.
 """
 
-import json
 import warnings
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -125,10 +124,3 @@ def predict_videos(model, dataset) -> Dict[str, np.ndarray]:
     # Keras cannot know how many batches TFRecords hold, and says so when they end: that end is the intended one.
     warnings.filterwarnings('ignore', message='Your input ran out of data')
     return model.predict(dataset, verbose=0)
-
-
-def write_metrics(metrics: Mapping, path: str) -> str:
-  """Writes metrics as indented JSON on any file system TensorFlow knows."""
-  with tf.io.gfile.GFile(path, 'w') as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
-  return path

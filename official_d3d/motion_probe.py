@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from d3d_core import json_files
 from d3d_core import schema
-from official_d3d import evaluation
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
 from official_d3d.modeling import factory
@@ -243,7 +243,7 @@ def run(config: ProbeConfig) -> Dict:
     results['networks'][name] = {'path': path, **probe_network(network, network_config, config, data_config, bound)}
   if config.output_dir:
     tf.io.gfile.makedirs(config.output_dir)
-    evaluation.write_metrics(results, os.path.join(config.output_dir, RESULTS_FILENAME))
+    json_files.write_json(os.path.join(config.output_dir, RESULTS_FILENAME), results)
     plot(results, os.path.join(config.output_dir, PLOT_FILENAME))
   return results
 

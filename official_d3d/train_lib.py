@@ -7,7 +7,8 @@ free for the corrected command), and holds the model_dir so that a second traini
 is alive. It raises one of `USER_ERRORS`, whose message is all a user needs, when it cannot go on: settings that
 cannot work, records it cannot use (named by file and video), a loss that is no longer finite (named by step; no
 checkpoint is saved after it). Evaluation writes `<model_dir>/eval_metrics.json`, and with `fusion_model_dir`
-`two_stream_metrics.json`; TensorBoard summaries go to `<model_dir>/logs`.
+`two_stream_metrics.json`; TensorBoard summaries go to `<model_dir>/logs`, and each loop's metrics to
+`<model_dir>/history.jsonl` (`callbacks.read_history` reads them back, across resumed runs).
 """
 
 import contextlib
@@ -22,7 +23,9 @@ import tensorflow as tf
 
 from d3d_core import cli
 from d3d_core import folder_lock
+from d3d_core import json_files
 from d3d_core import label_map
+from official_d3d import callbacks as callbacks_lib
 from official_d3d import evaluation
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
@@ -248,7 +251,7 @@ def evaluate_model(model: d3d_model.VideoClassifier, config: d3d_config.Experime
   metrics.update(step=step, stream=config.stream,
                  num_views=config.data.num_eval_clips * config.data.num_eval_crops)
   if is_chief(strategy):
-    evaluation.write_metrics(metrics, os.path.join(config.model_dir, EVAL_METRICS_FILENAME))
+    json_files.write_json(os.path.join(config.model_dir, EVAL_METRICS_FILENAME), metrics)
     _write_eval_summaries(config.model_dir, metrics, step)
   logging.info('Step %d: top-1 %.4f, top-5 %.4f over %d videos', step, metrics['top_1'], metrics['top_5'],
                metrics['num_videos'])
@@ -293,7 +296,7 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
       class_names)
   metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight)
   if output_path and is_chief(strategy):
-    evaluation.write_metrics(metrics, output_path)
+    json_files.write_json(output_path, metrics)
   return metrics
 
 
@@ -320,6 +323,8 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
   callbacks = [StopOnDivergence(steps_per_loop, config.train.learning_rate),
                CheckpointEveryLoop(manager, step, steps_per_loop, write_config),
                keras.callbacks.TensorBoard(os.path.join(worker_dir(config.model_dir, strategy), LOGS_DIRNAME)),
+               *([callbacks_lib.HistoryLogger(os.path.join(config.model_dir, callbacks_lib.HISTORY_FILENAME),
+                                              steps_per_loop)] if is_chief(strategy) else []),
                *callbacks]
   history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
                       callbacks=callbacks, shuffle=False, verbose=2, **validation)

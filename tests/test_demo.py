@@ -27,6 +27,7 @@ from examples.motion_demo import config as demo_config
 from examples.motion_demo import latency
 from examples.motion_demo import pipeline
 from examples.motion_demo import report
+from official_d3d import motion_probe
 from official_d3d import train
 from official_d3d.configs import config_flags
 from tfrecord_tools import flow_backends
@@ -63,6 +64,10 @@ def test_prints_the_table_with_the_four_accuracies_and_the_latencies(quick_run):
     assert float(row.split()[1]) == pytest.approx(results['top_1'][name], abs=5e-4)
   assert 'D3D SavedModel' in printed and 'two-stream (incl. TV-L1)' in printed
   assert f'two-stream / D3D: {results["latency"]["two_stream_over_d3d"]:.1f}x' in printed
+  # The motion probe's rows: each network's end-point errors, beside zero and mean flow.
+  assert motion_probe.summary(results['motion_probe']) in printed
+  assert set(results['motion_probe']['networks']) == set(demo_config.NETWORKS)
+  assert os.path.exists(results['paths']['motion_probe_plot'])
   # The paths and the next commands, so a user can go on.
   assert results['paths']['d3d_saved_model'] in printed
   assert 'python -m official_d3d.serving.client' in printed
@@ -164,11 +169,12 @@ def test_two_stream_timing_computes_the_flow_of_the_sampled_frames_only(quick_ru
 def test_a_second_run_skips_every_completed_step_and_gives_the_same_results(quick_run):
   config, results, _ = quick_run
   again, printed = run_printing(config)
-  for step in range(1, 9):
-    lines = [line for line in printed.splitlines() if line.startswith(f'[demo {step}/9]')]
+  for step in range(1, 10):
+    lines = [line for line in printed.splitlines() if line.startswith(f'[demo {step}/10]')]
     assert lines and all(line.endswith('skipped') for line in lines), (step, lines)
   assert again['top_1'] == results['top_1']
   assert again['latency'] == results['latency']
+  assert again['motion_probe'] == results['motion_probe']
 
 
 @pytest.mark.slow
@@ -197,7 +203,9 @@ def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(q
 
 def test_summary_gives_mean_and_spread_over_seeds():
   results = {'seed': 0, 'top_1': {'flow_teacher': 0.75, 'rgb_baseline': 0.25, 'd3d_student': 0.5, 'two_stream': 0.75},
-             'latency': {'d3d_ms_per_clip': 10.0, 'two_stream_ms_per_clip': 60.0, 'two_stream_over_d3d': 6.0}}
+             'latency': {'d3d_ms_per_clip': 10.0, 'two_stream_ms_per_clip': 60.0, 'two_stream_over_d3d': 6.0},
+             'motion_probe': {'endpoints': ['Mixed_3c'], 'networks': {'rgb_baseline': {'epe': {'Mixed_3c': 0.9}},
+                                                                     'd3d_student': {'epe': {'Mixed_3c': 0.8}}}}}
   other = json.loads(json.dumps(results))
   other['seed'] = 1
   other['top_1']['d3d_student'] = results['top_1']['d3d_student'] + 0.5
@@ -208,7 +216,8 @@ def test_summary_gives_mean_and_spread_over_seeds():
   assert student['std'] == pytest.approx(0.5 / np.sqrt(2), abs=1e-4)
   assert summary['top_1']['flow_teacher']['std'] == 0.0
   assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
-  assert 'D3D - RGB' in report.format_summary(summary)
+  assert summary['probe_gain']['Mixed_3c']['values'] == [0.1, 0.1]
+  assert 'D3D - RGB' in report.format_summary(summary) and 'Mixed_3c' in report.format_summary(summary)
 
 
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):

@@ -1,6 +1,5 @@
 """Video-level evaluation: view aggregation, top-k and per-class accuracy, two-stream fusion, JSON report."""
 
-import json
 
 import keras
 import numpy as np
@@ -125,10 +124,3 @@ def test_bad_evaluation_inputs_are_named():
     evaluation.classification_metrics(uniform, [0])
   with pytest.raises(ValueError, match='5 class names for 6'):
     evaluation.classification_metrics(uniform, [0, 1], ['a'] * 5)
-
-
-def test_metrics_json_round_trip(tmp_path):
-  metrics = evaluation.classification_metrics(np.eye(3), [0, 1, 1], ['x', 'y', 'z'])
-  path = evaluation.write_metrics(metrics, str(tmp_path / 'eval_metrics.json'))
-  with open(path) as f:
-    assert json.load(f) == metrics

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import training_records
+from official_d3d import callbacks
 from official_d3d import train
 from official_d3d import train_lib
 from official_d3d.configs import config_flags
@@ -61,6 +62,8 @@ def test_cli_trains_evaluates_and_writes_checkpoints_config_summaries_and_metric
   assert config.model.depth_multiplier == 0.1  # from the flagfile
   assert glob.glob(os.path.join(model_dir, 'logs', 'train', 'events.out.tfevents.*'))
   assert glob.glob(os.path.join(model_dir, 'logs', 'eval', 'events.out.tfevents.*'))
+  history = callbacks.read_history(os.path.join(model_dir, callbacks.HISTORY_FILENAME))
+  assert [entry['step'] for entry in history] == [2, 4] and all(np.isfinite(entry['loss']) for entry in history)
   with open(os.path.join(model_dir, train_lib.EVAL_METRICS_FILENAME)) as f:
     metrics = json.load(f)
   assert metrics['step'] == 4 and metrics['num_videos'] == 3 and metrics['num_views'] == 4

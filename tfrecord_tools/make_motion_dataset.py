@@ -27,7 +27,6 @@ The output is the layout `tfrecord_tools.convert --source=csv` reads:
 
 import csv
 import dataclasses
-import json
 import math
 import os
 from typing import Dict, List, Sequence, Tuple
@@ -37,6 +36,8 @@ from absl import flags
 import cv2
 import numpy as np
 import skimage.data
+
+from d3d_core import json_files
 
 SPLITS = ('train', 'test')
 # Real photographs and textures in the scikit-image wheel (no download), each with detail at every scale used here
@@ -281,9 +282,8 @@ def generate_dataset(config: MotionDatasetConfig, output_dir: str) -> Dict[str, 
       writer = csv.writer(f, lineterminator='\n')
       writer.writerow(MANIFEST_FIELDS)
       writer.writerows(rows)
-  with open(os.path.join(output_dir, CONFIG_FILENAME), 'w') as f:
-    json.dump({'class_names': list(config.classes), 'config': dataclasses.asdict(config)}, f, indent=2)
-    f.write('\n')
+  json_files.write_json(os.path.join(output_dir, CONFIG_FILENAME),
+                        {'class_names': list(config.classes), 'config': dataclasses.asdict(config)})
   return manifests
 
 

@@ -1,4 +1,4 @@
-"""The demo's nine steps, each logged and each skipped when its output is already complete, so that an interrupted
+"""The demo's ten steps, each logged and each skipped when its output is already complete, so that an interrupted
 demo resumes; a changed setting is refused rather than mixed with an earlier run's outputs."""
 
 import dataclasses
@@ -18,6 +18,7 @@ from examples.motion_demo import report
 from official_d3d import benchmarking
 from official_d3d import callbacks
 from official_d3d import export_saved_model
+from official_d3d import motion_probe
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from tfrecord_tools import convert_lib
@@ -26,7 +27,7 @@ from tfrecord_tools import make_motion_dataset
 RESULTS_FILENAME = 'results.json'
 SUMMARY_FILENAME = 'summary.json'
 LATENCY_FILENAME = 'latency.json'
-NUM_STEPS = 9
+NUM_STEPS = 10
 
 
 def log_step(number: int, text: str) -> None:
@@ -93,9 +94,7 @@ def train_network(config: demo_config.DemoConfig, paths: demo_config.DemoPaths, 
   # The previous network's functions and graphs would stay alive in this process: a fresh Keras state per network.
   keras.backend.clear_session()
   keras.utils.set_random_seed(config.seed)
-  history = callbacks.HistoryLogger(os.path.join(experiment.model_dir, callbacks.HISTORY_FILENAME),
-                                    experiment.train.steps_per_loop)
-  return train_lib.run_experiment(experiment, 'train_and_eval', callbacks=[history])['eval']
+  return train_lib.run_experiment(experiment, 'train_and_eval')['eval']
 
 
 def evaluate_fusion(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> dict:
@@ -136,6 +135,18 @@ def time_inference(config: demo_config.DemoConfig, paths: demo_config.DemoPaths,
   return measured
 
 
+def probe_motion(paths: demo_config.DemoPaths) -> dict:
+  """Step 9: the paper's motion probe: how well each network's features predict the test clips' TV-L1 flow."""
+  path = paths.join('probe', motion_probe.RESULTS_FILENAME)
+  if os.path.exists(path):
+    log_step(9, f'Motion probe already in {path}: skipped')
+    return json_files.read_json(path)
+  log_step(9, 'Probing how much motion each network\'s features hold (linear readouts of the TV-L1 flow)')
+  config = motion_probe.ProbeConfig(networks=tuple(paths.model_dir(name) for name in demo_config.NETWORKS),
+                                    names=demo_config.NETWORKS, output_dir=paths.join('probe'))
+  return motion_probe.run(config)
+
+
 def run_demo(config: demo_config.DemoConfig) -> dict:
   """Runs (or resumes) the whole demo in `config.output_dir`; prints the table and returns the results."""
   paths = demo_config.DemoPaths(config.output_dir)
@@ -149,8 +160,9 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
   metrics['two_stream'] = evaluate_fusion(config, paths)['two_stream']
   exported = export_models(paths)
   timings = time_inference(config, paths, exported)
+  probe = probe_motion(paths)
 
-  log_step(9, 'Results')
+  log_step(10, 'Results')
   results = {
       'seed': config.seed,
       'machine': benchmarking.machine_description(),
@@ -163,6 +175,7 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
       'num_test_videos': reports['test']['videos_written'],
       'num_train_videos': reports['train']['videos_written'],
       'latency': timings,
+      'motion_probe': {key: probe[key] for key in ('endpoints', 'trivial', 'networks', 'num_test_clips')},
       'paths': {
           'videos': paths.videos,
           'train_records': paths.record_pattern('train'),
@@ -170,6 +183,7 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
           'label_map': paths.label_map,
           **{f'{name}_model_dir': paths.model_dir(name) for name in demo_config.NETWORKS},
           'd3d_saved_model': exported['d3d_student'],
+          'motion_probe_plot': paths.join('probe', motion_probe.PLOT_FILENAME),
           'results': paths.join(RESULTS_FILENAME),
       },
   }

@@ -6,6 +6,7 @@ import statistics
 from typing import Dict, List, Sequence
 
 from examples.motion_demo import config as demo_config
+from official_d3d import motion_probe
 from tfrecord_tools import make_motion_dataset
 
 ACCURACY_NAMES = (*demo_config.NETWORKS, 'two_stream')
@@ -31,7 +32,10 @@ def format_table(results: dict) -> str:
           f'two-stream / D3D: {latency["two_stream_over_d3d"]:.1f}x '
           f'({latency["frames_per_clip"]} frames at stride {latency["stride"]}, '
           f'{latency["frame_size"][0]}x{latency["frame_size"][1]}, '
-          f'{latency["cpu_cores"]} CPU cores{", GPU" if latency["gpu"] else ""})']
+          f'{latency["cpu_cores"]} CPU cores{", GPU" if latency["gpu"] else ""})',
+          '',
+          'motion probe: test end-point error of flow read linearly from each endpoint (px; lower holds more motion)',
+          motion_probe.summary(results['motion_probe'])]
   return '\n'.join(rows)
 
 
@@ -96,14 +100,22 @@ def _spread(values: Sequence[float]) -> dict:
           'values': [round(v, 4) for v in values]}
 
 
+def _epe(results: dict, network: str, endpoint: str) -> float:
+  return results['motion_probe']['networks'][network]['epe'][endpoint]
+
+
 def summarize(results: Sequence[dict]) -> dict:
-  """Mean and sample standard deviation over seeds of each top-1 and latency."""
+  """Mean and sample standard deviation over seeds of each top-1, latency and paired motion-probe difference."""
   latency_keys = ('d3d_ms_per_clip', 'two_stream_ms_per_clip', 'two_stream_over_d3d')
   return {'seeds': [r['seed'] for r in results],
           'top_1': {name: _spread([r['top_1'][name] for r in results]) for name in ACCURACY_NAMES},
           # Per seed the student and the baseline start from the same weights and see the same clips: the
           # difference is what distillation did in that run.
           'student_gain': _spread([r['top_1']['d3d_student'] - r['top_1']['rgb_baseline'] for r in results]),
+          # The paper's claim at each endpoint: the student's features predict flow better (a positive difference).
+          'probe_gain': {endpoint: _spread([_epe(r, 'rgb_baseline', endpoint) - _epe(r, 'd3d_student', endpoint)
+                                            for r in results])
+                         for endpoint in results[0]['motion_probe']['endpoints']},
           'latency': {key: _spread([r['latency'][key] for r in results]) for key in latency_keys}}
 
 
@@ -114,4 +126,7 @@ def format_summary(summary: dict) -> str:
   gain = summary['student_gain']
   rows.append(f'{"D3D - RGB":<14} {gain["mean"]:+.3f} +- {gain["std"]:.3f}   {gain["values"]}  (same seed, paired)')
   rows += [f'{key:<24} {s["mean"]:.2f} +- {s["std"]:.2f}' for key, s in summary['latency'].items()]
+  rows.append('motion probe, RGB - D3D test end-point error (px; positive: the student holds more motion):')
+  rows += [f'  {endpoint:<22} {s["mean"]:+.3f} +- {s["std"]:.3f}   {s["values"]}'
+           for endpoint, s in summary['probe_gain'].items()]
   return '\n'.join(rows)

@@ -12,6 +12,8 @@ from typing import List, Tuple
 
 import tensorflow as tf
 
+from d3d_core import json_files
+
 STREAMS = ('flow', 'rgb', 'd3d')
 DISTILL_TARGETS = ('logits', 'features')  # the head's outputs; any backbone endpoint (e.g. Mixed_4f) also works
 DISTILL_LOSSES = ('l2', 'kl')
@@ -243,8 +245,7 @@ def save(config: ExperimentConfig, model_dir: str) -> str:
   """Writes `<model_dir>/config.json` (any file system TensorFlow knows, gs:// included)."""
   tf.io.gfile.makedirs(model_dir)
   path = os.path.join(model_dir, CONFIG_FILENAME)
-  with tf.io.gfile.GFile(path, 'w') as f:
-    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+  json_files.write_json(path, to_dict(config))
   return path
 
 
@@ -253,10 +254,9 @@ def load(model_dir: str) -> ExperimentConfig:
   path = os.path.join(model_dir, CONFIG_FILENAME)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{path} not found: is {model_dir} the model_dir of a training run?')
-  with tf.io.gfile.GFile(path) as f:
-    try:
-      values = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ConfigError(f'{path} is not a valid config ({error}): restore it, or use a new model_dir') from None
+  try:
+    values = json_files.read_json(path)
+  except json.JSONDecodeError as error:
+    raise ConfigError(f'{path} is not a valid config ({error}): restore it, or use a new model_dir') from None
   values.get('model', {}).setdefault('pixel_range', DEFAULT_PIXEL_RANGE)
   return from_dict(values)

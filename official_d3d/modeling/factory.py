@@ -9,7 +9,6 @@ teacher, an initialisation, for evaluation or export; and checkpoints written be
 separate models load unchanged.
 """
 
-import json
 import os
 from typing import Dict, Tuple
 
@@ -17,6 +16,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from d3d_core import json_files
 from d3d_core import label_map
 from d3d_core import network_inputs
 from official_d3d.configs import d3d_config
@@ -175,8 +175,7 @@ def _imported_network_config(path: str) -> d3d_config.ExperimentConfig:
   description_path = path[:-len(IMPORTED_WEIGHTS_SUFFIX)] + '.json'
   if not tf.io.gfile.exists(description_path):
     raise FileNotFoundError(f'{description_path} not found: it describes the network of {path}')
-  with tf.io.gfile.GFile(description_path) as f:
-    description = json.load(f)
+  description = json_files.read_json(description_path)
   try:
     config = d3d_config.ExperimentConfig(
         stream='flow' if description['input_channels'] == network_inputs.MODALITIES['flow'].channels else 'rgb',

@@ -21,7 +21,6 @@ Both sides store kernels as [time, height, width, in, out], so values are copied
 """
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Dict, Iterator, List, Tuple
@@ -31,6 +30,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from d3d_core import json_files
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import classification_network
 from official_d3d.modeling import factory
@@ -211,9 +211,9 @@ def main(argv):
   model.save_weights(FLAGS.output)
   # What it takes to rebuild the model these weights fit.
   description_path = FLAGS.output[:-len('.weights.h5')] + '.json'
-  with tf.io.gfile.GFile(description_path, 'w') as f:
-    json.dump({'model': dataclasses.asdict(model_config), 'num_classes': options['num_classes'],
-               'input_channels': options['input_channels']}, f, indent=2)
+  json_files.write_json(description_path, {'model': dataclasses.asdict(model_config),
+                                           'num_classes': options['num_classes'],
+                                           'input_channels': options['input_channels']})
   print(f'wrote {FLAGS.output} and {description_path}')
   if not report.complete:
     sys.exit(1)
