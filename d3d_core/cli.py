@@ -13,6 +13,10 @@ official_d3d commands; the tfrecord_tools commands use 2, as 1 means "some video
 with `interrupted: <what to do>` and status 130. Any other exception is a bug: its traceback is printed, then its
 `error:` line, and the status is the error status, never one that means success. `D3D_TRACEBACK=1` in the environment
 prints the traceback of expected errors and Ctrl-C too (the statuses stay the same).
+
+A command's console holds its own output and progress: library log lines (checkpoints saved, TensorFlow's INFO)
+show only at absl's `--verbosity=0` (INFO) or 1 (DEBUG), not by default (warnings and errors). A command imports
+`d3d_core.quiet_start` first, before TensorFlow, to keep TensorFlow's C++ start-up notices off the console too.
 """
 
 import os
@@ -22,6 +26,7 @@ from typing import Any, Callable, List, NoReturn, Sequence, Type
 
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow as tf
 
 TRACEBACK_VARIABLE = 'D3D_TRACEBACK'
@@ -80,8 +85,19 @@ def run(command: Callable[[], Any], expected_errors: Sequence[Type[BaseException
     return error_status
 
 
+def quiet_logging(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Warnings and errors only, unless --verbosity was given (absl would show INFO), each through absl's handler once:
+  TensorFlow's logger, given a handler of its own when imported before absl's, prints every line twice."""
+  if not flag_values['verbosity'].present:
+    flag_values.verbosity = logging.WARNING
+  tf_logger = tf.get_logger()
+  for handler in list(tf_logger.handlers):
+    tf_logger.removeHandler(handler)
+
+
 def flags_parser(error_status: int = EXIT_ERROR) -> Callable[[Sequence[str]], List[str]]:
-  """absl's flag parsing for `app.run`, with a bad flag or a stray argument answered by one line and `error_status`."""
+  """absl's flag parsing for `app.run`, with a bad flag or a stray argument answered by one line and `error_status`,
+  and the quiet logging of `quiet_logging`."""
 
   def exit_with_error(message: str) -> NoReturn:
     sys.stderr.write(f'error: {message}\n')
@@ -94,6 +110,7 @@ def flags_parser(error_status: int = EXIT_ERROR) -> Callable[[Sequence[str]], Li
       exit_with_error(f'{error} (--helpfull lists the flags)')
     if len(remaining) > 1:
       exit_with_error(f'unexpected arguments {remaining[1:]} (flags take the form --name=value)')
+    quiet_logging()
     return remaining
 
   return parse

@@ -9,6 +9,9 @@ end-point errors, beside those of predicting zero flow and the mean flow, go to 
 command with one `error:` line and status 1.
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 from absl import flags
 
 from d3d_core import cli

@@ -10,6 +10,9 @@ reasons), 2 for a usage or setup error (nothing, or not everything, could be con
 D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C (rerun the same command to resume).
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 import dataclasses
 import json
 
@@ -121,10 +124,9 @@ def convert() -> int:
   path = convert_lib.write_report(config, report)
   summary = {k: report[k] for k in ('videos_written', 'videos_failed', 'frames_written', 'seconds',
                                     'frames_per_second')}
-  print(json.dumps(summary))
   for failure in report['failures']:
     logging.warning('Skipped %s', failure['reason'])
-  logging.info('Report: %s', path)
+  print(json.dumps({**summary, 'report': path}))
   return exit_status(report)
 
 

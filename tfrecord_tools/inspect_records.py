@@ -17,6 +17,9 @@ file. Exit status: 0 on success, 1 when --skip_corrupt skipped records, 2 when t
 cannot be read (D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C.
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 import collections
 import dataclasses
 import os

@@ -20,6 +20,9 @@ A server that does not answer within `--timeout` seconds, or answers with an err
 with one `error:` line naming the address or the file (exit status 1; `d3d_core.cli`).
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 import base64
 import json
 import os
