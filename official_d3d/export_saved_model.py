@@ -31,6 +31,9 @@ size are accepted. The input shapes are left open in the signatures so that ever
 count, no frames, undecodable images.
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 import dataclasses
 import os
 import tempfile
@@ -166,16 +169,25 @@ class ServingGraph:
     return {'logits': logits, 'probabilities': probabilities, 'top_k_indices': top.indices,
             'top_k_labels': self.class_names.lookup(tf.cast(top.indices, tf.int64))}
 
+  def _capture_by_name(self) -> None:
+    """Captures what `predict` reads (the network's variables, the label table) under names a SavedModel keeps.
+    Left to tracing, they are numbered, and `tf.saved_model.save` logs each signature's hundreds of renames."""
+    graph = tf.compat.v1.get_default_graph()  # the signature function's, being traced
+    for index, tensor in enumerate(self.predict.get_concrete_function().captured_inputs):
+      graph.capture(tensor, name=f'captured_{index}')
+
   def clip(self, video) -> tf.Tensor:
     """One video, uint8 `[T, H, W, 3]` or encoded frames `[T]`, -> the network's clip: its evaluation view."""
     indices = video_input.eval_clip_indices(tf.shape(video)[0], self.data_config)
     return video_input.eval_views(video, indices, self.data_config, self.modality, self.pixel_range)[0]
 
   def serve_video(self, video) -> Dict[str, tf.Tensor]:
+    self._capture_by_name()
     video = check_video(video, VIDEO_SIGNATURE, video_input_name(self.modality_name), self.data_config.num_frames)
     return self.predict(tf.map_fn(self.clip, video, fn_output_signature=self._clip_spec()))
 
   def serve_jpeg(self, frames) -> Dict[str, tf.Tensor]:
+    self._capture_by_name()
     layout = f'{JPEG_SIGNATURE}: {JPEG_INPUT} must be string [batch, frames] of encoded images'
     frames = check_rank(frames, 2, layout)
     frames = check_frame_count(frames, layout, self.data_config.num_frames)
@@ -192,6 +204,7 @@ class ServingGraph:
     return self.clip(check_encoded_frames(encoded, layout))
 
   def serve_sequence_example(self, serialized) -> Dict[str, tf.Tensor]:
+    self._capture_by_name()
     serialized = check_rank(serialized, 1, f'{SEQUENCE_EXAMPLE_SIGNATURE}: {SEQUENCE_EXAMPLE_INPUT} must be string '
                             '[batch] of serialized tf.train.SequenceExample')
     return self.predict(tf.map_fn(self.sequence_example_clip, serialized, fn_output_signature=self._clip_spec()))
@@ -362,6 +375,7 @@ def main(argv):
   values = flags.FLAGS
   serving = ServingConfig(num_frames=values.num_frames, crop_size=values.crop_size, resize=values.resize,
                           top_k=values.top_k)
+  print(f'exporting {values.model_dir} (tracing and saving take a minute)', flush=True)
   print(export(values.model_dir, values.export_dir, values.version, serving, values.label_map))
 
 

@@ -337,6 +337,7 @@ def test_command_line_exports_the_flow_teacher_taking_flow(runs, flow_videos, tm
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == str(base / '7')
+  assert result.stderr == ''  # no warning, nor TensorFlow's start-up notices
 
   signatures = tf.saved_model.load(str(base / '7')).signatures
   assert list(signatures['serving_default'].structured_input_signature[1]) == ['flow']
@@ -374,6 +375,16 @@ def one_line_error(result, *words) -> str:
 def export_command(model_dir, export_dir, *args, env=None):
   return run_module('official_d3d.export_saved_model', f'--model_dir={model_dir}', f'--export_dir={export_dir}', *args,
                     env=env)
+
+
+def test_export_logs_no_warning_and_renames_no_input(runs, tmp_path):
+  """At --verbosity=0 (INFO), a SavedModel's save logs what it renames; the signatures' captures have names it
+  keeps."""
+  result = export_command(runs.d3d_dir, tmp_path / 'serving', '--verbosity=0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  assert any('Exported the d3d network' in line for line in lines), result.stderr[-3000:]
+  assert not [line for line in lines if 'renamed' in line or line.startswith(('W', 'E'))], result.stderr[-3000:]
 
 
 def test_export_names_a_missing_model_dir(tmp_path):
