@@ -2,10 +2,14 @@
 `train.steps_per_loop` steps."""
 
 import json
-from typing import List
+import sys
+import time
+from typing import Dict, List
 
+from absl import logging
 import keras
 import tensorflow as tf
+import tqdm
 
 from d3d_core import json_files
 
@@ -46,3 +50,61 @@ class HistoryLogger(keras.callbacks.Callback):
     self._entries = [*(kept for kept in self._entries if kept['step'] < step), entry]
     with json_files.written_atomically(self.path) as temporary, tf.io.gfile.GFile(temporary, 'w') as f:
       f.write(''.join(json.dumps(kept) + '\n' for kept in self._entries))
+
+
+def _metrics_text(logs: Dict, prefix: str = '') -> str:
+  """'loss 1.234, top-1 0.500' from Keras logs (the `val_` ones with prefix 'val_')."""
+  shown = (('loss', 'loss', '.3f'), ('top_1', 'top-1', '.3f'), ('top_5', 'top-5', '.3f'))
+  return ', '.join(f'{label} {float(logs[prefix + key]):{form}}' for key, label, form in shown
+                   if prefix + key in logs)
+
+
+class TrainingProgress(keras.callbacks.Callback):
+  """What a person watches of a run: on a terminal, one progress bar over all its steps (steps, loss, top-1, steps
+  per second, time left; on stderr), and on stdout a line per evaluation and a closing one, so that a log of the
+  console stays short. Each loop's metrics go to absl's INFO log. Give it to the chief alone."""
+
+  def __init__(self, name: str, train_steps: int, steps_per_loop: int, initial_step: int = 0):
+    super().__init__()
+    self.name = name
+    self.train_steps = train_steps
+    self.steps_per_loop = steps_per_loop
+    self.initial_step = initial_step
+    self.step = initial_step
+    self._bar = None
+    self._started = 0.0
+    self._last_logs: Dict = {}
+
+  def _write(self, text: str) -> None:
+    tqdm.tqdm.write(f'{self.name}: {text}', file=sys.stdout)
+
+  def on_train_begin(self, logs=None):
+    self._started = time.monotonic()
+    # disable=None: a bar only on a terminal; a file or pipe gets the evaluation and closing lines alone.
+    self._bar = tqdm.tqdm(total=self.train_steps, initial=self.initial_step, desc=self.name, unit=' steps',
+                          disable=None, leave=False, dynamic_ncols=True,
+                          bar_format='{desc}: {n_fmt}/{total_fmt} |{bar:20}| {rate_fmt}, {remaining} left{postfix}')
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.step = epoch * self.steps_per_loop
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    self._last_logs = logs or {}
+    self._bar.update(1)
+    self._bar.set_postfix_str(_metrics_text(self._last_logs), refresh=False)
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    step = (epoch + 1) * self.steps_per_loop
+    logging.info('%s step %d/%d: %s', self.name, step, self.train_steps,
+                 ', '.join(f'{key} {float(value):.4g}' for key, value in sorted(logs.items())))
+    if any(key.startswith('val_') for key in logs):
+      self._write(f'step {step}/{self.train_steps}, evaluation: {_metrics_text(logs, "val_")}')
+
+  def on_train_end(self, logs=None):
+    self._bar.close()
+    seconds = time.monotonic() - self._started
+    rate = (self.step - self.initial_step) / seconds if seconds > 0 else 0.0
+    self._write(f'trained to step {self.step}/{self.train_steps} in {seconds:.0f} s ({rate:.2f} steps/s): '
+                f'{_metrics_text(self._last_logs)}')

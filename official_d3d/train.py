@@ -9,8 +9,12 @@ the rest. A run that cannot go on stops with one `error: ...` line and exit stat
 traceback); Ctrl-C stops it with status 130, and the same command resumes from the last checkpoint.
 """
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
+import os
+
 from absl import flags
-from absl import logging
 
 from d3d_core import cli
 from official_d3d import train_lib
@@ -26,9 +30,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def main(argv):
   del argv  # Everything comes in through flags.
-  results = train_lib.run_experiment(config_flags.config_from_flags(), flags.FLAGS.mode)
+  config = config_flags.config_from_flags()
+  results = train_lib.run_experiment(config, flags.FLAGS.mode)
   if 'eval' in results:
-    logging.info('Evaluation: %s', {k: v for k, v in results['eval'].items() if k != 'per_class_accuracy'})
+    metrics = results['eval']
+    print(f'evaluation at step {metrics["step"]}: top-1 {metrics["top_1"]:.4f}, top-5 {metrics["top_5"]:.4f}, mean '
+          f'class accuracy {metrics["mean_class_accuracy"]:.4f} over {metrics["num_videos"]} videos '
+          f'({os.path.join(config.model_dir, train_lib.EVAL_METRICS_FILENAME)})')
 
 
 if __name__ == '__main__':

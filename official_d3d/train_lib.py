@@ -324,10 +324,13 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
                CheckpointEveryLoop(manager, step, steps_per_loop, write_config),
                keras.callbacks.TensorBoard(os.path.join(worker_dir(config.model_dir, strategy), LOGS_DIRNAME)),
                *([callbacks_lib.HistoryLogger(os.path.join(config.model_dir, callbacks_lib.HISTORY_FILENAME),
-                                              steps_per_loop)] if is_chief(strategy) else []),
+                                              steps_per_loop),
+                  callbacks_lib.TrainingProgress(os.path.basename(os.path.normpath(config.model_dir)),
+                                                 num_loops * steps_per_loop, steps_per_loop,
+                                                 initial_loop * steps_per_loop)] if is_chief(strategy) else []),
                *callbacks]
   history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
-                      callbacks=callbacks, shuffle=False, verbose=2, **validation)
+                      callbacks=callbacks, shuffle=False, verbose=0, **validation)
   return history.history
 
 
