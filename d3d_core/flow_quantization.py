@@ -28,6 +28,11 @@ def max_quantization_error(bound):
   return bound / 255.0
 
 
-def decode_normalized_flow(image):
-  """uint8 tensor `[..., >=2]` -> float32 flow `[..., 2]` in [-1, 1] (pixels / bound), as the network takes it."""
-  return tf.cast(image[..., :2], tf.float32) / 127.5 - 1.0
+def decode_normalized_flow(image, negate_x=False):
+  """uint8 tensor `[..., >=2]` -> float32 flow `[..., 2]` in [-1, 1] (pixels / bound), as the network takes it.
+
+  `negate_x` (bool, maybe a tensor) mirrors the motion of a horizontally flipped image at no extra cost: dividing by
+  -127.5 and adding 1 gives exactly the negation of dividing by 127.5 and subtracting 1.
+  """
+  sign = tf.stack([tf.where(negate_x, -1.0, 1.0), 1.0])
+  return tf.cast(image[..., :2], tf.float32) / (127.5 * sign) - sign

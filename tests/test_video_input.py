@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import real_clips
+
 from d3d_core import flow_quantization
 from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
 from official_d3d.ops import video_ops
+from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
 HEIGHT, WIDTH = 48, 64
@@ -133,15 +136,17 @@ def test_evenly_spaced_clip_starts():
   np.testing.assert_array_equal(video_ops.evenly_spaced_clip_starts(5, 8, 1, 2), [0, 0])
 
 
-def test_horizontal_flip_mirrors_rgb_and_flow_alike_and_negates_flow_x(bikes_frames):
-  rgb = video_ops.normalize_rgb(bikes_frames[:2]).numpy()
+def test_horizontal_flip_mirrors_rgb_and_flow_alike_and_mirrored_flow_negates_x_exactly(bikes_frames):
+  flipped_rgb = video_ops.horizontal_flip(bikes_frames[:2]).numpy()
+  np.testing.assert_array_equal(flipped_rgb, bikes_frames[:2, :, ::-1])
+  flow_images = flow_quantization.quantize_flow(known_flow(2), BOUND)
   flow = stored_flow(2)
-  flipped_rgb = video_ops.horizontal_flip(rgb).numpy()
-  flipped_flow = video_ops.horizontal_flip(flow, is_flow=True).numpy()
-  np.testing.assert_array_equal(flipped_rgb, rgb[:, :, ::-1])
+  flipped_flow = video_ops.normalize_frames(video_ops.horizontal_flip(flow_images), is_flow=True,
+                                            mirrored=tf.constant(True)).numpy()
   np.testing.assert_array_equal(flipped_flow[..., 0], -flow[:, :, ::-1, 0])
   np.testing.assert_array_equal(flipped_flow[..., 1], flow[:, :, ::-1, 1])
   assert not np.allclose(flipped_flow, flow)
+  np.testing.assert_array_equal(video_ops.normalize_frames(flow_images, is_flow=True, mirrored=False), flow)
 
 
 def test_resize_scales_flow_by_each_axis_factor_and_clips():
@@ -199,6 +204,93 @@ def test_train_scale_jitter_rescales_flow(shards):
     np.testing.assert_array_equal(np.diff(indices), 1)
     expected_y = scale * stored_flow(24)[indices, 0, 0, 1]
     np.testing.assert_allclose(flow_clip[..., 1], np.broadcast_to(expected_y[:, None, None], [4, 32, 32]), atol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def real_flow_records(bikes_video):
+  """One serialized record each with JPEG and PNG flow: 12 real frames at 90x150 (not whole JPEG blocks) and their
+  real (Farneback) flow, which makes JPEG's chroma differ from pixel to pixel as video does."""
+  frames = real_clips.read_frames(bikes_video, 12, 150, 90)
+  flow = flow_backends.OpenCVFarneback().video_flow(frames)
+  def record(flow_format):
+    return sequence_example.build_sequence_example(
+        media_id='bikes', label_index=0, label_string='bikes', frames=frames,
+        timestamps_us=[40000 * t for t in range(12)], frame_rate=25.0, flow=flow,
+        encoding=sequence_example.EncodingConfig(flow_format=flow_format)).SerializeToString()
+
+  return {flow_format: record(flow_format) for flow_format in ('jpeg', 'png')}
+
+
+def whole_frame_train_example(serialized, seed, config, modalities):
+  """The training clip as the pipeline made it before decoding only windows: whole frames decoded, the window
+  cropped, scaled, resized to the crop size, then flipped (flow x negated). Same random draws, from the same seed."""
+  encoded, label, _, _ = video_input.parse_example(serialized, modalities)
+  num_video_frames = tf.shape(encoded[modalities[0]])[0]
+  start_seed, window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  start = video_ops.random_clip_start(num_video_frames, config.num_frames, config.stride, start_seed)
+  indices = video_ops.sample_clip_indices(num_video_frames, config.num_frames, config.stride, start)
+  frames = {name: video_ops.decode_frames(tf.gather(encoded[name], indices)) for name in modalities}
+  shape = tf.shape(frames[modalities[0]])
+  offset_y, offset_x, window = video_ops.random_scale_jitter_window(shape[1], shape[2], config.crop_size,
+                                                                    *config.train_resize_range, window_seed)
+  flip = bool(config.random_flip and tf.random.stateless_uniform([], flip_seed) < 0.5)
+  clips = {}
+  for name in modalities:
+    is_flow = network_inputs.MODALITIES[name].is_flow
+    clip = video_ops.normalize_frames(video_ops.crop(frames[name], offset_y, offset_x, window), is_flow)
+    clip = video_ops.resize(clip, config.crop_size, config.crop_size, is_flow).numpy()
+    if flip:
+      clip = clip[:, :, ::-1] * (np.array([-1.0, 1.0], np.float32) if is_flow else 1.0)
+    clips[name] = clip
+  return clips, int(label), int(window), flip
+
+
+@pytest.mark.parametrize('flow_format', ['jpeg', 'png'])
+def test_decoding_only_the_window_gives_the_clips_of_whole_frames(real_flow_records, flow_format):
+  """Decode-and-crop of a window with a margin gives the whole frames' pixels exactly (a flush window differs along
+  its border, by up to 19 levels of JPEG flow), so the clips agree to float32 rounding, 1e-5: what remains is the
+  flip's place (before the resize, on uint8) and the flow's sign folded into its scaling. Scale jitter from 80 to
+  105: windows of 55 to 72 pixels resized to the 64-pixel crop, both up and down, flow rescaled."""
+  config = small_config(num_frames=6, stride=2, crop_size=64, train_resize_range=(80, 105))
+  modalities = ('rgb', 'flow')
+  windows, flips = set(), set()
+  for seed in range(12):
+    seed = tf.constant([seed, 7], tf.int64)
+    features, label = video_input.decode_train_example(real_flow_records[flow_format], 'records', seed, config,
+                                                       modalities, d3d_config.DEFAULT_PIXEL_RANGE)
+    expected, expected_label, window, flip = whole_frame_train_example(real_flow_records[flow_format], seed, config,
+                                                                       modalities)
+    assert int(label) == expected_label
+    windows.add(window > 64)
+    flips.add(flip)
+    for name in modalities:
+      np.testing.assert_allclose(features[name].numpy(), expected[name], atol=1e-5, rtol=0, err_msg=name)
+  assert windows == {False, True} and flips == {False, True}
+
+
+def test_decode_window_with_margin_is_exact_where_a_flush_window_is_not(real_flow_records):
+  """Why `video_ops.DECODE_MARGIN` exists: libjpeg decodes the border of a flush window differently."""
+  example = tf.train.SequenceExample.FromString(real_flow_records['jpeg'])
+  stored = example.feature_lists.feature_list[schema.FLOW_ENCODED].feature
+  encoded = tf.constant([f.bytes_list.value[0] for f in stored])
+  whole = video_ops.decode_frames(encoded).numpy().astype(int)
+  flush_differences = 0
+  for offset_y, offset_x, size in ((0, 0, 64), (13, 37, 64), (26, 86, 64), (5, 21, 70), (1, 1, 88)):
+    expected = whole[:, offset_y:offset_y + size, offset_x:offset_x + size]
+    window = video_ops.decode_window(encoded, (offset_y, offset_x, size), (90, 150)).numpy()
+    np.testing.assert_array_equal(window, expected)
+    flush = tf.stack([tf.io.decode_and_crop_jpeg(image, [offset_y, offset_x, size, size]) for image in encoded])
+    flush_differences += int(np.count_nonzero(flush.numpy() != expected))
+  assert flush_differences > 0
+
+
+def test_train_example_without_frame_size_is_a_record_error(tmp_path, bikes_frames):
+  example = make_example(bikes_frames[:6], 1)
+  del example.context.feature[schema.IMAGE_HEIGHT]
+  config = small_config(train_pattern=write_shard(tmp_path / 'no_size.tfrecord', [example]))
+  with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+    take(video_input.build_train_dataset(config), 1)
+  assert 'image/height and image/width' in str(video_input.record_error(raised.value))
 
 
 def test_short_video_clip_loops(tmp_path, bikes_frames):
@@ -283,6 +375,29 @@ def test_eval_views_of_decoded_frames_are_those_of_their_encoded_frames(shards):
   from_decoded = video_input.eval_views(decoded, indices, config, rgb, d3d_config.DEFAULT_PIXEL_RANGE).numpy()
   assert from_encoded.shape == (6, 4, 32, 32, 3)
   np.testing.assert_array_equal(from_encoded, from_decoded)
+
+
+def test_eval_decodes_each_frame_once_when_clips_overlap(shards, monkeypatch):
+  """Five clips of 4 frames at stride 2 in a 20-frame video overlap: 16 distinct frames of 20 sampled are decoded."""
+  config = small_config(num_frames=4, stride=2, num_eval_clips=5, num_eval_crops=2, eval_resize=40)
+  example = shards['examples'][0]
+  encoded = tf.constant([f.bytes_list.value[0] for f in
+                         example.feature_lists.feature_list[schema.IMAGE_ENCODED].feature])
+  indices = video_input.eval_clip_indices(len(encoded), config)
+  assert len(np.unique(indices)) < indices.numpy().size
+  decoded = []
+  decode_frames = video_ops.decode_frames
+  monkeypatch.setattr(video_ops, 'decode_frames',
+                      lambda frames, channels=3: decoded.append(int(frames.shape[0])) or decode_frames(frames))
+  views = video_input.eval_views(encoded, indices, config, network_inputs.MODALITIES['rgb'],
+                                 d3d_config.DEFAULT_PIXEL_RANGE).numpy()
+  assert decoded == [len(np.unique(indices))]
+  rgb = stored_rgb(example)
+  resized = video_ops.resize_short_side(rgb, 40).numpy()
+  for view in range(10):
+    clip, crop = divmod(view, 2)
+    offset_x = (0, resized.shape[2] - 32)[crop]
+    np.testing.assert_allclose(views[view], resized[indices[clip], 4:36, offset_x:offset_x + 32], atol=1e-5)
 
 
 def test_rgb_is_scaled_to_the_networks_pixel_range_and_flow_is_not(shards):

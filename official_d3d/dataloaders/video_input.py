@@ -3,7 +3,9 @@
 Training samples one clip per video at a random position and applies one random scale, crop and flip to all the
 requested modalities, so that RGB and flow stay aligned frame by frame and pixel by pixel. Evaluation takes
 `num_eval_clips x num_eval_crops` deterministic views per video. Only the requested modalities are parsed, and only
-the sampled frames are decoded.
+what the network sees is decoded: in training, the crop window of each sampled frame (its position is drawn from
+the frame size in the record's context before decoding); in evaluation, each sampled frame once, however many views
+share it.
 
 Every record is checked as it is read: a video without frames of a requested modality, RGB and flow of different
 lengths, or a label outside the label map stop the pipeline with an error naming the record's file and media id
@@ -31,23 +33,29 @@ class RecordError(ValueError):
 _RECORD_ERROR_MARK = 'bad record: '
 
 
-def parse_example(serialized, modalities: Sequence[str]) -> Tuple[Dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
-  """Serialized SequenceExample -> (encoded frames `[N]` per modality, int32 label, media id).
+def parse_example(serialized, modalities: Sequence[str]
+                  ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor, tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
+  """Serialized SequenceExample -> (encoded frames `[N]` per modality, int32 label, media id, int32 (height, width)
+  of the frames).
 
-  A modality missing from the record parses as no frames, which `check_record` reports with the record's name.
+  A modality missing from the record parses as no frames, which `check_record` reports with the record's name; a
+  missing frame size parses as 0, which `decode_train_example` reports.
   """
   context, sequences = tf.io.parse_single_sequence_example(
       serialized,
       context_features={
           schema.LABEL_INDEX: tf.io.FixedLenFeature([], tf.int64),
           schema.MEDIA_ID: tf.io.FixedLenFeature([], tf.string, default_value=''),
+          schema.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+          schema.IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
       },
       sequence_features={
           network_inputs.MODALITIES[name].feature_key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
           for name in modalities
       })
   encoded = {name: sequences[network_inputs.MODALITIES[name].feature_key] for name in modalities}
-  return encoded, tf.cast(context[schema.LABEL_INDEX], tf.int32), context[schema.MEDIA_ID]
+  frame_size = tuple(tf.cast(context[key], tf.int32) for key in (schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH))
+  return encoded, tf.cast(context[schema.LABEL_INDEX], tf.int32), context[schema.MEDIA_ID], frame_size
 
 
 def _record_check(condition, problem: str, media_id, path) -> tf.Operation:
@@ -91,14 +99,18 @@ def gather_and_decode(encoded, indices, channels=3):
   return video_ops.decode_frames(tf.gather(encoded, tf.reshape(indices, [-1])), channels=channels)
 
 
-def _augment(frames, modality, window, flip, data_config, pixel_range):
-  """Crops the window, resizes it to the crop size and (maybe) flips: one modality, parameters shared by all."""
-  offset_y, offset_x, window_size = window
-  clip = video_ops.normalize_frames(video_ops.crop(frames, offset_y, offset_x, window_size), modality.is_flow,
-                                    d3d_config.PIXEL_RANGES[pixel_range])
+def _augment(encoded, modality, window, frame_size, flip, data_config, pixel_range):
+  """Decodes the window of each frame, (maybe) flips it, scales it and resizes it to the crop size: one modality,
+  parameters shared by all.
+
+  Work on uint8 moves a quarter of the bytes of float32's, so the flow's unused third channel goes while decoding and
+  the flip happens before the conversion to float (the flow's x sign changes there, in the same pass).
+  """
+  frames = video_ops.decode_window(encoded, window, frame_size, channels=modality.channels)
+  frames = tf.cond(flip, lambda: video_ops.horizontal_flip(frames), lambda: frames)
+  clip = video_ops.normalize_frames(frames, modality.is_flow, d3d_config.PIXEL_RANGES[pixel_range], mirrored=flip)
   size = data_config.crop_size
   clip = video_ops.resize(clip, size, size, is_flow=modality.is_flow)
-  clip = tf.cond(flip, lambda: video_ops.horizontal_flip(clip, modality.is_flow), lambda: clip)
   return tf.ensure_shape(clip, [data_config.num_frames, size, size, modality.channels])
 
 
@@ -106,22 +118,25 @@ def decode_train_example(serialized, path, seed, data_config: d3d_config.DataCon
                          pixel_range: str):
   """One record of file `path` -> ({modality: float32 `[T, S, S, C]`}, int32 label): random clip, scale, crop, flip.
 
-  `seed` (int `[2]`) drives every random choice, so one record and seed always give the same clip. The frame size
-  is read from the first modality: the writer stores RGB and flow at one size.
+  `seed` (int `[2]`) drives every random choice, so one record and seed always give the same clip. The crop window
+  comes from the frame size in the record's context (the writer stores RGB and flow at that one size), so that only
+  the window is decoded.
   """
-  encoded, label, media_id = parse_example(serialized, modalities)
+  encoded, label, media_id, (height, width) = parse_example(serialized, modalities)
   num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
+  size_check = _record_check(tf.logical_and(height > 0, width > 0),
+                             f'no {schema.IMAGE_HEIGHT} and {schema.IMAGE_WIDTH} in its context', media_id, path)
+  with tf.control_dependencies([size_check]):
+    height, width = tf.identity(height), tf.identity(width)
   start_seed, window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
 
   start = video_ops.random_clip_start(num_video_frames, data_config.num_frames, data_config.stride, start_seed)
   indices = video_ops.sample_clip_indices(num_video_frames, data_config.num_frames, data_config.stride, start)
-  frames = {name: gather_and_decode(encoded[name], indices) for name in modalities}
-
-  frame_shape = tf.shape(frames[modalities[0]])
-  window = video_ops.random_scale_jitter_window(frame_shape[1], frame_shape[2], data_config.crop_size,
-                                                *data_config.train_resize_range, window_seed)
+  window = video_ops.random_scale_jitter_window(height, width, data_config.crop_size, *data_config.train_resize_range,
+                                                window_seed)
   flip = tf.logical_and(data_config.random_flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-  features = {name: _augment(frames[name], network_inputs.MODALITIES[name], window, flip, data_config, pixel_range)
+  features = {name: _augment(tf.gather(encoded[name], indices), network_inputs.MODALITIES[name], window,
+                             (height, width), flip, data_config, pixel_range)
               for name in modalities}
   return features, label
 
@@ -139,22 +154,23 @@ def eval_views(frames, indices, data_config: d3d_config.DataConfig, modality: ne
   """A video's evaluation views, float32 `[V, T, S, S, C]`, V = clips x crops: the one evaluation view, of the
   evaluation pipeline and of the serving graph, so that a served network sees what it was evaluated on.
 
-  `frames` is the whole video, encoded images `[N]` (only the frames at `indices`, from `eval_clip_indices`, are
-  decoded) or decoded uint8 `[N, H, W, 3]`. Views are ordered clip-major: (clip 0, crop 0), (clip 0, crop 1), ...
-  Crops are evenly spaced along the long side of the frame after its short side is resized to `eval_resize`; one crop
-  is the centre crop.
+  `frames` is the whole video, encoded images `[N]` or decoded uint8 `[N, H, W, 3]`. Only the frames at `indices`
+  (from `eval_clip_indices`) are decoded, scaled and resized, each once even where clips overlap. Views are ordered
+  clip-major: (clip 0, crop 0), (clip 0, crop 1), ... Crops are evenly spaced along the long side of the frame after
+  its short side is resized to `eval_resize`; one crop is the centre crop.
   """
   num_clips, num_crops = data_config.num_eval_clips, data_config.num_eval_crops
   num_frames, size, channels = data_config.num_frames, data_config.crop_size, modality.channels
+  distinct, positions = tf.unique(tf.reshape(indices, [-1]))
   if frames.dtype == tf.string:
-    sampled = gather_and_decode(frames, indices)
+    sampled = gather_and_decode(frames, distinct)
   else:
-    sampled = tf.gather(frames, tf.reshape(indices, [-1]))
+    sampled = tf.gather(frames, distinct)
   clips = video_ops.normalize_frames(sampled, modality.is_flow, d3d_config.PIXEL_RANGES[pixel_range])
   clips = video_ops.resize_short_side(clips, data_config.eval_resize, modality.is_flow)
   offsets_y, offsets_x = video_ops.evenly_spaced_crop_offsets(tf.shape(clips)[1], tf.shape(clips)[2], size, num_crops)
   crops = tf.stack([video_ops.crop(clips, offsets_y[i], offsets_x[i], size) for i in range(num_crops)], axis=1)
-  crops = tf.reshape(crops, [num_clips, num_frames, num_crops, size, size, channels])
+  crops = tf.reshape(tf.gather(crops, positions), [num_clips, num_frames, num_crops, size, size, channels])
   views = tf.reshape(tf.transpose(crops, [0, 2, 1, 3, 4, 5]), [num_clips * num_crops, num_frames, size, size, channels])
   return tf.ensure_shape(views, [num_clips * num_crops, num_frames, size, size, channels])
 
@@ -163,7 +179,7 @@ def decode_eval_example(serialized, path, data_config: d3d_config.DataConfig, mo
                         pixel_range: str):
   """One record of file `path` -> ({modality: float32 `[V, T, S, S, C]`}, int32 label): its `eval_views`, the same
   clips for every modality."""
-  encoded, label, media_id = parse_example(serialized, modalities)
+  encoded, label, media_id, _ = parse_example(serialized, modalities)
   num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
   indices = eval_clip_indices(num_video_frames, data_config)
   features = {name: eval_views(encoded[name], indices, data_config, network_inputs.MODALITIES[name], pixel_range)

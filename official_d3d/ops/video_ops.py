@@ -4,8 +4,9 @@ Each function does one step on one clip; the input pipeline composes them into t
 the evaluation view that the serving signatures take too (`video_input.eval_views`). Clips are `[T, H, W, C]`. RGB
 clips are float in the network's range ([-1, 1], or [0, 1] for the authors' released checkpoints) after
 `normalize_rgb`; flow clips are float `[T, H, W, 2]` in [-1, 1] (pixels / bound) after
-`flow_quantization.decode_normalized_flow`. Geometric transforms take `is_flow`, because a flow field changes with
-the geometry: a resize scales its components, a horizontal flip negates its x component.
+`flow_quantization.decode_normalized_flow`. A flow field changes with the geometry: a resize scales its components
+(`resize` takes `is_flow`), a horizontal flip negates its x component (`normalize_frames` takes `mirrored`, so that
+the flip itself can run on the four times smaller uint8 frames).
 """
 
 import tensorflow as tf
@@ -51,16 +52,54 @@ def decode_frames(encoded, channels=3):
       fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
 
 
+# Pixels decoded around a window and then dropped. libjpeg interpolates chroma (4:2:0) from neighbouring blocks
+# except at the edge of what it decodes, so a window decoded flush differs from the whole image's decoding along its
+# border (up to 6 levels of RGB and 19 of flow measured on the bikes records); one chroma sample, two pixels, of
+# margin leaves the window's pixels exactly those of the whole image (tests/test_video_input.py checks it).
+DECODE_MARGIN = 2
+
+
+def decode_window(encoded, window, frame_size, channels=3):
+  """Encoded images `[N]` -> uint8 `[N, size, size, channels]`: the square `window` (offset_y, offset_x, size) of
+  frames of `frame_size` (height, width), equal to decoding whole frames and cropping them.
+
+  JPEG frames skip the inverse DCT and colour conversion of the blocks outside the window and its margin
+  (`decode_and_crop_jpeg`); PNG has no such decoder (flow stored with `--flow_format=png`), so PNG frames are decoded
+  whole. Images are decoded with their 3 channels: each of R, G and B needs all three JPEG components (YCbCr), so a
+  flow image's unused third channel cannot be skipped in decoding; `channels` < 3 drops the last ones in the copy that
+  trims the margin.
+  """
+  offset_y, offset_x, size = window
+  height, width = frame_size
+  top, left = tf.maximum(offset_y - DECODE_MARGIN, 0), tf.maximum(offset_x - DECODE_MARGIN, 0)
+  bottom = tf.minimum(offset_y + size + DECODE_MARGIN, height)
+  right = tf.minimum(offset_x + size + DECODE_MARGIN, width)
+  decoded_window = tf.stack([top, left, bottom - top, right - left])
+
+  def fused():
+    decoded = tf.map_fn(lambda image: tf.io.decode_and_crop_jpeg(image, decoded_window, channels=3), encoded,
+                        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return decoded[:, offset_y - top:offset_y - top + size, offset_x - left:offset_x - left + size, :channels]
+
+  def whole():
+    return decode_frames(encoded)[:, offset_y:offset_y + size, offset_x:offset_x + size, :channels]
+
+  return tf.cond(tf.io.is_jpeg(encoded[0]), fused, whole)
+
+
 def normalize_rgb(frames, value_range=(-1.0, 1.0)):
   """uint8 RGB -> float32 scaled linearly so that 0 and 255 become `value_range` (low, high)."""
   low, high = value_range
   return tf.cast(frames, tf.float32) / (255.0 / (high - low)) + low  # [-1, 1]: x / 127.5 - 1; [0, 1]: x / 255
 
 
-def normalize_frames(frames, is_flow, rgb_range=(-1.0, 1.0)):
+def normalize_frames(frames, is_flow, rgb_range=(-1.0, 1.0), mirrored=False):
   """Decoded uint8 frames -> the network's float32 input: RGB `[..., 3]` in `rgb_range`, or flow `[..., 2]` in
-  [-1, 1] (+-bound pixels)."""
-  return flow_quantization.decode_normalized_flow(frames) if is_flow else normalize_rgb(frames, rgb_range)
+  [-1, 1] (+-bound pixels). `mirrored` (bool, maybe a tensor): the frames were flipped by `horizontal_flip`, so a
+  flow's x component changes sign, in the same pass."""
+  if is_flow:
+    return flow_quantization.decode_normalized_flow(frames, negate_x=mirrored)
+  return normalize_rgb(frames, rgb_range)
 
 
 def short_side_size(height, width, short_side):
@@ -136,9 +175,7 @@ def evenly_spaced_crop_offsets(height, width, size, num_crops):
                  lambda: (centred(height), spread(width)))
 
 
-def horizontal_flip(frames, is_flow=False):
-  """Mirrors `[T, H, W, C]` left-right; a flow's x component changes sign as the motion mirrors too."""
-  flipped = tf.reverse(frames, axis=[2])
-  if not is_flow:
-    return flipped
-  return flipped * tf.constant([-1.0, 1.0], flipped.dtype)
+def horizontal_flip(frames):
+  """Mirrors `[T, H, W, C]` left-right. The motion of a flow image mirrors too: pass `mirrored` to
+  `normalize_frames`."""
+  return tf.reverse(frames, axis=[2])
