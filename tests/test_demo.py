@@ -74,6 +74,24 @@ def test_prints_the_table_with_the_four_accuracies_and_the_latencies(quick_run):
 
 
 @pytest.mark.slow
+def test_the_console_is_short_and_warning_free_and_the_log_file_holds_the_rest(quick_run):
+  _, results, printed = quick_run
+  lines = printed.rstrip().splitlines()
+  assert len(lines) < 100, printed  # two screens
+  assert not [line for line in lines if 'warning' in line.lower()], printed
+  # Ends with the table, then only the outputs (the log among them) and the next commands.
+  outputs = lines.index('Outputs:')
+  assert lines[outputs - 2].startswith('zero flow') and lines.index('Next:') > outputs
+  assert f'  log{" " * 21}{results["paths"]["log"]}' in lines
+  # One closing line per network's training, not one per loop; checkpoints are in the log, not on the console.
+  assert sum('trained to step' in line for line in lines) == len(demo_config.NETWORKS)
+  assert 'saved' not in printed
+  with open(results['paths']['log']) as f:
+    log = f.read()
+  assert '[demo 10/10] Results' in log and 'saved' in log and 'flow_teacher step' in log
+
+
+@pytest.mark.slow
 def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
   config, results, _ = quick_run
   with open(os.path.join(config.output_dir, pipeline.RESULTS_FILENAME)) as f:

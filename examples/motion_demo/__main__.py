@@ -1,11 +1,13 @@
 """The demo's command line (`python -m examples.motion_demo --help`): a preset, seeds, an output folder, and the few
 recipe settings worth trying, passed on to the networks' recipes as `official_d3d.train` flags."""
 
+if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
+  from d3d_core import quiet_start  # pylint: disable=unused-import
+
 import dataclasses
 from typing import Dict, Tuple
 
 from absl import flags
-import tensorflow as tf
 
 from d3d_core import cli
 from examples.motion_demo import config as demo_config
@@ -73,8 +75,6 @@ def main(argv):
     seeds = [int(seed) for seed in flags.FLAGS.seed]
   except ValueError:
     raise d3d_config.ConfigError(f'--seed takes comma-separated integers, got {",".join(flags.FLAGS.seed)}') from None
-  # TensorFlow's INFO lines (one per SavedModel function, per checkpoint) would drown the demo's progress lines.
-  tf.get_logger().setLevel('WARNING')
   pipeline.run_seeds(config_from_flags(), seeds)
 
 

@@ -1,8 +1,10 @@
 """The demo's ten steps, each logged and each skipped when its output is already complete, so that an interrupted
 demo resumes; a changed setting is refused rather than mixed with an earlier run's outputs."""
 
+import contextlib
 import dataclasses
 import json
+import logging as python_logging
 import os
 import time
 from typing import Dict, Sequence
@@ -27,12 +29,34 @@ from tfrecord_tools import make_motion_dataset
 RESULTS_FILENAME = 'results.json'
 SUMMARY_FILENAME = 'summary.json'
 LATENCY_FILENAME = 'latency.json'
+LOG_PATH = os.path.join('logs', 'demo.log')  # under the output folder
 NUM_STEPS = 10
 
 
 def log_step(number: int, text: str) -> None:
   logging.info('[demo %d/%d] %s', number, NUM_STEPS, text)
   print(f'[demo {number}/{NUM_STEPS}] {text}', flush=True)
+
+
+@contextlib.contextmanager
+def logging_to_file(path: str):
+  """Every log line (absl's, TensorFlow's, Keras's, Python warnings), from INFO up, into `path` instead of the
+  console, which keeps the demo's own lines and progress; appended to, so a resumed demo's log follows the first's."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  root, tf_logger = python_logging.getLogger(), python_logging.getLogger('tensorflow')
+  saved = root.handlers[:], tf_logger.handlers[:], root.level
+  handler = python_logging.FileHandler(path)
+  handler.setFormatter(logging.PythonFormatter())
+  root.handlers[:], tf_logger.handlers[:] = [handler], []
+  root.setLevel(min(root.getEffectiveLevel(), python_logging.INFO))
+  python_logging.captureWarnings(True)
+  try:
+    yield
+  finally:
+    python_logging.captureWarnings(False)
+    root.handlers[:], tf_logger.handlers[:], level = saved
+    root.setLevel(level)
+    handler.close()
 
 
 def _as_json(value):
@@ -148,10 +172,17 @@ def probe_motion(paths: demo_config.DemoPaths) -> dict:
 
 
 def run_demo(config: demo_config.DemoConfig) -> dict:
-  """Runs (or resumes) the whole demo in `config.output_dir`; prints the table and returns the results."""
+  """Runs (or resumes) the whole demo in `config.output_dir`, its log lines in `<output_dir>/logs/demo.log`; prints
+  its steps, the table and the paths, and returns the results."""
   paths = demo_config.DemoPaths(config.output_dir)
   demo_config.check(config, paths)  # settings that train.py would refuse fail now, not after hours of work
   os.makedirs(paths.root, exist_ok=True)
+  with logging_to_file(paths.join(LOG_PATH)):
+    return _run_steps(config, paths)
+
+
+def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> dict:
+  """`run_demo` once its settings are checked."""
   started = time.monotonic()
   generate_videos(config, paths)
   reports = convert_records(config, paths)
@@ -185,6 +216,7 @@ def run_demo(config: demo_config.DemoConfig) -> dict:
           'd3d_saved_model': exported['d3d_student'],
           'motion_probe_plot': paths.join('probe', motion_probe.PLOT_FILENAME),
           'results': paths.join(RESULTS_FILENAME),
+          'log': paths.join(LOG_PATH),
       },
   }
   histories = {name: callbacks.read_history(os.path.join(paths.model_dir(name), callbacks.HISTORY_FILENAME))
