@@ -48,12 +48,25 @@ def _tpu_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strateg
   return tf.distribute.TPUStrategy(resolver)
 
 
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+  """TensorFlow's, with a `reduce` that takes what Keras 3 asks of it across workers, without which `fit` fails before
+  its first step (keras-team/keras#20329): a nested structure (a whole batch, reduced once to build the model) and
+  per-replica scalars along axis 0 (each step's metrics), averaged over the replicas as Keras does on one worker."""
+
+  def reduce(self, reduce_op, value, axis):
+    reduce_one = super().reduce
+    def reduce_leaf(leaf):
+      scalar = self.experimental_local_results(leaf)[0].shape.rank == 0
+      return reduce_one(reduce_op, leaf, None if scalar else axis)
+    return tf.nest.map_structure(reduce_leaf, value)
+
+
 # The implementations of `d3d_config.STRATEGIES`, which the config checks; 'one_device' is TensorFlow's default
 # strategy (first GPU, else CPU).
 STRATEGIES = {
     'one_device': lambda train_config: tf.distribute.get_strategy(),
     'mirrored': lambda train_config: tf.distribute.MirroredStrategy(),
-    'multi_worker_mirrored': lambda train_config: tf.distribute.MultiWorkerMirroredStrategy(),
+    'multi_worker_mirrored': lambda train_config: _MultiWorkerMirroredStrategy(),
     'tpu': _tpu_strategy,
 }
 
