@@ -33,7 +33,9 @@ def start_tensorflow() -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   with _stderr_closed():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.list_logical_devices()  # device set-up prints its own notices (cuInit) on first use
+    # Finding the devices prints notices of its own (cuInit). Physical ones only: listing logical devices would start
+    # TensorFlow's runtime, after which MultiWorkerMirroredStrategy can no longer configure its collective ops.
+    tf.config.list_physical_devices()
 
 
 start_tensorflow()
