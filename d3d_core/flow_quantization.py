@@ -31,8 +31,10 @@ def max_quantization_error(bound):
 def decode_normalized_flow(image, negate_x=False):
   """uint8 tensor `[..., >=2]` -> float32 flow `[..., 2]` in [-1, 1] (pixels / bound), as the network takes it.
 
-  `negate_x` (bool, maybe a tensor) mirrors the motion of a horizontally flipped image at no extra cost: dividing by
-  -127.5 and adding 1 gives exactly the negation of dividing by 127.5 and subtracting 1.
+  `negate_x` (bool, maybe a tensor) mirrors the motion of a horizontally flipped image at no extra cost. One fused
+  pass (`Dequantize`, `min + v * (max - min) / 255` per channel, a reversed range negating), since TensorFlow's CPU
+  kernels broadcast a per-channel factor over a clip several times slower than a scalar.
   """
-  sign = tf.stack([tf.where(negate_x, -1.0, 1.0), 1.0])
-  return tf.cast(image[..., :2], tf.float32) / (127.5 * sign) - sign
+  high = tf.stack([tf.where(negate_x, -1.0, 1.0), 1.0])
+  return tf.raw_ops.Dequantize(input=tf.bitcast(image[..., :2], tf.quint8), min_range=-high, max_range=high,
+                               mode='MIN_COMBINED', axis=len(image.shape) - 1)
