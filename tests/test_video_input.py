@@ -224,8 +224,9 @@ def real_flow_records(bikes_video):
 @pytest.mark.parametrize('flow_format', ['jpeg', 'png'])
 def test_decoding_only_the_window_gives_the_clips_of_whole_frames(real_flow_records, flow_format):
   """Decode-and-crop of a window with a margin gives the whole frames' pixels exactly (a flush window differs along
-  its border, by up to 19 levels of JPEG flow), so the clips agree with the former design's to float32 rounding,
-  1e-5: what remains is the flip's place (before the resize, on uint8) and the flow's sign folded into its scaling.
+  its border, by up to 19 levels of JPEG flow), so the clips agree with the former design's to float32 rounding
+  (3e-5; 1.1e-5 measured on 224-pixel crops of the benchmark's records): what remains is the flip's place (before
+  the resize, on uint8, so mirrored interpolation weights) and the flow's sign folded into its scaling.
   Scale jitter from 80 to 105: windows of 55 to 72 pixels resized to the 64-pixel crop, up and down, flow rescaled."""
   config = small_config(num_frames=6, stride=2, crop_size=64, train_resize_range=(80, 105))
   modalities = ('rgb', 'flow')
@@ -237,7 +238,7 @@ def test_decoding_only_the_window_gives_the_clips_of_whole_frames(real_flow_reco
     expected, expected_label = input_designs.whole_frame_train_example(*arguments)
     assert int(label) == int(expected_label)
     for name in modalities:
-      np.testing.assert_allclose(features[name].numpy(), expected[name].numpy(), atol=1e-5, rtol=0, err_msg=name)
+      np.testing.assert_allclose(features[name].numpy(), expected[name].numpy(), atol=3e-5, rtol=0, err_msg=name)
     _, window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     upscaled.add(int(video_ops.random_scale_jitter_window(90, 150, 64, 80, 105, window_seed)[2]) < 64)
     flipped.add(bool(tf.random.stateless_uniform([], flip_seed) < 0.5))
