@@ -82,13 +82,13 @@ def test_the_console_is_short_and_warning_free_and_the_log_file_holds_the_rest(q
   # Ends with the table, then only the outputs (the log among them) and the next commands.
   outputs = lines.index('Outputs:')
   assert lines[outputs - 2].startswith('zero flow') and lines.index('Next:') > outputs
-  assert f'  log{" " * 21}{results["paths"]["log"]}' in lines
+  assert f'  {"log":<24} {results["paths"]["log"]}' in lines
   # One closing line per network's training, not one per loop; checkpoints are in the log, not on the console.
   assert sum('trained to step' in line for line in lines) == len(demo_config.NETWORKS)
-  assert 'saved' not in printed
+  assert ': saved ' not in printed
   with open(results['paths']['log']) as f:
     log = f.read()
-  assert '[demo 10/10] Results' in log and 'saved' in log and 'flow_teacher step' in log
+  assert '[demo 10/10] Results' in log and ': saved ' in log and 'flow_teacher step' in log
 
 
 @pytest.mark.slow

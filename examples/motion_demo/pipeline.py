@@ -41,20 +41,25 @@ def log_step(number: int, text: str) -> None:
 @contextlib.contextmanager
 def logging_to_file(path: str):
   """Every log line (absl's, TensorFlow's, Keras's, Python warnings), from INFO up, into `path` instead of the
-  console, which keeps the demo's own lines and progress; appended to, so a resumed demo's log follows the first's."""
+  console, which keeps the demo's own lines and progress; appended to, so a resumed demo's log follows the first's.
+
+  The verbosity goes through absl, which resets the absl logger's level to it whenever its flags are parsed again.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   root, tf_logger = python_logging.getLogger(), python_logging.getLogger('tensorflow')
-  saved = root.handlers[:], tf_logger.handlers[:], root.level
+  saved = root.handlers[:], tf_logger.handlers[:], root.level, logging.get_verbosity()
   handler = python_logging.FileHandler(path)
   handler.setFormatter(logging.PythonFormatter())
   root.handlers[:], tf_logger.handlers[:] = [handler], []
-  root.setLevel(min(root.getEffectiveLevel(), python_logging.INFO))
+  logging.set_verbosity(max(saved[3], logging.INFO))
+  root.setLevel(min(root.level, python_logging.INFO))
   python_logging.captureWarnings(True)
   try:
     yield
   finally:
     python_logging.captureWarnings(False)
-    root.handlers[:], tf_logger.handlers[:], level = saved
+    root.handlers[:], tf_logger.handlers[:], level, verbosity = saved
+    logging.set_verbosity(verbosity)
     root.setLevel(level)
     handler.close()
 
