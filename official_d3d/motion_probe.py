@@ -8,8 +8,8 @@ the training clips' mean flow vector (what a readout of features without motion 
 paper's claim: a D3D student's features predict flow better than its RGB baseline's.
 
 Every network is probed on the same clips (the first network's clip settings: frames, stride, crop, resize), each
-view of a video a clip of its own. The decoded clips are kept in memory for the passes over them, so at full size
-limit the videos (`max_train_videos`).
+view of a video a clip of its own. The clips are decoded once (once per RGB scaling among the networks) and kept in
+memory for the passes over them, so at full size limit the videos (`max_train_videos`).
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from d3d_core import json_files
 from d3d_core import schema
@@ -135,10 +136,29 @@ def trivial_errors(train: tf.data.Dataset, test: tf.data.Dataset, bound: float) 
   return {name: float(np.mean(values)) for name, values in errors.items()}
 
 
-def _batches(dataset: tf.data.Dataset, forward, modality: str, batch_size: int):
+class ClipSets:
+  """The training and test clips, decoded once for each RGB scaling (`pixel_range`) among the networks; the first
+  full pass over them fills the in-memory caches and later passes read those."""
+
+  def __init__(self, config: ProbeConfig, data_config: d3d_config.DataConfig):
+    self.config = config
+    self.data_config = data_config
+    self.bound = flow_bound(config.test_pattern)
+    self._sets: Dict[str, Tuple[tf.data.Dataset, tf.data.Dataset]] = {}
+
+  def get(self, pixel_range: str) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+    if pixel_range not in self._sets:
+      self._sets[pixel_range] = (
+          clips(self.data_config, self.config.train_pattern, pixel_range, self.config.max_train_videos),
+          clips(self.data_config, self.config.test_pattern, pixel_range))
+    return self._sets[pixel_range]
+
+
+def _batches(dataset: tf.data.Dataset, forward, modality: str, batch_size: int, progress: tqdm.tqdm):
   """(endpoint features `{name: [B, t, h, w, C]}`, flow `[B, T, H, W, 2]`) of each batch of clips."""
   for features in dataset.batch(batch_size):
     outputs = forward(features[modality])
+    progress.update(len(features['flow']))
     yield {name: value.numpy() for name, value in outputs.items()}, features['flow'].numpy()
 
 
@@ -155,7 +175,7 @@ def restore_networks(config: ProbeConfig) -> List[Tuple[keras.Model, d3d_config.
 
 
 def probe_network(network: keras.Model, network_config: d3d_config.ExperimentConfig, config: ProbeConfig,
-                  data_config: d3d_config.DataConfig, bound: float) -> Dict:
+                  data_config: d3d_config.DataConfig, clip_sets: ClipSets, progress: tqdm.tqdm) -> Dict:
   """Least-squares readouts of a frozen network: {'epe': {endpoint: test EPE, px}, 'penalty': {endpoint: ridge}}.
 
   Each readout's ridge penalty is the one of `PENALTIES` with the smallest squared error on every 5th training
@@ -164,18 +184,18 @@ def probe_network(network: keras.Model, network_config: d3d_config.ExperimentCon
   modality = factory.stream_modality(network_config.stream)
   forward = tf.function(lambda clips: {name: network(clips, training=False)[name] for name in config.endpoints},
                         reduce_retracing=True)
-  pixel_range = network_config.model.pixel_range
+  train, test = clip_sets.get(network_config.model.pixel_range)
   clip_shape = (data_config.num_frames, data_config.crop_size, data_config.crop_size)
   shapes = network.compute_output_shape((None,) + clip_shape + (network.input_channels,))
   def readouts():
     return {name: LinearReadout(shapes[name][1:4], clip_shape) for name in config.endpoints}
   held_out = 5 * data_config.num_eval_clips  # clips of every 5th video
-  train = clips(data_config, config.train_pattern, pixel_range, config.max_train_videos).enumerate()
+  train = train.enumerate()
   fitted, validation = readouts(), readouts()
   for part, selection in ((fitted, lambda i: i % held_out >= data_config.num_eval_clips),
                           (validation, lambda i: i % held_out < data_config.num_eval_clips)):
     subset = train.filter(lambda i, _: selection(i)).map(lambda _, features: features)
-    for features, flow in _batches(subset, forward, modality, config.batch_size):
+    for features, flow in _batches(subset, forward, modality, config.batch_size, progress):
       for name, readout in part.items():
         readout.accumulate(features[name], flow)
   everything = readouts()
@@ -186,10 +206,10 @@ def probe_network(network: keras.Model, network_config: d3d_config.ExperimentCon
                for name in config.endpoints}
   weights = {name: everything[name].solve(penalties[name]) for name in config.endpoints}
   errors = {name: [] for name in config.endpoints}
-  test = clips(data_config, config.test_pattern, pixel_range)
-  for features, flow in _batches(test, forward, modality, config.batch_size):
+  for features, flow in _batches(test, forward, modality, config.batch_size, progress):
     for name, readout in everything.items():
-      errors[name].append(end_point_errors(readout.predict(features[name], weights[name]), flow, bound).reshape(-1))
+      errors[name].append(
+          end_point_errors(readout.predict(features[name], weights[name]), flow, clip_sets.bound).reshape(-1))
   return {'epe': {name: float(np.concatenate(values).mean()) for name, values in errors.items()},
           'penalty': penalties}
 
@@ -231,16 +251,20 @@ def run(config: ProbeConfig) -> Dict:
   """Probes every network, writes `motion_probe.json` and `motion_probe.png` to `output_dir`; returns the results."""
   config, data_config = resolve(config)
   networks = restore_networks(config)
-  bound = flow_bound(config.test_pattern)
-  train = clips(data_config, config.train_pattern, d3d_config.DEFAULT_PIXEL_RANGE, config.max_train_videos)
-  test = clips(data_config, config.test_pattern, d3d_config.DEFAULT_PIXEL_RANGE)
-  results = {'bound_pixels': bound, 'endpoints': list(config.endpoints), 'trivial': trivial_errors(train, test, bound),
+  clip_sets = ClipSets(config, data_config)
+  train, test = clip_sets.get(networks[0][1].model.pixel_range)  # the trivial predictors see flow alone
+  print(f'decoding the clips of {config.train_pattern} and {config.test_pattern}', flush=True)
+  results = {'bound_pixels': clip_sets.bound, 'endpoints': list(config.endpoints),
+             'trivial': trivial_errors(train, test, clip_sets.bound),
              'num_train_clips': int(train.reduce(0, lambda n, _: n + 1)),
              'num_test_clips': int(test.reduce(0, lambda n, _: n + 1)),
              'config': dataclasses.asdict(config), 'networks': {}}
   for name, path, (network, network_config) in zip(network_names(config), config.networks, networks):
     print(f'probing {name} ({path}) at {", ".join(config.endpoints)}', flush=True)
-    results['networks'][name] = {'path': path, **probe_network(network, network_config, config, data_config, bound)}
+    with tqdm.tqdm(total=results['num_train_clips'] + results['num_test_clips'], desc=name, unit=' clips',
+                   disable=None, leave=False) as progress:
+      results['networks'][name] = {'path': path,
+                                   **probe_network(network, network_config, config, data_config, clip_sets, progress)}
   if config.output_dir:
     tf.io.gfile.makedirs(config.output_dir)
     json_files.write_json(os.path.join(config.output_dir, RESULTS_FILENAME), results)
