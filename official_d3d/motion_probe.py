@@ -176,7 +176,8 @@ def restore_networks(config: ProbeConfig) -> List[Tuple[keras.Model, d3d_config.
 
 def probe_network(network: keras.Model, network_config: d3d_config.ExperimentConfig, config: ProbeConfig,
                   data_config: d3d_config.DataConfig, clip_sets: ClipSets, progress: tqdm.tqdm) -> Dict:
-  """Least-squares readouts of a frozen network: {'epe': {endpoint: test EPE, px}, 'penalty': {endpoint: ridge}}.
+  """Least-squares readouts of a frozen network: {'epe': {endpoint: test EPE, px}, 'epe_per_video': {endpoint:
+  [EPE of each test video]}, 'penalty': {endpoint: ridge}}.
 
   Each readout's ridge penalty is the one of `PENALTIES` with the smallest squared error on every 5th training
   video when fitted on the others; the readout is then fitted on all training clips.
@@ -205,13 +206,29 @@ def probe_network(network: keras.Model, network_config: d3d_config.ExperimentCon
   penalties = {name: min(PENALTIES, key=lambda p: _squared_error(fitted[name].solve(p), validation[name]))
                for name in config.endpoints}
   weights = {name: everything[name].solve(penalties[name]) for name in config.endpoints}
-  errors = {name: [] for name in config.endpoints}
+  clip_errors = {name: [] for name in config.endpoints}
   for features, flow in _batches(test, forward, modality, config.batch_size, progress):
     for name, readout in everything.items():
-      errors[name].append(
-          end_point_errors(readout.predict(features[name], weights[name]), flow, clip_sets.bound).reshape(-1))
-  return {'epe': {name: float(np.concatenate(values).mean()) for name, values in errors.items()},
+      predicted = readout.predict(features[name], weights[name])
+      clip_errors[name].append(end_point_errors(predicted, flow, clip_sets.bound).mean(axis=(1, 2, 3)))
+  # Views of a video are consecutive clips; a video's error is their mean (all clips have the same size).
+  video_errors = {name: np.concatenate(values).reshape(-1, data_config.num_eval_clips).mean(axis=1)
+                  for name, values in clip_errors.items()}
+  return {'epe': {name: float(values.mean()) for name, values in video_errors.items()},
+          'epe_per_video': {name: [round(float(v), 5) for v in values] for name, values in video_errors.items()},
           'penalty': penalties}
+
+
+def paired_difference(results: Dict, first: str, second: str) -> Dict[str, Dict[str, float]]:
+  """Per endpoint, the mean over test videos of network `first`'s EPE minus `second`'s, and its standard error:
+  whether a difference stands out of the test set's sampling noise (both saw the same clips)."""
+  differences = {}
+  for endpoint in results['endpoints']:
+    per_video = (np.array(results['networks'][first]['epe_per_video'][endpoint])
+                 - np.array(results['networks'][second]['epe_per_video'][endpoint]))
+    differences[endpoint] = {'mean': float(per_video.mean()),
+                             'stderr': float(per_video.std(ddof=1) / np.sqrt(len(per_video)))}
+  return differences
 
 
 def _squared_error(weights: np.ndarray, held_out: LinearReadout) -> float:

@@ -222,8 +222,9 @@ def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(q
 def test_summary_gives_mean_and_spread_over_seeds():
   results = {'seed': 0, 'top_1': {'flow_teacher': 0.75, 'rgb_baseline': 0.25, 'd3d_student': 0.5, 'two_stream': 0.75},
              'latency': {'d3d_ms_per_clip': 10.0, 'two_stream_ms_per_clip': 60.0, 'two_stream_over_d3d': 6.0},
-             'motion_probe': {'endpoints': ['Mixed_3c'], 'networks': {'rgb_baseline': {'epe': {'Mixed_3c': 0.9}},
-                                                                     'd3d_student': {'epe': {'Mixed_3c': 0.8}}}}}
+             'motion_probe': {'endpoints': ['Mixed_3c'],
+                              'networks': {'rgb_baseline': {'epe_per_video': {'Mixed_3c': [0.9, 1.0, 0.8]}},
+                                           'd3d_student': {'epe_per_video': {'Mixed_3c': [0.8, 0.8, 0.8]}}}}}
   other = json.loads(json.dumps(results))
   other['seed'] = 1
   other['top_1']['d3d_student'] = results['top_1']['d3d_student'] + 0.5
@@ -234,7 +235,8 @@ def test_summary_gives_mean_and_spread_over_seeds():
   assert student['std'] == pytest.approx(0.5 / np.sqrt(2), abs=1e-4)
   assert summary['top_1']['flow_teacher']['std'] == 0.0
   assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
-  assert summary['probe_gain']['Mixed_3c']['values'] == [0.1, 0.1]
+  probe_gain = summary['probe_gain']['Mixed_3c']  # per video 0.1, 0.2, 0.0: mean 0.1, standard error 0.1 / sqrt(3)
+  assert probe_gain['values'] == [0.1, 0.1] and probe_gain['stderr'] == [round(0.1 / np.sqrt(3), 4)] * 2
   assert 'D3D - RGB' in report.format_summary(summary) and 'Mixed_3c' in report.format_summary(summary)
 
 

@@ -92,6 +92,18 @@ def test_random_rgb_features_predict_little_more_than_the_mean_flow(results):
     assert results['networks']['rgb']['epe'][endpoint] > 0.75 * mean_flow
 
 
+def test_the_paired_difference_says_how_far_a_gap_stands_out_of_the_test_videos_noise(results):
+  results, _ = results
+  per_video = results['networks']['flow']['epe_per_video']['Conv2d_1a_7x7']
+  assert len(per_video) == 8 and np.mean(per_video) == pytest.approx(results['networks']['flow']['epe']['Conv2d_1a_7x7'],
+                                                                     abs=1e-4)
+  gap = motion_probe.paired_difference(results, 'flow', 'rgb')['Conv2d_1a_7x7']
+  assert gap['mean'] == pytest.approx(results['networks']['flow']['epe']['Conv2d_1a_7x7']
+                                      - results['networks']['rgb']['epe']['Conv2d_1a_7x7'], abs=1e-4)
+  assert gap['mean'] < -5 * gap['stderr'] < 0  # the flow network's features hold the motion on every video
+  assert motion_probe.paired_difference(results, 'rgb', 'rgb')['Mixed_5c'] == {'mean': 0.0, 'stderr': 0.0}
+
+
 def test_results_and_plot_are_written(results):
   results, output_dir = results
   written = json.loads(open(os.path.join(output_dir, motion_probe.RESULTS_FILENAME)).read())

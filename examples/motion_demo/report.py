@@ -35,7 +35,10 @@ def format_table(results: dict) -> str:
           f'{latency["cpu_cores"]} CPU cores{", GPU" if latency["gpu"] else ""})',
           '',
           'motion probe: test end-point error of flow read linearly from each endpoint (px; lower holds more motion)',
-          motion_probe.summary(results['motion_probe'])]
+          motion_probe.summary(results['motion_probe']),
+          'RGB - D3D, paired over the test videos (mean +- standard error; positive: the student holds more motion):',
+          '  ' + ', '.join(f'{endpoint} {gap["mean"]:+.3f} +- {gap["stderr"]:.3f}'
+                           for endpoint, gap in _probe_gain(results).items())]
   return '\n'.join(rows)
 
 
@@ -100,21 +103,22 @@ def _spread(values: Sequence[float]) -> dict:
           'values': [round(v, 4) for v in values]}
 
 
-def _epe(results: dict, network: str, endpoint: str) -> float:
-  return results['motion_probe']['networks'][network]['epe'][endpoint]
+def _probe_gain(results: dict) -> Dict[str, dict]:
+  """The paper's claim at each endpoint: the student's features predict flow better (a positive difference)."""
+  return motion_probe.paired_difference(results['motion_probe'], 'rgb_baseline', 'd3d_student')
 
 
 def summarize(results: Sequence[dict]) -> dict:
   """Mean and sample standard deviation over seeds of each top-1, latency and paired motion-probe difference."""
   latency_keys = ('d3d_ms_per_clip', 'two_stream_ms_per_clip', 'two_stream_over_d3d')
+  probe_gains = [_probe_gain(r) for r in results]
   return {'seeds': [r['seed'] for r in results],
           'top_1': {name: _spread([r['top_1'][name] for r in results]) for name in ACCURACY_NAMES},
           # Per seed the student and the baseline start from the same weights and see the same clips: the
           # difference is what distillation did in that run.
           'student_gain': _spread([r['top_1']['d3d_student'] - r['top_1']['rgb_baseline'] for r in results]),
-          # The paper's claim at each endpoint: the student's features predict flow better (a positive difference).
-          'probe_gain': {endpoint: _spread([_epe(r, 'rgb_baseline', endpoint) - _epe(r, 'd3d_student', endpoint)
-                                            for r in results])
+          'probe_gain': {endpoint: {**_spread([gains[endpoint]['mean'] for gains in probe_gains]),
+                                    'stderr': [round(gains[endpoint]['stderr'], 4) for gains in probe_gains]}
                          for endpoint in results[0]['motion_probe']['endpoints']},
           'latency': {key: _spread([r['latency'][key] for r in results]) for key in latency_keys}}
 
@@ -126,7 +130,9 @@ def format_summary(summary: dict) -> str:
   gain = summary['student_gain']
   rows.append(f'{"D3D - RGB":<14} {gain["mean"]:+.3f} +- {gain["std"]:.3f}   {gain["values"]}  (same seed, paired)')
   rows += [f'{key:<24} {s["mean"]:.2f} +- {s["std"]:.2f}' for key, s in summary['latency'].items()]
-  rows.append('motion probe, RGB - D3D test end-point error (px; positive: the student holds more motion):')
-  rows += [f'  {endpoint:<22} {s["mean"]:+.3f} +- {s["std"]:.3f}   {s["values"]}'
+  rows.append('motion probe, RGB - D3D test end-point error (px; positive: the student holds more motion), mean +- '
+              'std over seeds, then each seed\'s value and its standard error over the test videos:')
+  rows += [f'  {endpoint:<22} {s["mean"]:+.3f} +- {s["std"]:.3f}   '
+           + ', '.join(f'{value:+.3f} ({stderr:.3f})' for value, stderr in zip(s['values'], s['stderr']))
            for endpoint, s in summary['probe_gain'].items()]
   return '\n'.join(rows)
