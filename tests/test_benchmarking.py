@@ -1,8 +1,12 @@
-"""Latency figures: warm-up calls are not timed, functions take turns on each input, the spread is robust."""
+"""Latency figures: warm-up calls are not timed, functions take turns on each input, the spread is robust. Training
+FLOPs as MFU counts them."""
 
 import pytest
+import tensorflow as tf
 
+from benchmarks import train_benchmark
 from official_d3d import benchmarking
+from official_d3d.modeling.layers import folded_conv3d
 
 
 def test_time_calls_times_each_function_on_each_input_after_the_warm_up():
@@ -26,3 +30,21 @@ def test_machine_description_names_what_figures_depend_on():
   machine = benchmarking.machine_description()
   assert machine['cores'] >= 1 and machine['tensorflow']
   assert set(machine) >= {'cpu', 'instruction_sets', 'gpus', 'XLA_FLAGS', 'ONEDNN_MAX_CPU_ISA'}
+
+
+def test_step_flops_of_a_convolution_and_its_gradients_match_a_hand_count():
+  layer = folded_conv3d.FoldedConv3D(4, (3, 3, 3), strides=(2, 2, 2), padding='same', use_bias=False)
+  clips = tf.zeros([1, 4, 6, 6, 2])
+  layer.build(clips.shape)
+
+  def step(clips):
+    with tf.GradientTape() as tape:
+      tape.watch(clips)
+      loss = tf.reduce_sum(layer(clips))
+    return tape.gradient(loss, [clips, layer.kernel])
+
+  # Forward, gradient to the clips, gradient to the kernel: each 2 x output elements x kernel elements per filter.
+  by_hand = 3 * 2 * (2 * 3 * 3 * 4) * (3 * 3 * 3 * 2)
+  for convolution in train_benchmark.CONVOLUTIONS:  # folded (2-D ops) and Keras' Conv3D: the same model FLOPs
+    with train_benchmark.convolution_op(convolution):
+      assert train_benchmark.step_flops(tf.function(step).get_concrete_function(clips)) == by_hand
