@@ -18,7 +18,9 @@ Per setting it prints three tables:
 - designs: clips/s on one core of the pipeline (`video_input.decode_train_example`), of that former design, and of
   Model Garden's (whole frames decoded and resized, then cropped), in alternating rounds in one tf.data skeleton,
   with their ratios (`benchmarks/input_designs.py`);
-- throughput: `video_input.build_train_dataset` itself, RGB+flow and RGB, one core and all.
+- throughput: `video_input.build_train_dataset` itself, RGB+flow and RGB, one core and all; with
+  `--training_clips_per_second` (what a training step consumes, e.g. from `train_benchmark --results_json`), the cores
+  that would feed it at the one-core and the all-core rate per core.
 """
 
 import dataclasses
@@ -86,6 +88,8 @@ flags.DEFINE_integer('num_frames', None, 'Overrides the settings\' frames per cl
 flags.DEFINE_integer('crop_size', None, 'Overrides the settings\' crop size.', lower_bound=1)
 flags.DEFINE_list('train_resize_range', None, 'Overrides the settings\' short-side range of scale jitter: MIN,MAX.')
 flags.DEFINE_integer('batch_size', None, 'Overrides the settings\' batch size.', lower_bound=1)
+flags.DEFINE_list('training_clips_per_second', [], 'MODALITIES=CLIPS_PER_SECOND items, MODALITIES from '
+                  f'{sorted(MODALITY_SETS)}: what training consumes, to compare the throughput with.')
 
 DESIGNS = {
     'pipeline': video_input.decode_train_example,
@@ -324,12 +328,34 @@ def report(settings: Sequence[Setting], results: Dict[str, Dict[Tuple[str, str],
   return f'{throughput}\n\nThroughput ratios (clips/s over clips/s; "per CPU-s": clips/CPU-s, 1 core):\n{ratios}'
 
 
+def consumption_report(settings: Sequence[Setting], results: Dict[str, Dict[Tuple[str, str], Measurement]],
+                       consumed: Dict[str, float]) -> str:
+  """Cores that would feed `consumed` clips/s per modality set, at the one-core rate and at the all-core rate per
+  core (which includes how well tf.data scales on this machine)."""
+  cores = os.cpu_count()
+  rows = []
+  for setting in settings:
+    for modality_name, clips_per_second in consumed.items():
+      one = results[setting.name][modality_name, 'one'].clips_per_second
+      per_core = results[setting.name][modality_name, 'all'].clips_per_second / cores
+      rows.append([setting.name, modality_name, f'{clips_per_second:.1f}', f'{one:.2f}', f'{per_core:.2f}',
+                   f'{clips_per_second / one:.1f}', f'{clips_per_second / per_core:.1f}', cores])
+  return table.format_table(['setting', 'modalities', 'training clips/s', 'clips/s 1 core',
+                             f'clips/s/core, {cores} cores', 'cores needed (1-core rate)',
+                             f'cores needed ({cores}-core rate)', 'cores here'], rows)
+
+
 def main(argv):
   del argv
   unknown = [name for name in FLAGS.settings if name not in SETTINGS] + [
       part for part in FLAGS.parts if part not in PARTS]
   if unknown:
     raise app.UsageError(f'--settings, --parts: unknown {unknown}; choose from {sorted(SETTINGS)}, {PARTS}')
+  consumed = {name: float(value) for name, _, value in (item.partition('=') for item in
+                                                         FLAGS.training_clips_per_second)}
+  if set(consumed) - set(MODALITY_SETS):
+    raise app.UsageError(f'--training_clips_per_second: modalities {sorted(consumed)}, choose from '
+                         f'{sorted(MODALITY_SETS)}')
   settings = [overridden(SETTINGS[name]) for name in FLAGS.settings]
   video = FLAGS.video or default_video()
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} '
@@ -362,6 +388,9 @@ def main(argv):
   if results:
     print('\nInput pipeline throughput (training clips, random crop and flip)\n')
     print(report([setting for setting in settings if setting.name in results], results))
+    if consumed:
+      print('\nCores to feed training (training clips/s over the pipeline\'s clips/s per core)\n')
+      print(consumption_report([setting for setting in settings if setting.name in results], results, consumed))
 
 
 if __name__ == '__main__':
