@@ -64,6 +64,9 @@ class DataConfig:
   seed: int = setting(0, 'Seed of the input pipeline\'s shuffling and augmentation.')
   deterministic: bool = setting(False, 'Training clips in the same order on every run with the same seed (reproducible '
                                 'comparisons); off, parallel reads and decodes deliver whichever is ready first.')
+  tf_data_service: str = setting('', 'Address (host:port) of a tf.data service dispatcher whose workers read and '
+                                 'decode the training clips (python -m official_d3d.data_service); empty: this '
+                                 'process does.', resumable=True)
 
   def check_resize(self, training: bool) -> None:
     """Raises ConfigError unless frames resized for training (train_resize_range) or evaluation (eval_resize) leave
@@ -176,6 +179,9 @@ class ExperimentConfig:
     for name, value in positive.items():
       if value < 1:
         raise ConfigError(f'{name} must be positive, got {value}')
+    if self.data.tf_data_service and self.data.deterministic:
+      raise ConfigError('data.deterministic cannot hold with data.tf_data_service: the service\'s workers deliver '
+                        'clips in the order they finish them')
     train = self.train
     if train.steps_per_loop < 1 or train.train_steps < 1 or train.train_steps % train.steps_per_loop:
       raise ConfigError(

@@ -19,6 +19,7 @@ import tensorflow as tf
 from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
+from official_d3d.dataloaders import data_service
 from official_d3d.ops import video_ops
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -273,7 +274,8 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
   """Endless, shuffled batches ({modality: float32 `[B, T, S, S, C]`}, int32 labels `[B]`) for training.
 
   B is `global_batch_size`, or the per-replica batch when `input_context` is given (then each input pipeline reads
-  its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`).
+  its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`). With
+  `data.tf_data_service`, the batches are made by that service's workers (`data_service`).
   """
   modalities = tuple(modalities)
   check_config(data_config, modalities, training=True)
@@ -287,12 +289,19 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
                          num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
              .shuffle(data_config.shuffle_buffer, seed=seed))
   example_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+
+  def decode(record, example_seed):
+    serialized, path = record
+    if data_config.tf_data_service:  # each service worker draws the same seeds: its file sets a clip's apart
+      example_seed = tf.random.experimental.stateless_fold_in(example_seed, tf.strings.to_hash_bucket_fast(path, 2**31))
+    return decode_train_example(serialized, path, example_seed, data_config, modalities, pixel_range)
+
   dataset = (tf.data.Dataset.zip((records, example_seeds))
-             .map(lambda record, example_seed: decode_train_example(*record, example_seed, data_config, modalities,
-                                                                    pixel_range),
-                  num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
-             .batch(_batch_size(data_config.global_batch_size, input_context), drop_remainder=True)
-             .prefetch(AUTOTUNE))
+             .map(decode, num_parallel_calls=AUTOTUNE, deterministic=data_config.deterministic)
+             .batch(_batch_size(data_config.global_batch_size, input_context), drop_remainder=True))
+  if data_config.tf_data_service:
+    dataset = data_service.distribute(dataset, data_config.tf_data_service)
+  dataset = dataset.prefetch(AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = data_config.deterministic
   return dataset.with_options(options)
