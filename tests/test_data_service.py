@@ -36,8 +36,8 @@ def train_pattern(tmp_path_factory, bikes_video):
   for index in range(NUM_VIDEOS):
     example = sequence_example.build_sequence_example(
         media_id=f'bikes_{index}', label_index=index % NUM_CLASSES, label_string=f'class_{index % NUM_CLASSES}',
-        frames=frames[index * NUM_FRAMES:(index + 1) * NUM_FRAMES], timestamps_us=[40000 * t for t in range(NUM_FRAMES)],
-        frame_rate=25.0)
+        frames=frames[index * NUM_FRAMES:(index + 1) * NUM_FRAMES],
+        timestamps_us=[40000 * t for t in range(NUM_FRAMES)], frame_rate=25.0)
     with tf.io.TFRecordWriter(str(root / f'train-{index:05d}.tfrecord')) as writer:
       writer.write(example.SerializeToString())
   return str(root / 'train-*')

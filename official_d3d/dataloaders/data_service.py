@@ -12,13 +12,16 @@ balance nothing, and its name would have to tell one run on the dispatcher from 
 
 TensorFlow reports no lost worker: the job goes on with the others, and without any it waits for one, silently (a
 worker that joins resumes it). `distribute` logs an error while the trainer waits too long, and `check_dispatcher`
-turns a dispatcher that does not answer into a ConfigError; TensorFlow would retry it for an hour.
+turns a dispatcher that does not answer into a ConfigError; TensorFlow keeps retrying it, silently.
+
+Two things TensorFlow 2.21 does that shape the pipeline: a `Dataset.random` zipped in is replayed whole on every
+worker, so `video_input` folds each record's file into its clip's seed; and a file shuffle followed by a sequential
+(not parallel) interleave makes every worker read every file, so the interleave stays parallel.
 """
 
 import socket
 import threading
 import time
-from typing import Optional
 
 from absl import logging
 import grpc
@@ -39,10 +42,8 @@ def dispatcher_target(address: str) -> str:
   return address if '://' in address else f'{PROTOCOL}://{address}'
 
 
-def check_dispatcher(address: str, setting: str = 'data.tf_data_service', timeout_s: Optional[float] = None) -> None:
-  """Raises ConfigError, naming `setting`, unless a gRPC server answers at `address` within `timeout_s` (default
-  CONNECT_TIMEOUT_S)."""
-  timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+def check_dispatcher(address: str, setting: str = 'data.tf_data_service') -> None:
+  """Raises ConfigError, naming `setting`, unless a gRPC server answers at `address` within CONNECT_TIMEOUT_S."""
   target = dispatcher_target(address)
   scheme, host_port = target.split('://', 1)
   if scheme != PROTOCOL or ':' not in host_port:
@@ -50,10 +51,10 @@ def check_dispatcher(address: str, setting: str = 'data.tf_data_service', timeou
                                  f'{PROTOCOL}://host:port)')
   channel = grpc.insecure_channel(host_port)
   try:
-    grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
   except grpc.FutureTimeoutError:
     raise d3d_config.ConfigError(
-        f'{setting}={address!r}: no tf.data service dispatcher answers there within {timeout_s:.0f} s '
+        f'{setting}={address!r}: no tf.data service dispatcher answers there within {CONNECT_TIMEOUT_S:.0f} s '
         '(start one with python -m official_d3d.data_service --dispatcher --port=PORT)') from None
   finally:
     channel.close()
@@ -96,14 +97,13 @@ class _StallWatch:
         reported = (since, time.monotonic())
 
 
-def distribute(dataset: tf.data.Dataset, address: str, stall_timeout_s: Optional[float] = None) -> tf.data.Dataset:
+def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
   """`dataset` produced by the tf.data service at `address` (DYNAMIC sharding of its file list), in an unnamed job
-  of this input pipeline's own; an error is logged while a batch has been awaited for `stall_timeout_s` (default
-  STALL_TIMEOUT_S)."""
+  of this input pipeline's own; an error is logged while a batch has been awaited for STALL_TIMEOUT_S."""
   check_dispatcher(address)
   remote = dataset.apply(tf.data.experimental.service.distribute(
       processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=dispatcher_target(address)))
-  watch = _StallWatch(address, STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s)
+  watch = _StallWatch(address, STALL_TIMEOUT_S)
   # zip asks its inputs in order: the request is timed from before the service is asked until its answer.
   requests = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: tf.py_function(watch.requested, [], tf.int32))
 
@@ -116,8 +116,8 @@ def distribute(dataset: tf.data.Dataset, address: str, stall_timeout_s: Optional
 
 def start_dispatcher(port: int = 0, work_dir: str = '') -> tf.data.experimental.service.DispatchServer:
   """A dispatcher serving on `port` (0: any free one). With `work_dir`, it journals its state there, so that a
-  restarted dispatcher keeps its jobs; without, its trainers must restart with it. Jobs whose trainers are gone for
-  5 minutes are dropped, so that their workers free the tasks' buffers."""
+  restarted dispatcher keeps its jobs (TensorFlow's fault-tolerant mode). Jobs whose trainers are gone are dropped
+  (after TensorFlow's 5 minutes), so that their workers free the tasks' buffers."""
   return tf.data.experimental.service.DispatchServer(service_config_pb2.DispatcherConfig(
       port=port, protocol=PROTOCOL, work_dir=work_dir, fault_tolerant_mode=bool(work_dir),
       gc_dynamic_sharding_jobs=True))
