@@ -183,10 +183,13 @@ def probe_network(network: keras.Model, network_config: d3d_config.ExperimentCon
   video when fitted on the others; the readout is then fitted on all training clips.
   """
   modality = factory.stream_modality(network_config.stream)
-  forward = tf.function(lambda clips: {name: network(clips, training=False)[name] for name in config.endpoints},
-                        reduce_retracing=True)
   train, test = clip_sets.get(network_config.model.pixel_range)
   clip_shape = (data_config.num_frames, data_config.crop_size, data_config.crop_size)
+  # Traced once for every batch size (the last batch is smaller): a trace costs more than the tiny networks' passes.
+  @tf.function(input_signature=[tf.TensorSpec((None,) + clip_shape + (network.input_channels,))])
+  def forward(clips):
+    outputs = network(clips, training=False)
+    return {name: outputs[name] for name in config.endpoints}
   shapes = network.compute_output_shape((None,) + clip_shape + (network.input_channels,))
   def readouts():
     return {name: LinearReadout(shapes[name][1:4], clip_shape) for name in config.endpoints}
