@@ -3,8 +3,13 @@
 import importlib.util
 import os
 import pathlib
+import signal
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# A shell without job control starts background commands (`make test &`, some CI runners) ignoring Ctrl-C, and the
+# commands the tests start would inherit that: the Ctrl-C tests need commands that receive it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 
