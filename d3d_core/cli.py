@@ -15,8 +15,9 @@ with `interrupted: <what to do>` and status 130. Any other exception is a bug: i
 prints the traceback of expected errors and Ctrl-C too (the statuses stay the same).
 
 A command's console holds its own output and progress: library log lines (checkpoints saved, TensorFlow's INFO)
-show only at absl's `--verbosity=0` (INFO) or 1 (DEBUG), not by default (warnings and errors). A command imports
-`d3d_core.quiet_start` first, before TensorFlow, to keep TensorFlow's C++ start-up notices off the console too.
+show only at absl's `--verbosity=0` (INFO) or 1 (DEBUG), not by default (warnings and errors). A command calls
+`d3d_core.quiet_start.start_tensorflow` first, before TensorFlow's import, to keep its C++ start-up notices off the
+console too.
 """
 
 import os

@@ -1,9 +1,9 @@
 """TensorFlow started without its C++ start-up notices (CUDA probing, CPU features, absl's `InitializeLog` line),
 which every process that imports it prints and which `TF_CPP_MIN_LOG_LEVEL` alone does not stop.
 
-Each command imports this module before anything else, so that it runs before TensorFlow's first import; the library
-never does, so its users keep TensorFlow's own logging. It sets `TF_CPP_MIN_LOG_LEVEL=2` (C++ errors only; child
-processes inherit it) and imports TensorFlow, and finds its devices, with stderr closed. `D3D_TF_LOGS=1` in the
+Each command calls `start_tensorflow` before anything else imports TensorFlow, in its worker processes too; the
+library never does, so its users keep TensorFlow's own logging. It sets `TF_CPP_MIN_LOG_LEVEL=2` (C++ errors only;
+child processes inherit it) and imports TensorFlow, and finds its devices, with stderr closed. `D3D_TF_LOGS=1` in the
 environment leaves TensorFlow's start-up as it is: its notices say, for one, why a GPU is not used.
 """
 
@@ -36,6 +36,3 @@ def start_tensorflow() -> None:
     # Finding the devices prints notices of its own (cuInit). Physical ones only: listing logical devices would start
     # TensorFlow's runtime, after which MultiWorkerMirroredStrategy can no longer configure its collective ops.
     tf.config.list_physical_devices()
-
-
-start_tensorflow()

@@ -9,8 +9,11 @@ names them) and each other. Trainers start with `--tf_data_service=HOST:5050`. E
 serves and runs until it is stopped (Ctrl-C); workers may join or leave while a run trains.
 """
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import socket
 

@@ -9,8 +9,11 @@ end-point errors, beside those of predicting zero flow and the mean flow, go to 
 command with one `error:` line and status 1.
 """
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 from absl import flags
 

@@ -9,8 +9,11 @@ the rest. A run that cannot go on stops with one `error: ...` line and exit stat
 traceback); Ctrl-C stops it with status 130, and the same command resumes from the last checkpoint.
 """
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import os
 

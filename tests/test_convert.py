@@ -174,6 +174,8 @@ def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
   stdout, stderr = process.communicate(timeout=300)
 
   assert process.returncode == cli.EXIT_SKIPPED, stderr
+  # Neither the command nor its worker processes print TensorFlow's C++ start-up notices.
+  assert 'InitializeLog' not in stderr and 'oneDNN' not in stderr, stderr
   report = json.loads(pathlib.Path(convert_lib.report_path(str(output_dir), 'mixed')).read_text())
   assert (report['videos_written'], report['videos_failed']) == (1, len(bad))
   reasons = {f['path']: f['reason'] for f in report['failures']}

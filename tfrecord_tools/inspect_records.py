@@ -17,8 +17,11 @@ file. Exit status: 0 on success, 1 when --skip_corrupt skipped records, 2 when t
 cannot be read (D3D_TRACEBACK=1 adds the traceback), 130 on Ctrl-C.
 """
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import collections
 import dataclasses

@@ -1,8 +1,11 @@
 """The demo's command line (`python -m examples.motion_demo --help`): a preset, seeds, an output folder, and the few
 recipe settings worth trying, passed on to the networks' recipes as `official_d3d.train` flags."""
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import dataclasses
 from typing import Dict, Tuple

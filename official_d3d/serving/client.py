@@ -20,8 +20,11 @@ A server that does not answer within `--timeout` seconds, or answers with an err
 with one `error:` line naming the address or the file (exit status 1; `d3d_core.cli`).
 """
 
-if __name__ == '__main__':  # first, before anything imports TensorFlow: its C++ start-up notices stay quiet
-  from d3d_core import quiet_start  # pylint: disable=unused-import
+# First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as
+# __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import base64
 import json
