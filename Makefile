@@ -20,7 +20,7 @@ demo: venv
 	$(PY) -m examples.motion_demo --output_dir=demo_output $(DEMO_ARGS)
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
