@@ -35,12 +35,12 @@ def translating_video(image: np.ndarray, start, direction):
 
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
-  """Train (12 videos) and test (8) records of windows of the astronaut photograph, one direction per video."""
+  """Train (12 videos) and test (16) records of windows of the astronaut photograph, one direction per video."""
   root = tmp_path_factory.mktemp('translations')
   image = skimage.data.astronaut()
   rng = np.random.default_rng(0)
   patterns = {}
-  for split, num_videos in (('train', 12), ('test', 8)):
+  for split, num_videos in (('train', 12), ('test', 16)):
     path = str(root / f'{split}-00000-of-00001.tfrecord')
     with tf.io.TFRecordWriter(path) as writer:
       for index in range(num_videos):
@@ -95,8 +95,8 @@ def test_random_rgb_features_predict_little_more_than_the_mean_flow(results):
 def test_the_paired_difference_says_how_far_a_gap_stands_out_of_the_test_videos_noise(results):
   results, _ = results
   per_video = results['networks']['flow']['epe_per_video']['Conv2d_1a_7x7']
-  assert len(per_video) == 8 and np.mean(per_video) == pytest.approx(results['networks']['flow']['epe']['Conv2d_1a_7x7'],
-                                                                     abs=1e-4)
+  assert len(per_video) == 16
+  assert np.mean(per_video) == pytest.approx(results['networks']['flow']['epe']['Conv2d_1a_7x7'], abs=1e-4)
   gap = motion_probe.paired_difference(results, 'flow', 'rgb')['Conv2d_1a_7x7']
   assert gap['mean'] == pytest.approx(results['networks']['flow']['epe']['Conv2d_1a_7x7']
                                       - results['networks']['rgb']['epe']['Conv2d_1a_7x7'], abs=1e-4)
@@ -107,7 +107,7 @@ def test_the_paired_difference_says_how_far_a_gap_stands_out_of_the_test_videos_
 def test_results_and_plot_are_written(results):
   results, output_dir = results
   written = json.loads(open(os.path.join(output_dir, motion_probe.RESULTS_FILENAME)).read())
-  assert written['networks'] == results['networks'] and written['num_test_clips'] == 8 * 2
+  assert written['networks'] == results['networks'] and written['num_clips'] == 16 * 2
   with open(os.path.join(output_dir, motion_probe.PLOT_FILENAME), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   table = motion_probe.summary(results)
@@ -148,6 +148,15 @@ def test_bad_input_is_one_error_line(tmp_path, records, bikes_video):
   one_error_line(probe_command(f'--networks={run}', '--endpoints=Mixed_3c,Mixed_9z', f'--output_dir={tmp_path}'),
                  'unknown endpoint Mixed_9z', 'Mixed_5c')
   rgb_only = training_records.write_records(tmp_path / 'rgb_only', bikes_video, with_flow=False)
-  one_error_line(probe_command(f'--networks={run}', f'--train_pattern={rgb_only["train"]}',
-                               f'--output_dir={tmp_path}'), 'train-0000', 'no flow frames')
+  one_error_line(probe_command(f'--networks={run}', f'--records={rgb_only["train"]}', f'--output_dir={tmp_path}'),
+                 'train-0000', 'no flow frames')
   assert not os.path.exists(tmp_path / motion_probe.RESULTS_FILENAME)
+  with pytest.raises(d3d_config.ConfigError, match='16 videos: cross-fitting over 10 folds needs at least 20'):
+    motion_probe.run(motion_probe.ProbeConfig(networks=(run,), num_folds=10))
+
+
+def test_folds_mix_the_videos_whatever_their_order():
+  folds = motion_probe.video_folds(16, 4)
+  assert sorted(np.bincount(folds)) == [4] * 4  # as even as the count allows
+  assert not all((folds[i::4] == folds[i]).all() for i in range(4))  # not dealt by position: records cycle classes
+  np.testing.assert_array_equal(folds, motion_probe.video_folds(16, 4))  # the same on every run

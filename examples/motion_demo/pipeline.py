@@ -211,7 +211,8 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
       'num_test_videos': reports['test']['videos_written'],
       'num_train_videos': reports['train']['videos_written'],
       'latency': timings,
-      'motion_probe': {key: probe[key] for key in ('endpoints', 'trivial', 'networks', 'num_test_clips')},
+      'motion_probe': {key: probe[key]
+                       for key in ('endpoints', 'trivial', 'networks', 'num_clips', 'num_videos', 'config')},
       'paths': {
           'videos': paths.videos,
           'train_records': paths.record_pattern('train'),
