@@ -30,7 +30,7 @@ def test_history_keeps_each_loop_with_its_step_and_a_resumed_run_replaces_the_lo
 
 
 def test_progress_prints_evaluations_and_a_closing_line_and_logs_every_loop(capsys, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')  # whatever verbosity a command run earlier in this process left
   progress = callbacks.TrainingProgress('d3d_student', train_steps=8, steps_per_loop=2, initial_step=4)  # resumed
   progress.on_train_begin()
   for epoch in (2, 3):

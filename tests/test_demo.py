@@ -81,7 +81,8 @@ def test_the_console_is_short_and_warning_free_and_the_log_file_holds_the_rest(q
   assert not [line for line in lines if 'warning' in line.lower()], printed
   # Ends with the table, then only the outputs (the log among them) and the next commands.
   outputs = lines.index('Outputs:')
-  assert lines[outputs - 2].startswith('zero flow') and lines.index('Next:') > outputs
+  assert lines[outputs - 4].startswith('zero flow') and lines[outputs - 3].startswith('RGB - D3D, paired')
+  assert lines.index('Next:') > outputs
   assert f'  {"log":<24} {results["paths"]["log"]}' in lines
   # One closing line per network's training, not one per loop; checkpoints are in the log, not on the console.
   assert sum('trained to step' in line for line in lines) == len(demo_config.NETWORKS)

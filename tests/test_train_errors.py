@@ -58,7 +58,8 @@ def assert_one_error_line(process, *fragments):
 
 def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_after_it(records, tmp_path):
   model_dir = tmp_path / 'diverged'
-  process = run_train(model_dir, records, '--learning_rate=1e6', '--train_steps=6', '--mode=train_and_eval')
+  process = run_train(model_dir, records, '--learning_rate=1e30', '--warmup_steps=0', '--train_steps=6',
+                       '--mode=train_and_eval')
   line = assert_one_error_line(process, 'training diverged at step')
   failed_step = int(line.split('at step ')[1].split(':')[0])
   assert 'the loss is nan' in line or 'some weights are no longer finite' in line
