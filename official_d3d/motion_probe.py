@@ -38,8 +38,9 @@ DEFAULT_ENDPOINTS = ('Conv2d_2c_3x3', 'Mixed_3c', 'Mixed_4f', 'Mixed_5c')
 RESULTS_FILENAME = 'motion_probe.json'
 PLOT_FILENAME = 'motion_probe.png'
 TRIVIAL_PREDICTORS = ('zero_flow', 'mean_flow')
-# Ridge penalties tried for each readout, relative to its features' mean square.
-PENALTIES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Ridge penalties tried for each readout, relative to its features' mean square: up to where a readout is little
+# more than its bias, the mean flow (features without motion choose those).
+PENALTIES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 
 
 @dataclasses.dataclass
@@ -310,7 +311,7 @@ def run(config: ProbeConfig) -> Dict:
   probe_clips = ProbeClips(config, data_config, first_pixel_range)
   results = {'bound_pixels': probe_clips.bound, 'endpoints': list(config.endpoints),
              'trivial': trivial_errors(probe_clips, first_pixel_range),
-             'num_clips': probe_clips.num_clips, 'num_videos': probe_clips.num_videos,
+             'num_clips': probe_clips.num_clips, 'num_videos': probe_clips.num_videos, 'num_folds': config.num_folds,
              'config': dataclasses.asdict(config), 'networks': {}}
   for name, path, (network, network_config) in zip(network_names(config), config.networks, networks):
     print(f'probing {name} ({path}) at {", ".join(config.endpoints)}', flush=True)
@@ -333,7 +334,7 @@ def summary(results: Dict) -> str:
   for name, network in results['networks'].items():
     lines.append(name.ljust(width) + ''.join(f'{network["epe"][e]:15.3f}' for e in endpoints))
   lines.append(', '.join(f'{name.replace("_", " ")} {value:.3f}' for name, value in results['trivial'].items())
-               + f' (end-point error in px, cross-fitted over {results["config"]["num_folds"]} folds of '
+               + f' (end-point error in px, cross-fitted over {results["num_folds"]} folds of '
                  f'{results["num_videos"]} videos the networks did not train on)')
   return '\n'.join(lines)
 

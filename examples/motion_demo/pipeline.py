@@ -212,7 +212,7 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
       'num_train_videos': reports['train']['videos_written'],
       'latency': timings,
       'motion_probe': {key: probe[key]
-                       for key in ('endpoints', 'trivial', 'networks', 'num_clips', 'num_videos', 'config')},
+                       for key in ('endpoints', 'trivial', 'networks', 'num_clips', 'num_videos', 'num_folds')},
       'paths': {
           'videos': paths.videos,
           'train_records': paths.record_pattern('train'),
