@@ -6,6 +6,7 @@ probabilities (each stream predicted on its own). The TensorFlow part runs insid
 `predict_step`; the NumPy part turns the collected predictions into metrics.
 """
 
+import contextlib
 import warnings
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -120,7 +121,14 @@ def predict_videos(model, dataset) -> Dict[str, np.ndarray]:
 
   Runs under the model's distribution strategy; `dataset` may be distributed.
   """
-  with warnings.catch_warnings():
-    # Keras cannot know how many batches TFRecords hold, and says so when they end: that end is the intended one.
-    warnings.filterwarnings('ignore', message='Your input ran out of data')
+  with end_of_records_expected():
     return model.predict(dataset, verbose=0)
+
+
+@contextlib.contextmanager
+def end_of_records_expected():
+  """Keras cannot know how many batches TFRecords hold, and warns when they end: for an evaluation pass that end is
+  the intended one (training input never ends)."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', message='Your input ran out of data')
+    yield

@@ -150,9 +150,29 @@ class TrainingDivergedError(RuntimeError):
   """The loss or the weights stopped being finite: training cannot recover, and nothing after it is saved."""
 
 
+class WorkerLostError(RuntimeError):
+  """A worker of a multi-worker run stopped answering: the collective ops of every step need all of them."""
+
+
 # What stops a run with one `error:` line: settings, data or a run that are the user's to fix.
 USER_ERRORS = (d3d_config.ConfigError, label_map.LabelMapError, video_input.RecordError, folder_lock.FolderLockedError,
-               TrainingDivergedError)
+               TrainingDivergedError, WorkerLostError)
+
+
+@contextlib.contextmanager
+def named_worker_loss(config: d3d_config.ExperimentConfig):
+  """Turns the UNAVAILABLE error of a collective op whose peer is gone into a WorkerLostError saying how to resume
+  (TensorFlow's own says 'Graph execution error')."""
+  try:
+    yield
+  except tf.errors.UnavailableError:
+    if config.train.distribution_strategy != 'multi_worker_mirrored':
+      raise
+    latest = tf.train.latest_checkpoint(config.model_dir)
+    raise WorkerLostError(
+        'a worker of this multi-worker run stopped answering (a collective op found its peer UNAVAILABLE): start '
+        f'every worker again with the same command; they resume from {latest or "the start (no checkpoint yet)"}'
+    ) from None
 
 
 @contextlib.contextmanager
@@ -342,8 +362,9 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
                                                  num_loops * steps_per_loop, steps_per_loop,
                                                  initial_loop * steps_per_loop)] if is_chief(strategy) else []),
                *callbacks]
-  history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
-                      callbacks=callbacks, shuffle=False, verbose=0, **validation)
+  with evaluation.end_of_records_expected():  # of the validation passes
+    history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
+                        callbacks=callbacks, shuffle=False, verbose=0, **validation)
   return history.history
 
 
@@ -370,7 +391,7 @@ def run_experiment(config: d3d_config.ExperimentConfig, mode: str = 'train_and_e
   if holds_model_dir:
     make_model_dir(config.model_dir)
   with folder_lock.hold(config.model_dir, 'training') if holds_model_dir else contextlib.nullcontext():
-    with named_data_errors(config):
+    with named_data_errors(config), named_worker_loss(config):
       return _run(config, mode, strategy, callbacks)
 
 

@@ -206,7 +206,8 @@ def test_a_lost_worker_stops_the_run_and_the_restarted_workers_resume_from_the_l
   assert runs['statuses'] == [0, 0], '\n'.join(log_tail(path) for path in runs['logs'])
   if runs['chief_after_loss'] is not None:  # else it waited on the lost worker and was killed
     assert runs['chief_after_loss'] == 1
-    assert 'error: ' in log_tail(runs['first_chief_log'])
+    assert 'error: a worker of this multi-worker run stopped answering' in log_tail(runs['first_chief_log'])
+    assert 'start every worker again with the same command; they resume from ' in log_tail(runs['first_chief_log'])
   model_dir = runs['multi_worker']
   resumed = []
   for path in runs['logs']:
