@@ -243,6 +243,8 @@ def probe_network(network: keras.Model, network_config: d3d_config.ExperimentCon
     for k, readout in enumerate(others):
       weights[k][name] = readout.solve(penalties[name])
 
+  # A second forward pass rather than every clip's features kept: at the paper's size Conv2d_2c_3x3 alone holds
+  # 32x56x56x192 values a clip.
   clip_errors = {name: np.zeros(probe_clips.num_clips) for name in config.endpoints}
   for first, features, flow in _batches(dataset, forward, modality, config.batch_size, progress):
     for offset, fold in enumerate(probe_clips.folds[first:first + len(flow)]):
