@@ -298,6 +298,8 @@ def resolve(config: ProbeConfig) -> Tuple[ProbeConfig, d3d_config.DataConfig]:
   config = dataclasses.replace(config, records=config.records or first.data.eval_pattern)
   if not config.records:
     raise d3d_config.ConfigError(f'{config.networks[0]} names no evaluation records: give --records')
+  if not video_input.glob_files(config.records):
+    raise d3d_config.ConfigError(f'records={config.records!r} matches no files')
   video_input.check_first_record(config.records, 'records', ('rgb', 'flow'))
   network_names(config)
   data_config = dataclasses.replace(first.data, num_eval_clips=config.num_clips, num_eval_crops=1)
