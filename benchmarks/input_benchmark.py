@@ -44,6 +44,7 @@ from d3d_core import network_inputs
 from d3d_core import video_reader
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
+from official_d3d.ops import training_clips
 from official_d3d.ops import video_ops
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
@@ -93,6 +94,7 @@ flags.DEFINE_list('training_clips_per_second', [], 'MODALITIES=CLIPS_PER_SECOND 
 
 DESIGNS = {
     'pipeline': video_input.decode_train_example,
+    'pipeline, float32 made on the host': input_designs.host_converted_train_example,
     'whole frames, crop window': input_designs.whole_frame_train_example,
     'Model Garden: whole frames, resize, crop': input_designs.model_garden_train_example,
 }
@@ -228,6 +230,7 @@ def run_breakdown(setting: Setting, pattern: str) -> List[Tuple[str, Optional[fl
   scaled = {name: video_ops.normalize_frames(windows[name], is_flow[name]) for name in modalities}
   resized = {name: video_ops.resize(scaled[name], setting.crop_size, setting.crop_size, is_flow[name])
              for name in modalities}
+  uint8_clips = {name: video_ops.resize_levels(cropped[name], setting.crop_size) for name in modalities}
 
   def timed(step, inputs):
     return step_milliseconds(tf.data.Dataset.from_tensors(inputs).repeat().map(step))
@@ -239,32 +242,50 @@ def run_breakdown(setting: Setting, pattern: str) -> List[Tuple[str, Optional[fl
     flipped = video_ops.horizontal_flip(clip)
     return flipped * tf.constant([-1.0, 1.0]) if is_flow[name] else flipped
 
+  def batched(clips):
+    return step_milliseconds(tf.data.Dataset.from_tensors(clips).repeat().batch(setting.batch_size),
+                             setting.batch_size)
+
   parse = timed(lambda record: video_input.parse_example(record, modalities)[0], serialized)
-  resize = both(lambda name, clip: video_ops.resize(clip, setting.crop_size, setting.crop_size, is_flow[name]),
-                scaled)
-  batch = step_milliseconds(tf.data.Dataset.from_tensors(resized).repeat().batch(setting.batch_size),
-                            setting.batch_size)
   steps = [('parse', parse, parse)]
   for name in modalities:
-    channels = network_inputs.MODALITIES[name].channels
-    steps.append((f'decode {name} ({channels} of 3 channels kept)', timed(video_ops.decode_frames, frames[name]),
-                  timed(lambda images, channels=channels: video_ops.decode_window(images, window, frame_size, channels),
-                        frames[name])))
+    steps.append((f'decode {name}, whole / window', timed(video_ops.decode_frames, frames[name]),
+                  timed(lambda images: video_ops.decode_window(images, window, frame_size), frames[name])))
   steps += [
-      ('crop window (uint8)', both(lambda name, images: video_ops.crop(images, *window), whole), None),
-      ('flip, float / uint8 (half the clips)', both(float_flip, resized),
-       both(lambda name, images: video_ops.horizontal_flip(images), windows)),
+      ('crop window, drop flow\'s 3rd channel (uint8)',
+       both(lambda name, images: video_ops.crop(images, *window)[..., :network_inputs.MODALITIES[name].channels],
+            whole), None),
+      ('flip, float (half the clips)', both(float_flip, resized), None),
       ('scale to float', both(lambda name, images: input_designs.normalize_frames(images, is_flow[name],
                                                                                   d3d_config.DEFAULT_PIXEL_RANGE),
-                              cropped),
-       both(lambda name, images: video_ops.normalize_frames(images, is_flow[name], mirrored=True), windows)),
-      (f'resize {size} -> {setting.crop_size}', resize, resize),
-      (f'batch of {setting.batch_size} (copy)', batch, batch),
+                              cropped), None),
+      (f'resize {size} -> {setting.crop_size}, float / uint8',
+       both(lambda name, clip: video_ops.resize(clip, setting.crop_size, setting.crop_size, is_flow[name]), scaled),
+       both(lambda name, images: video_ops.resize_levels(images, setting.crop_size), cropped)),
+      (f'batch of {setting.batch_size} (copy), float32 / uint8', batched(resized), batched(uint8_clips)),
   ]
   return steps
 
 
-def breakdown_report(steps, designs: Optional[Dict[str, Measurement]]) -> str:
+def conversion_milliseconds(setting: Setting) -> float:
+  """CPU-ms per RGB+flow clip of `training_clips.to_network_inputs` on a batch, on one core: the work that the
+  pipeline's uint8 clips leave to the training step (on an accelerator, a few elementwise passes)."""
+  shape = [setting.batch_size, setting.num_frames, setting.crop_size, setting.crop_size]
+  batch = {name: tf.zeros(shape + [3], tf.uint8) for name in MODALITY_SETS['rgb+flow']}
+  batch[training_clips.MIRRORED] = tf.cast(tf.range(setting.batch_size) % 2, tf.uint8)
+  batch[training_clips.FLOW_SCALE] = tf.ones([setting.batch_size])
+  convert = tf.function(lambda inputs: training_clips.to_network_inputs(  # XLA, as the training step by default
+      inputs, d3d_config.PIXEL_RANGES[d3d_config.DEFAULT_PIXEL_RANGE]), jit_compile=True)
+  with tf.device('/cpu:0'):
+    convert(batch)
+    calls, start_wall, start_cpu = 0, time.perf_counter(), time.process_time()
+    while calls < 3 or time.perf_counter() - start_wall < FLAGS.step_seconds:
+      tf.nest.map_structure(lambda t: t.numpy(), convert(batch))
+      calls += 1
+  return (time.process_time() - start_cpu) * 1e3 / (calls * setting.batch_size)
+
+
+def breakdown_report(steps, designs: Optional[Dict[str, Measurement]], conversion: float) -> str:
   former, pipeline = 'whole frames, crop window', 'pipeline'
   rows = [[step, '-' if before is None else f'{before:.1f}', '-' if after is None else f'{after:.1f}']
           for step, before, after in steps]
@@ -272,7 +293,9 @@ def breakdown_report(steps, designs: Optional[Dict[str, Measurement]]) -> str:
   if designs:
     rows.append(['whole clip in tf.data (designs table)', f'{1e3 / designs[former].clips_per_cpu_second:.1f}',
                  f'{1e3 / designs[pipeline].clips_per_cpu_second:.1f}'])
-  return table.format_table(['step (RGB + flow clip, 1 core)', f'{former} CPU-ms', f'{pipeline} CPU-ms'], rows)
+  steps_table = table.format_table(['step (RGB + flow clip, 1 core)', f'{former} CPU-ms', f'{pipeline} CPU-ms'], rows)
+  return (f'{steps_table}\n\nThe pipeline\'s uint8 clips are flipped and converted to float32 by the training step: '
+          f'{conversion:.1f} CPU-ms per clip on this CPU, an elementwise pass or two on an accelerator.')
 
 
 def designs_report(designs: Dict[str, Measurement]) -> str:
@@ -372,7 +395,7 @@ def main(argv):
       if 'designs' in FLAGS.parts:
         designs[setting.name] = run_designs(setting, pattern)
       if 'breakdown' in FLAGS.parts:
-        steps[setting.name] = run_breakdown(setting, pattern)
+        steps[setting.name] = run_breakdown(setting, pattern), conversion_milliseconds(setting)
       if 'throughput' in FLAGS.parts:
         results[setting.name] = run_setting(setting, pattern)
   print(f'\nLoad average {os.getloadavg()[0]:.2f} (1 min) at the end')
@@ -381,7 +404,8 @@ def main(argv):
             f'{setting.train_resize_range}, batch {setting.batch_size}')
     if setting.name in steps:
       print(f'\n{setting.name} ({clip}): where a training clip\'s time goes, each step alone\n')
-      print(breakdown_report(steps[setting.name], designs.get(setting.name)))
+      breakdown, conversion = steps[setting.name]
+      print(breakdown_report(breakdown, designs.get(setting.name), conversion))
     if setting.name in designs:
       print(f'\n{setting.name} ({clip}): designs, mean of {FLAGS.rounds} alternating rounds\n')
       print(designs_report(designs[setting.name]))

@@ -6,6 +6,8 @@ Each takes what `decode_train_example` takes, draws the same random numbers from
 `whole_frame_train_example`'s.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from d3d_core import network_inputs
@@ -76,3 +78,11 @@ def model_garden_train_example(serialized, path, seed, data_config: d3d_config.D
     clip = video_ops.crop(clip, offset_y, offset_x, size)
     features[name] = _maybe_flip(clip, is_flow, flip)
   return features, label
+
+
+def host_converted_train_example(serialized, path, seed, data_config: d3d_config.DataConfig, modalities, pixel_range):
+  """The pipeline with `data.convert_on_accelerator` off: window decoded, flipped as uint8, converted to float32 on
+  the host."""
+  return video_input.decode_train_example(serialized, path, seed,
+                                          dataclasses.replace(data_config, convert_on_accelerator=False), modalities,
+                                          pixel_range)

@@ -47,6 +47,7 @@ from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory
 from official_d3d.modeling import optimization
 from official_d3d.modeling.layers import folded_conv3d
+from official_d3d.ops import training_clips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +155,24 @@ def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifie
 
 
 def synthetic_batch(config: d3d_config.ExperimentConfig) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
-  """Random clips in [-1, 1] of what the stream trains on, created once on the default device, and labels."""
+  """Random clips of what the stream trains on, created once on the default device, and labels: uint8 with their
+  flips and flow scales, which the step converts (`data.convert_on_accelerator`, the default), or float32 in
+  [-1, 1]."""
   data = config.data
   shape = [data.global_batch_size, data.num_frames, data.crop_size, data.crop_size]
-  inputs = {modality: tf.random.uniform(shape + [network_inputs.MODALITIES[modality].channels], -1.0, 1.0, seed=index)
-            for index, modality in enumerate(factory.train_modalities(config.stream))}
+  modalities = factory.train_modalities(config.stream)
+  if data.convert_on_accelerator:
+    inputs = {modality: tf.random.uniform(shape + [network_inputs.MODALITIES[modality].channels], 0, 256,
+                                          dtype=tf.int32, seed=index)
+              for index, modality in enumerate(modalities)}
+    inputs = {modality: tf.cast(clips, tf.uint8) for modality, clips in inputs.items()}
+    inputs[training_clips.MIRRORED] = tf.cast(tf.range(data.global_batch_size) % 2, tf.uint8)
+    if 'flow' in modalities:
+      inputs[training_clips.FLOW_SCALE] = tf.ones([data.global_batch_size])
+  else:
+    inputs = {modality: tf.random.uniform(shape + [network_inputs.MODALITIES[modality].channels], -1.0, 1.0,
+                                          seed=index)
+              for index, modality in enumerate(modalities)}
   labels = tf.random.uniform([data.global_batch_size], 0, data.num_classes, dtype=tf.int32, seed=7)
   return inputs, labels
 

@@ -16,6 +16,7 @@ from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
 from official_d3d.modeling import factory
 from official_d3d.modeling import optimization
+from official_d3d.ops import training_clips
 from official_d3d.train_lib import precision_policy
 
 pytestmark = pytest.mark.slow  # trains, exports or runs commands: `make test-fast` leaves these out
@@ -248,10 +249,37 @@ class SmallNetwork(keras.Model):
     return {'logits': (input_shape[0], 3), 'features': (input_shape[0], 8)}
 
 
-def build_small_d3d(config):
-  model = d3d_model.D3DModel(SmallNetwork(3), SmallNetwork(2), config.distillation)
-  model.compile(optimizer=optimization.build_optimizer(config.train))
+def build_small_d3d(config, pixel_range=d3d_config.DEFAULT_PIXEL_RANGE, jit_compile=False):
+  model = d3d_model.D3DModel(SmallNetwork(3), SmallNetwork(2), config.distillation, pixel_range=pixel_range)
+  model.compile(optimizer=optimization.build_optimizer(config.train), jit_compile=jit_compile)
   return model
+
+
+def as_uint8_batch(features, mirrored, flow_scale):
+  """Float clips in [-1, 1] in the form the input pipeline hands over with `data.convert_on_accelerator`: uint8
+  levels, with each clip's flip and flow scale still to apply."""
+  clips = {name: np.rint((values + 1.0) * 127.5).astype(np.uint8) for name, values in features.items()}
+  return {**clips, training_clips.MIRRORED: np.array(mirrored, np.uint8),
+          training_clips.FLOW_SCALE: np.array(flow_scale, np.float32)}
+
+
+def test_uint8_batch_trains_as_its_conversion_also_under_xla(batch):
+  """The training step converts the pipeline's uint8 clips itself (RGB to the model's pixel range), so that a step
+  on them, XLA-compiled, updates the weights as a step on their float32 conversion."""
+  features, labels = batch
+  uint8_batch = as_uint8_batch(features, [True, False, False, True], [1.0, 0.8, 1.25, 1.0])
+  converted = training_clips.to_network_inputs(tf.nest.map_structure(tf.constant, uint8_batch),
+                                               d3d_config.PIXEL_RANGES['zero_to_one'])
+  logs, weights = {}, {}
+  for name, inputs, jit_compile in (('uint8', uint8_batch, True), ('float32', converted, False)):
+    keras.utils.set_random_seed(0)
+    model = build_small_d3d(tiny_config(), pixel_range='zero_to_one', jit_compile=jit_compile)
+    history = model.fit(tf.data.Dataset.from_tensors((inputs, labels)), epochs=1, verbose=0).history
+    logs[name], weights[name] = {key: values[0] for key, values in history.items()}, model.get_weights()
+  for key in ('loss', 'cls_loss', 'distill_loss'):
+    np.testing.assert_allclose(logs['uint8'][key], logs['float32'][key], rtol=1e-5, err_msg=key)
+  for uint8_weight, float_weight in zip(weights['uint8'], weights['float32']):
+    np.testing.assert_allclose(uint8_weight, float_weight, rtol=1e-4, atol=1e-6)
 
 
 def test_float16_step_scales_the_loss_and_matches_float32(batch):
@@ -282,7 +310,7 @@ MIRRORED_STEP = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import test_d3d_model as t
     data = np.load(sys.argv[1])
-    batch = ({'rgb': data['rgb'], 'flow': data['flow']}, data['labels'])
+    batch = ({name: data[name] for name in data.files if name != 'labels'}, data['labels'])
     results, weights, initial = {}, {}, None
     for name, strategy in (('one_device', tf.distribute.get_strategy()),
                            ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
@@ -304,10 +332,11 @@ def test_mirrored_step_over_two_cpus_matches_one_device(batch, tmp_path):
   """Same loss logs and same update of the D3D step: the loss is averaged over the global batch, not per replica.
 
   Each replica gets the same two videos (the batch is a, b, a, b), so per-replica batch norm sees the statistics of
-  the whole batch and any difference comes from the loss scaling alone.
+  the whole batch and any difference comes from the loss scaling alone. The clips are uint8 with their flips and flow
+  scales, as the input pipeline hands them over, so that these split over the replicas with their clips.
   """
   features, labels = batch
-  half = {name: clips[:2] for name, clips in features.items()}
+  half = as_uint8_batch({name: clips[:2] for name, clips in features.items()}, [True, False], [1.0, 0.8])
   batch_path, weights_path = tmp_path / 'batch.npz', tmp_path / 'weights.npz'
   np.savez(batch_path, labels=np.tile(labels[:2], 2), **{n: np.concatenate([c, c]) for n, c in half.items()})
   tests_dir = os.path.dirname(os.path.abspath(__file__))

@@ -20,6 +20,7 @@ from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import video_input
+from official_d3d.ops import training_clips
 from official_d3d.ops import video_ops
 from tfrecord_tools import flow_backends
 from tfrecord_tools import sequence_example
@@ -125,6 +126,13 @@ def take(dataset, num_batches):
   return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset.take(num_batches)]
 
 
+def converted(features):
+  """A training batch's clips as the network receives them: uint8 clips flipped and converted as the training step
+  does (`training_clips`); float32 clips as they are."""
+  clips = training_clips.to_network_inputs(tf.nest.map_structure(tf.constant, features), (-1.0, 1.0))
+  return {name: clip.numpy() for name, clip in clips.items()}
+
+
 def test_sample_clip_indices_wrap_around_short_videos():
   np.testing.assert_array_equal(video_ops.sample_clip_indices(5, 8, 1, 0), [0, 1, 2, 3, 4, 0, 1, 2])
   np.testing.assert_array_equal(video_ops.sample_clip_indices(10, 4, 3, 2), [2, 5, 8, 1])
@@ -169,14 +177,18 @@ def test_resize_short_side_keeps_aspect_ratio():
   assert video_ops.crop(video_ops.resize_short_side(frames, 36), 2, 12, 32).shape == (2, 32, 32, 3)
 
 
-def test_train_batches_share_indices_crop_and_flip_across_rgb_and_flow(shards):
-  config = small_config(train_pattern=shards['pattern'], stride=2)
+@pytest.mark.parametrize('convert_on_accelerator', [True, False])
+def test_train_batches_share_indices_crop_and_flip_across_rgb_and_flow(shards, convert_on_accelerator):
+  config = small_config(train_pattern=shards['pattern'], stride=2, convert_on_accelerator=convert_on_accelerator)
   dataset = video_input.build_train_dataset(config)
   flips = set()
-  for features, labels in take(dataset, 4):
-    assert features['rgb'].shape == (4, 4, 32, 32, 3) and features['rgb'].dtype == np.float32
-    assert features['flow'].shape == (4, 4, 32, 32, 2) and features['flow'].dtype == np.float32
+  for batch, labels in take(dataset, 4):
+    dtype = np.uint8 if convert_on_accelerator else np.float32
+    assert batch['rgb'].shape == (4, 4, 32, 32, 3) and batch['rgb'].dtype == dtype
+    flow_channels = 3 if convert_on_accelerator else 2  # uint8: the stored (x, y, 0), converted to (x, y) later
+    assert batch['flow'].shape == (4, 4, 32, 32, flow_channels) and batch['flow'].dtype == dtype
     assert labels.shape == (4,) and labels.dtype == np.int32
+    features = converted(batch)
     assert features['rgb'].min() >= -1.0 and features['rgb'].max() <= 1.0
     for rgb_clip, flow_clip, label in zip(features['rgb'], features['flow'], labels):
       example = shards['examples'][label]
@@ -193,11 +205,15 @@ def test_train_batches_share_indices_crop_and_flip_across_rgb_and_flow(shards):
   assert flips == {False, True}
 
 
-def test_train_scale_jitter_rescales_flow(shards):
+@pytest.mark.parametrize('convert_on_accelerator', [True, False])
+def test_train_scale_jitter_rescales_flow(shards, convert_on_accelerator):
   scale = 32 / round(32 * HEIGHT / 60)  # short side 48 -> 60: a 26 px window resized to the 32 px crop
-  config = small_config(train_pattern=shards['pattern'], train_resize_range=(60, 60), random_flip=False)
-  features, labels = take(video_input.build_train_dataset(config, modalities=('flow',)), 1)[0]
-  for flow_clip, label in zip(features['flow'], labels):
+  config = small_config(train_pattern=shards['pattern'], train_resize_range=(60, 60), random_flip=False,
+                        convert_on_accelerator=convert_on_accelerator)
+  batch, labels = take(video_input.build_train_dataset(config, modalities=('flow',)), 1)[0]
+  if convert_on_accelerator:
+    np.testing.assert_allclose(batch[training_clips.FLOW_SCALE], scale)
+  for flow_clip, label in zip(converted(batch)['flow'], labels):
     if label >= 4:
       continue  # JPEG flow: the exact values are checked on PNG records
     indices = np.rint(flow_clip[:, 0, 0, 1] / scale * BOUND - FIRST_INDEX_FLOW).astype(int)
@@ -228,7 +244,8 @@ def test_decoding_only_the_window_gives_the_clips_of_whole_frames(real_flow_reco
   (3e-5; 1.1e-5 measured on 224-pixel crops of the benchmark's records): what remains is the flip's place (before
   the resize, on uint8, so mirrored interpolation weights) and the flow's sign folded into its scaling.
   Scale jitter from 80 to 105: windows of 55 to 72 pixels resized to the 64-pixel crop, up and down, flow rescaled."""
-  config = small_config(num_frames=6, stride=2, crop_size=64, train_resize_range=(80, 105))
+  config = small_config(num_frames=6, stride=2, crop_size=64, train_resize_range=(80, 105),
+                        convert_on_accelerator=False)
   modalities = ('rgb', 'flow')
   upscaled, flipped = set(), set()
   for seed in range(12):
@@ -243,6 +260,36 @@ def test_decoding_only_the_window_gives_the_clips_of_whole_frames(real_flow_reco
     upscaled.add(int(video_ops.random_scale_jitter_window(90, 150, 64, 80, 105, window_seed)[2]) < 64)
     flipped.add(bool(tf.random.stateless_uniform([], flip_seed) < 0.5))
   assert upscaled == {False, True} and flipped == {False, True}
+
+
+@pytest.mark.parametrize('flow_format', ['jpeg', 'png'])
+def test_uint8_clips_converted_in_the_training_step_are_the_hosts_float_clips(real_flow_records, flow_format):
+  """`data.convert_on_accelerator`: the pipeline's uint8 clips, flipped and converted by `training_clips` (what the
+  training step does), are its float32 clips to float32 rounding where the window is the crop (no scale jitter), and
+  to half a uint8 level where scale jitter resized it (rounded back to levels before the conversion; flow's levels then
+  scale with the window)."""
+  modalities = ('rgb', 'flow')
+  for train_resize_range in ((90, 90), (80, 105)):
+    config = small_config(num_frames=6, stride=2, crop_size=64, train_resize_range=train_resize_range)
+    half_level, largest_scale = 1 / 255, 64 / round(64 * 90 / 105)  # the smallest window, 55 px
+    tolerance = ({'rgb': 1e-6, 'flow': 1e-6} if train_resize_range == (90, 90) else
+                 {'rgb': half_level + 1e-6, 'flow': half_level * largest_scale + 1e-6})
+    mirrored, largest_difference = set(), {name: 0.0 for name in modalities}
+    for seed in range(8):
+      arguments = (real_flow_records[flow_format], 'records', tf.constant([seed, 7], tf.int64))
+      clip, _ = video_input.decode_train_example(*arguments, config, modalities, d3d_config.DEFAULT_PIXEL_RANGE)
+      host, _ = video_input.decode_train_example(*arguments, dataclasses.replace(config, convert_on_accelerator=False),
+                                                 modalities, d3d_config.DEFAULT_PIXEL_RANGE)
+      assert clip['rgb'].dtype == tf.uint8 and clip['flow'].dtype == tf.uint8
+      mirrored.add(bool(clip[training_clips.MIRRORED]))
+      features = converted({name: value.numpy()[np.newaxis] for name, value in clip.items()})
+      for name in modalities:
+        difference = np.abs(features[name][0] - host[name].numpy()).max()
+        assert difference <= tolerance[name], (train_resize_range, name, difference)
+        largest_difference[name] = max(largest_difference[name], difference)
+    assert mirrored == {False, True}
+    if train_resize_range != (90, 90):  # the rounding shows: the tolerance is not loose by orders of magnitude
+      assert largest_difference['rgb'] > half_level / 2 and largest_difference['flow'] > half_level / 2
 
 
 def test_decode_window_with_margin_is_exact_where_a_flush_window_is_not(real_flow_records):
@@ -274,8 +321,9 @@ def test_short_video_clip_loops(tmp_path, bikes_frames):
   path = write_shard(tmp_path / 'short.tfrecord', [make_example(bikes_frames[:5], 7)])
   example = make_example(bikes_frames[:5], 7)
   config = small_config(train_pattern=path, num_frames=8, global_batch_size=2)
-  features, labels = take(video_input.build_train_dataset(config), 1)[0]
+  batch, labels = take(video_input.build_train_dataset(config), 1)[0]
   np.testing.assert_array_equal(labels, [7, 7])
+  features = converted(batch)
   for rgb_clip, flow_clip in zip(features['rgb'], features['flow']):
     np.testing.assert_array_equal(frame_indices_from_flow(flow_clip), [0, 1, 2, 3, 4, 0, 1, 2])
     find_crop(rgb_clip, stored_rgb(example)[[0, 1, 2, 3, 4, 0, 1, 2]], 32)
@@ -290,7 +338,7 @@ def test_rgb_only_never_parses_or_decodes_flow(tmp_path, bikes_frames):
   both = f'{without_flow_path},{broken_flow_path}'
   config = small_config(train_pattern=both, eval_pattern=both, global_batch_size=2)
   batches = take(video_input.build_train_dataset(config, modalities=('rgb',)), 4)
-  assert all(set(features) == {'rgb'} for features, _ in batches)
+  assert all(set(features) == {'rgb', training_clips.MIRRORED} for features, _ in batches)  # no flow scale
   assert set(np.concatenate([labels for _, labels in batches])) == {1, 2}  # both records read, shuffled
   features, labels = take(video_input.build_eval_dataset(config), 1)[0]
   assert set(features) == {'rgb'} and features['rgb'].shape == (2, 1, 4, 32, 32, 3)
@@ -302,6 +350,9 @@ def test_rgb_only_never_parses_or_decodes_flow(tmp_path, bikes_frames):
 def test_flow_only_mode(shards):
   config = small_config(train_pattern=shards['pattern'])
   features, _ = take(video_input.build_train_dataset(config, modalities=('flow',)), 1)[0]
+  assert set(features) == {'flow', *training_clips.PARAMETERS} and features['flow'].shape == (4, 4, 32, 32, 3)
+  features, _ = take(video_input.build_train_dataset(dataclasses.replace(config, convert_on_accelerator=False),
+                                                     modalities=('flow',)), 1)[0]
   assert set(features) == {'flow'} and features['flow'].shape == (4, 4, 32, 32, 2)
 
 

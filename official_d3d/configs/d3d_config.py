@@ -64,6 +64,11 @@ class DataConfig:
   seed: int = setting(0, 'Seed of the input pipeline\'s shuffling and augmentation.')
   deterministic: bool = setting(False, 'Training clips in the same order on every run with the same seed (reproducible '
                                 'comparisons); off, parallel reads and decodes deliver whichever is ready first.')
+  convert_on_accelerator: bool = setting(
+      True, 'Training clips leave the input pipeline as uint8 with each clip\'s flip and flow scale, and the training '
+      'step converts them to float32 on the accelerator: a quarter of the bytes to batch and copy, no float work on '
+      'the CPU (windows resized by scale jitter are rounded to uint8 levels). Off: the pipeline converts; nothing to '
+      'gain when training on the CPU, whose cores do the conversion either way.', resumable=True)
   tf_data_service: str = setting('', 'Address (host:port) of a tf.data service dispatcher whose workers read and '
                                  'decode the training clips (python -m official_d3d.data_service); empty: this '
                                  'process does.', resumable=True)

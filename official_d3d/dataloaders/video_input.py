@@ -20,6 +20,7 @@ from d3d_core import network_inputs
 from d3d_core import schema
 from official_d3d.configs import d3d_config
 from official_d3d.dataloaders import data_service
+from official_d3d.ops import training_clips
 from official_d3d.ops import video_ops
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -115,13 +116,24 @@ def _augment(encoded, modality, window, frame_size, flip, data_config, pixel_ran
   return tf.ensure_shape(clip, [data_config.num_frames, size, size, modality.channels])
 
 
+def _uint8_clip(encoded, window, frame_size, data_config):
+  """Decodes the window of each frame and resizes it to the crop size, in uint8 levels: the clip that
+  `training_clips.to_network_inputs` flips and converts on the accelerator. All 3 channels of the stored images are
+  kept (a flow's unused third one goes on the accelerator): dropping a channel is a strided copy that costs a flow
+  clip about a fifth of its decoding time on the CPU (BUILD_NOTES)."""
+  size = data_config.crop_size
+  frames = video_ops.decode_window(encoded, window, frame_size)
+  return tf.ensure_shape(video_ops.resize_levels(frames, size), [data_config.num_frames, size, size, 3])
+
+
 def decode_train_example(serialized, path, seed, data_config: d3d_config.DataConfig, modalities: Sequence[str],
                          pixel_range: str):
-  """One record of file `path` -> ({modality: float32 `[T, S, S, C]`}, int32 label): random clip, scale, crop, flip.
+  """One record of file `path` -> (features, int32 label): random clip, scale, crop, flip.
 
-  `seed` (int `[2]`) drives every random choice, so one record and seed always give the same clip. The crop window
-  comes from the frame size in the record's context (the writer stores RGB and flow at that one size), so that only
-  the window is decoded.
+  Features are {modality: float32 `[T, S, S, C]`}, or with `data.convert_on_accelerator` the uint8 clips with their
+  `training_clips` parameters (the flip not yet applied). `seed` (int `[2]`) drives every random choice, so one
+  record and seed always give the same clip. The crop window comes from the frame size in the record's context (the
+  writer stores RGB and flow at that one size), so that only the window is decoded.
   """
   encoded, label, media_id, (height, width) = parse_example(serialized, modalities)
   num_video_frames, label = check_record(encoded, label, media_id, path, data_config)
@@ -136,9 +148,16 @@ def decode_train_example(serialized, path, seed, data_config: d3d_config.DataCon
   window = video_ops.random_scale_jitter_window(height, width, data_config.crop_size, *data_config.train_resize_range,
                                                 window_seed)
   flip = tf.logical_and(data_config.random_flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-  features = {name: _augment(tf.gather(encoded[name], indices), network_inputs.MODALITIES[name], window,
-                             (height, width), flip, data_config, pixel_range)
-              for name in modalities}
+  frames = {name: tf.gather(encoded[name], indices) for name in modalities}
+  if not data_config.convert_on_accelerator:
+    features = {name: _augment(frames[name], network_inputs.MODALITIES[name], window, (height, width), flip,
+                               data_config, pixel_range)
+                for name in modalities}
+    return features, label
+  features = {name: _uint8_clip(frames[name], window, (height, width), data_config) for name in modalities}
+  features[training_clips.MIRRORED] = tf.cast(flip, tf.uint8)
+  if any(network_inputs.MODALITIES[name].is_flow for name in modalities):
+    features[training_clips.FLOW_SCALE] = tf.cast(data_config.crop_size, tf.float32) / tf.cast(window[2], tf.float32)
   return features, label
 
 
@@ -271,7 +290,8 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
                         modalities: Sequence[str] = ('rgb', 'flow'),
                         input_context: Optional[tf.distribute.InputContext] = None,
                         pixel_range: str = d3d_config.DEFAULT_PIXEL_RANGE) -> tf.data.Dataset:
-  """Endless, shuffled batches ({modality: float32 `[B, T, S, S, C]`}, int32 labels `[B]`) for training.
+  """Endless, shuffled batches ({modality: float32 `[B, T, S, S, C]`}, int32 labels `[B]`) for training; with
+  `data.convert_on_accelerator`, uint8 clips with their flips and flow scales, which `training_clips` converts.
 
   B is `global_batch_size`, or the per-replica batch when `input_context` is given (then each input pipeline reads
   its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`). With

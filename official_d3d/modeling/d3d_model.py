@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from official_d3d import evaluation
 from official_d3d.configs import d3d_config
+from official_d3d.ops import training_clips
 
 _PACKAGE = 'official_d3d'
 
@@ -72,15 +73,20 @@ def distillation_loss(prediction, target, loss: str, temperature: float) -> tf.T
 class VideoClassifier(keras.Model):
   """Trains `network` on one modality with cross-entropy; evaluates on multi-view clips.
 
+  Training batches may come as the input pipeline's uint8 clips (`data.convert_on_accelerator`): the training step
+  converts them first, RGB to the network's `pixel_range` (`d3d_config.PIXEL_RANGES`).
+
   Logs `loss`, `cls_loss`, `top_1`, `top_5` in training and `loss` (cross-entropy of the video-level
   probabilities), `top_1`, `top_5` in evaluation. `predict` returns video probabilities and labels.
   """
 
-  def __init__(self, network: keras.Model, modality: str = 'rgb', label_smoothing: float = 0.0, **kwargs):
+  def __init__(self, network: keras.Model, modality: str = 'rgb', label_smoothing: float = 0.0,
+               pixel_range: str = d3d_config.DEFAULT_PIXEL_RANGE, **kwargs):
     super().__init__(**kwargs)
     self.network = network
     self.modality = modality
     self.label_smoothing = label_smoothing
+    self.pixel_range = pixel_range
     self.loss_tracker = keras.metrics.Mean(name='loss')
     self.cls_loss_tracker = keras.metrics.Mean(name='cls_loss')
     self.top_1 = evaluation.TopKAccuracy(k=1)
@@ -117,6 +123,7 @@ class VideoClassifier(keras.Model):
 
   def train_step(self, data):
     inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    inputs = training_clips.to_network_inputs(inputs, d3d_config.PIXEL_RANGES[self.pixel_range])
     targets = self.training_targets(inputs)
     with tf.GradientTape() as tape:
       outputs = self(inputs, training=True)
@@ -165,7 +172,7 @@ class VideoClassifier(keras.Model):
 
   def get_config(self):
     return {**super().get_config(), 'network': keras.saving.serialize_keras_object(self.network),
-            'modality': self.modality, 'label_smoothing': self.label_smoothing}
+            'modality': self.modality, 'label_smoothing': self.label_smoothing, 'pixel_range': self.pixel_range}
 
   @classmethod
   def from_config(cls, config):
@@ -183,8 +190,8 @@ class D3DModel(VideoClassifier):
   """
 
   def __init__(self, student: keras.Model, teacher: keras.Model, distillation: d3d_config.DistillationConfig,
-               label_smoothing: float = 0.0, **kwargs):
-    super().__init__(student, modality='rgb', label_smoothing=label_smoothing, **kwargs)
+               label_smoothing: float = 0.0, pixel_range: str = d3d_config.DEFAULT_PIXEL_RANGE, **kwargs):
+    super().__init__(student, modality='rgb', label_smoothing=label_smoothing, pixel_range=pixel_range, **kwargs)
     if distillation.loss == 'kl' and distillation.target != 'logits':
       raise ValueError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
     self.teacher = teacher

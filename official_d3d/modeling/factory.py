@@ -72,15 +72,18 @@ def build_network(config: d3d_config.ExperimentConfig, modality: str) -> keras.M
 
 
 def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifier:
-  """The model a run trains: a one-stream classifier, or for 'd3d' the student with its restored, frozen teacher."""
+  """The model a run trains: a one-stream classifier, or for 'd3d' the student with its restored, frozen teacher.
+  `model.pixel_range` (empty: [-1, 1]) is what the training step scales uint8 RGB clips to."""
   if config.stream == 'd3d' and not config.teacher_checkpoint:
     raise d3d_config.ConfigError('stream=d3d needs teacher_checkpoint: the model_dir of a trained flow stream')
   num_classes = resolve_num_classes(config.data)
+  pixel_range = config.model.pixel_range or d3d_config.DEFAULT_PIXEL_RANGE
   network = build_network(config, stream_modality(config.stream))
   if config.init_checkpoint:
     initialize_from(network, config.init_checkpoint)
   if config.stream != 'd3d':
-    return d3d_model.VideoClassifier(network, stream_modality(config.stream), config.train.label_smoothing)
+    return d3d_model.VideoClassifier(network, stream_modality(config.stream), config.train.label_smoothing,
+                                     pixel_range)
   teacher, teacher_config = restore_network(config.teacher_checkpoint)
   if teacher_config.stream != 'flow':
     raise d3d_config.ConfigError(
@@ -91,7 +94,7 @@ def build_model(config: d3d_config.ExperimentConfig) -> d3d_model.VideoClassifie
         f'the teacher at {config.teacher_checkpoint} has {teacher_config.data.num_classes} classes, '
         f'this run {num_classes}')
   try:
-    return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing)
+    return d3d_model.D3DModel(network, teacher, config.distillation, config.train.label_smoothing, pixel_range)
   except ValueError as error:  # distillation settings that these two networks cannot follow
     raise d3d_config.ConfigError(str(error)) from None
 

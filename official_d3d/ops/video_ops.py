@@ -132,6 +132,18 @@ def resize(frames, height, width, is_flow=False):
   return tf.cond(unchanged, lambda: tf.identity(frames), resized)
 
 
+def resize_levels(frames, size):
+  """Bilinear resize of uint8 `[T, H, W, C]` to `[T, size, size, C]`, rounded back to uint8 levels (half a level
+  of error at most); no work when the size is unchanged. For clips handed over as uint8 (`training_clips`): a flow's
+  values are not rescaled here, its clip's `FLOW_SCALE` says by how much they must be."""
+  def resized():
+    images = tf.image.resize(frames, [size, size], method='bilinear')
+    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+
+  unchanged = tf.logical_and(tf.equal(tf.shape(frames)[1], size), tf.equal(tf.shape(frames)[2], size))
+  return tf.cond(unchanged, lambda: tf.identity(frames), resized)
+
+
 def resize_short_side(frames, short_side, is_flow=False):
   """Resizes float `[T, H, W, C]` so the shorter side is `short_side` (flow values scaled with it)."""
   height, width = short_side_size(tf.shape(frames)[1], tf.shape(frames)[2], short_side)
