@@ -14,10 +14,13 @@ meaningful when other processes share the cores.
 
 Per setting it prints three tables:
 - breakdown: CPU-ms per RGB+flow clip of each step, on one core, each step timed alone on one record's frames, for
-  the pipeline and for the design it replaced (whole frames decoded, then the window cropped);
-- designs: clips/s on one core of the pipeline (`video_input.decode_train_example`), of that former design, and of
-  Model Garden's (whole frames decoded and resized, then cropped), in alternating rounds in one tf.data skeleton,
-  with their ratios (`benchmarks/input_designs.py`);
+  the pipeline (uint8 clips, `data.convert_on_accelerator`) and for the design it replaced (whole frames decoded, the
+  window cropped, float32 made on the host), and what converting the pipeline's clips costs the training step on this
+  CPU;
+- designs: clips/s on one core of the pipeline (`video_input.decode_train_example`), of the pipeline converting to
+  float32 itself (`--convert_on_accelerator=false`), of the former design, and of Model Garden's (whole frames decoded
+  and resized, then cropped), in alternating rounds in one tf.data skeleton, with their ratios
+  (`benchmarks/input_designs.py`);
 - throughput: `video_input.build_train_dataset` itself, RGB+flow and RGB, one core and all; with
   `--training_clips_per_second` (what a training step consumes, e.g. from `train_benchmark --results_json`), the cores
   that would feed it at the one-core and the all-core rate per core.

@@ -1,5 +1,6 @@
-"""Training-clip designs that decode whole frames, which `input_benchmark` times against the pipeline's own
-(`video_input.decode_train_example`, which decodes only each frame's crop window).
+"""Training-clip designs that `input_benchmark` times against the pipeline's own (`video_input.decode_train_example`,
+which decodes only each frame's crop window and, by default, hands over uint8 clips): two that decode whole frames,
+and the pipeline converting to float32 on the host.
 
 Each takes what `decode_train_example` takes, draws the same random numbers from the same seed, and returns its
 ({modality: float32 `[T, S, S, C]`}, label). `tests/test_video_input.py` holds the pipeline's clips to

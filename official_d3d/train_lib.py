@@ -51,13 +51,19 @@ def _tpu_strategy(train_config: d3d_config.TrainConfig) -> tf.distribute.Strateg
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
   """TensorFlow's, with a `reduce` that takes what Keras 3 asks of it across workers, without which `fit` fails before
   its first step (keras-team/keras#20329): a nested structure (a whole batch, reduced once to build the model) and
-  per-replica scalars along axis 0 (each step's metrics), averaged over the replicas as Keras does on one worker."""
+  per-replica scalars along axis 0 (each step's metrics), averaged over the replicas as Keras does on one worker.
+  Collectives take no uint8 (the input pipeline's clips): that batch is only reduced for its shapes, so such leaves
+  are this replica's own."""
+
+  COLLECTIVE_DTYPES = (tf.bfloat16, tf.float16, tf.float32, tf.float64, tf.int32, tf.int64)
 
   def reduce(self, reduce_op, value, axis):
     reduce_one = super().reduce
     def reduce_leaf(leaf):
-      scalar = self.experimental_local_results(leaf)[0].shape.rank == 0
-      return reduce_one(reduce_op, leaf, None if scalar else axis)
+      local = self.experimental_local_results(leaf)[0]
+      if local.dtype not in self.COLLECTIVE_DTYPES:
+        return local
+      return reduce_one(reduce_op, leaf, None if local.shape.rank == 0 else axis)
     return tf.nest.map_structure(reduce_leaf, value)
 
 

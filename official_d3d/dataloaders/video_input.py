@@ -7,6 +7,10 @@ what the network sees is decoded: in training, the crop window of each sampled f
 the frame size in the record's context before decoding); in evaluation, each sampled frame once, however many views
 share it.
 
+Training clips leave the pipeline as float32, or with `data.convert_on_accelerator` (the default) as uint8 with each
+clip's flip and flow scale still to apply, which the training step does on the accelerator (`training_clips`): the
+CPU then only reads, decodes and batches bytes.
+
 Every record is checked as it is read: a video without frames of a requested modality, RGB and flow of different
 lengths, or a label outside the label map stop the pipeline with an error naming the record's file and media id
 (`RecordError` via `record_error`), rather than train on it or fail later with a traceback.
