@@ -36,8 +36,8 @@ def test_uint8_clips_become_what_the_host_pipeline_gives(uint8_batch):
       if mirrored[clip]:
         rgb, flow = video_ops.horizontal_flip(rgb), video_ops.horizontal_flip(flow)
       expected_rgb = video_ops.normalize_frames(rgb, False, rgb_range).numpy()
-      expected_flow = np.clip(video_ops.normalize_frames(flow, True, mirrored=bool(mirrored[clip])).numpy() * scale[clip],
-                              -1.0, 1.0)
+      host_flow = video_ops.normalize_frames(flow, True, mirrored=bool(mirrored[clip])).numpy()
+      expected_flow = np.clip(host_flow * scale[clip], -1.0, 1.0)
       np.testing.assert_allclose(converted['rgb'][clip].numpy(), expected_rgb, atol=1e-6, err_msg=pixel_range)
       np.testing.assert_allclose(converted['flow'][clip].numpy(), expected_flow, atol=1e-6)
   assert np.abs(converted['flow'][1].numpy()).max() == 1.0  # scaled flow saturates at the bound

@@ -298,8 +298,9 @@ def build_train_dataset(data_config: d3d_config.DataConfig,
   `data.convert_on_accelerator`, uint8 clips with their flips and flow scales, which `training_clips` converts.
 
   B is `global_batch_size`, or the per-replica batch when `input_context` is given (then each input pipeline reads
-  its own subset of the shards). RGB is scaled to the network's `pixel_range` (`model.pixel_range`). With
-  `data.tf_data_service`, the batches are made by that service's workers (`data_service`).
+  its own subset of the shards). Float32 RGB is scaled to the network's `pixel_range` (`model.pixel_range`; uint8
+  RGB is, by the training step). With `data.tf_data_service`, the batches are made by that service's workers
+  (`data_service`).
   """
   modalities = tuple(modalities)
   check_config(data_config, modalities, training=True)

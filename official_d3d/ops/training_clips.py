@@ -1,12 +1,12 @@
 """Training clips as the input pipeline hands them over with `data.convert_on_accelerator`, and their conversion to
 the networks' float32 input inside the training step, on the accelerator.
 
-The pipeline delivers each modality's clips as the stored images' uint8 pixels `[B, T, S, S, 3]` (flow: quantised x, y, 0),
-plus per clip whether it is to be mirrored (`MIRRORED`, uint8 `[B]`, 1 or 0: not bool, which Keras cannot reduce
-when it builds a model from a first distributed batch) and, with flow, the factor by which resizing its window scaled
-the motion (`FLOW_SCALE`, float32 `[B]`). Why: after JPEG decoding, the largest costs of a training clip on the CPU
-were its conversion to float32 and the copy of a float32 batch, four times the bytes of uint8 (BUILD_NOTES, "Where a
-training clip's time goes"); on an accelerator the same arithmetic is a few elementwise passes over the batch.
+The pipeline delivers each modality's clips as the stored images' uint8 pixels `[B, T, S, S, 3]` (flow: quantised
+x, y, 0), plus per clip whether it is to be mirrored (`MIRRORED`, uint8 `[B]`, 1 or 0: not bool, which Keras cannot
+reduce when it builds a model from a first distributed batch) and, with flow, the factor by which resizing its window
+scaled the motion (`FLOW_SCALE`, float32 `[B]`). Why: after JPEG decoding, the largest costs of a training clip on the
+CPU were its conversion to float32 and the copy of a float32 batch, four times the bytes of uint8 (BUILD_NOTES, "Where
+a training clip's time goes"); on an accelerator the same arithmetic is a few elementwise passes over the batch.
 
 `to_network_inputs` gives what the pipeline's float32 path gives (`video_ops.normalize_frames`, `video_ops.resize`),
 up to float32 rounding, and to half a uint8 level where scale jitter resized the window (`video_ops.resize_levels`).
