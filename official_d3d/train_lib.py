@@ -102,6 +102,12 @@ def worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   return os.path.join(model_dir, 'workers', f'{resolver.task_type}_{resolver.task_id}')
 
 
+def remove_unfinished_saves(folder: str) -> None:
+  """Deletes the `<prefix>_temp` folders that a non-chief worker killed while saving left in its scratch folder."""
+  for path in tf.io.gfile.glob(os.path.join(folder, '*_temp')):
+    tf.io.gfile.rmtree(path)
+
+
 @contextlib.contextmanager
 def precision_policy(name: str):
   """Keras' global dtype policy for the layers built inside; the previous one is restored after."""
@@ -421,6 +427,8 @@ def _run(config: d3d_config.ExperimentConfig, mode: str, strategy: tf.distribute
 
     if training:
       checkpoint = factory.training_checkpoint(model, step)
+      if not is_chief(strategy):
+        remove_unfinished_saves(worker_dir(config.model_dir, strategy))
       manager = tf.train.CheckpointManager(checkpoint, worker_dir(config.model_dir, strategy),
                                            max_to_keep=config.train.max_checkpoints)
       latest = tf.train.latest_checkpoint(config.model_dir)  # The chief's, for every worker.

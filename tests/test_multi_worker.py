@@ -232,9 +232,8 @@ def test_only_the_chief_writes_the_run_into_model_dir(runs):
   # The other worker saves too (saving is collective), into its scratch folder, which nothing reads back.
   scratch = os.path.join(model_dir, 'workers', 'worker_1')
   assert os.listdir(os.path.join(model_dir, 'workers')) == ['worker_1']
-  # The worker killed while saving may leave its temporary folder (ckpt-N_temp) there: nothing reads the scratch.
-  assert {name for name in os.listdir(scratch) if not name.endswith('_temp')} <= {
-      'checkpoint', *checkpoints, train_lib.LOGS_DIRNAME}
+  # A save the killed worker left unfinished (ckpt-N_temp) is deleted when it starts again.
+  assert set(os.listdir(scratch)) <= {'checkpoint', *checkpoints, train_lib.LOGS_DIRNAME}
   assert os.listdir(os.path.join(scratch, train_lib.LOGS_DIRNAME)) == ['train']
   with open(os.path.join(model_dir, train_lib.EVAL_METRICS_FILENAME)) as f:
     metrics = json.load(f)
@@ -267,3 +266,11 @@ def test_multi_worker_training_ends_where_one_process_ends_with_the_same_global_
                                                                                    callbacks.HISTORY_FILENAME))]
             for name in ('multi_worker', 'one_process')}
   np.testing.assert_allclose(losses['multi_worker'], losses['one_process'], rtol=1e-5)
+
+
+def test_a_restarted_worker_deletes_the_saves_it_left_unfinished(tmp_path):
+  scratch = tmp_path / 'workers' / 'worker_1'
+  (scratch / 'ckpt-4_temp' / 'part-00000-of-00001').mkdir(parents=True)
+  (scratch / 'ckpt-2.index').write_text('a finished save')
+  train_lib.remove_unfinished_saves(str(scratch))
+  assert os.listdir(scratch) == ['ckpt-2.index']
