@@ -88,8 +88,10 @@ def test_d3d_model_gets_the_restored_teacher_and_refuses_a_non_flow_one(flow_run
   flow_config, flow_network = flow_run
   config = tiny_config('d3d')
   config.teacher_checkpoint = flow_config.model_dir
+  config.model.pixel_range = 'zero_to_one'
   model = factory.build_model(config)
   assert isinstance(model, d3d_model.D3DModel) and not model.teacher.trainable_weights
+  assert model.pixel_range == 'zero_to_one'  # what its training step scales uint8 RGB clips to
   np.testing.assert_array_equal(model.teacher.weights[0].numpy(), flow_network.weights[0].numpy())
   rgb_config = tiny_config('rgb', model_dir=tmp_path / 'rgb')
   save_run(rgb_config, factory.build_network(rgb_config, 'rgb'))
