@@ -203,16 +203,22 @@ def run_designs(setting: Setting, pattern: str) -> Dict[str, Measurement]:
           for name, measured in rounds.items()}
 
 
-def step_milliseconds(dataset: tf.data.Dataset, calls_per_element: int = 1) -> float:
-  """CPU-ms per call of a one-core dataset's step, over at least `--step_seconds` and 3 elements after one."""
-  elements = iter(one_core(dataset))
-  next(elements)
+def cpu_milliseconds(call, calls_per_count: int = 1) -> float:
+  """CPU-ms of this process per unit of `call()` (`calls_per_count` units each), over at least `--step_seconds` and
+  3 calls after a first, untimed one."""
+  call()
   start_wall, start_cpu = time.perf_counter(), time.process_time()
   count = 0
   while count < 3 or time.perf_counter() - start_wall < FLAGS.step_seconds:
-    next(elements)
+    call()
     count += 1
-  return (time.process_time() - start_cpu) * 1e3 / (count * calls_per_element)
+  return (time.process_time() - start_cpu) * 1e3 / (count * calls_per_count)
+
+
+def step_milliseconds(dataset: tf.data.Dataset, calls_per_element: int = 1) -> float:
+  """CPU-ms per call of a one-core dataset's step."""
+  elements = iter(one_core(dataset))
+  return cpu_milliseconds(lambda: next(elements), calls_per_element)
 
 
 def run_breakdown(setting: Setting, pattern: str) -> List[Tuple[str, Optional[float], Optional[float]]]:
@@ -271,7 +277,7 @@ def run_breakdown(setting: Setting, pattern: str) -> List[Tuple[str, Optional[fl
 
 
 def conversion_milliseconds(setting: Setting) -> float:
-  """CPU-ms per RGB+flow clip of `training_clips.to_network_inputs` on a batch, on one core: the work that the
+  """CPU-ms per RGB+flow clip of `training_clips.to_network_inputs` on a batch, on this CPU: the work that the
   pipeline's uint8 clips leave to the training step (on an accelerator, a few elementwise passes)."""
   shape = [setting.batch_size, setting.num_frames, setting.crop_size, setting.crop_size]
   batch = {name: tf.zeros(shape + [3], tf.uint8) for name in MODALITY_SETS['rgb+flow']}
@@ -280,12 +286,7 @@ def conversion_milliseconds(setting: Setting) -> float:
   convert = tf.function(lambda inputs: training_clips.to_network_inputs(  # XLA, as the training step by default
       inputs, d3d_config.PIXEL_RANGES[d3d_config.DEFAULT_PIXEL_RANGE]), jit_compile=True)
   with tf.device('/cpu:0'):
-    convert(batch)
-    calls, start_wall, start_cpu = 0, time.perf_counter(), time.process_time()
-    while calls < 3 or time.perf_counter() - start_wall < FLAGS.step_seconds:
-      tf.nest.map_structure(lambda t: t.numpy(), convert(batch))
-      calls += 1
-  return (time.process_time() - start_cpu) * 1e3 / (calls * setting.batch_size)
+    return cpu_milliseconds(lambda: tf.nest.map_structure(lambda t: t.numpy(), convert(batch)), setting.batch_size)
 
 
 def breakdown_report(steps, designs: Optional[Dict[str, Measurement]], conversion: float) -> str:
