@@ -94,7 +94,12 @@ class TopKAccuracy(keras.metrics.Mean):
 
 
 def classification_metrics(probabilities, labels, class_names: Optional[Sequence[str]] = None) -> Dict:
-  """Video-level top-1 / top-5, mean per-class accuracy and each class's top-1 accuracy, from `[N, K]` and `[N]`."""
+  """Video-level top-1 / top-5, mean per-class accuracy, each class's top-1 accuracy and the confusion matrix, from
+  `[N, K]` and `[N]`.
+
+  `confusion[i][j]` counts the videos of class i whose top-1 prediction is class j (ties to the lowest index): which
+  classes a network mixes up, e.g. those that only motion tells apart.
+  """
   probabilities = np.asarray(probabilities, np.float64)
   labels = np.asarray(labels, np.int64).reshape(-1)
   if probabilities.ndim != 2 or len(probabilities) != len(labels):
@@ -113,6 +118,10 @@ def classification_metrics(probabilities, labels, class_names: Optional[Sequence
   per_class = {names[c]: float(np.mean(correct[labels == c])) for c in range(num_classes) if np.any(labels == c)}
   metrics['mean_class_accuracy'] = float(np.mean(list(per_class.values()))) if per_class else 0.0
   metrics['per_class_accuracy'] = per_class
+  confusion = np.zeros([num_classes, num_classes], np.int64)
+  if len(labels):
+    np.add.at(confusion, (labels, np.argmax(np.nan_to_num(probabilities, nan=-np.inf), axis=1)), 1)
+  metrics['confusion'] = confusion.tolist()
   return metrics
 
 

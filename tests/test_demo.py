@@ -119,8 +119,18 @@ def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
   for name in ('train_records', 'test_records'):
     assert glob.glob(saved['paths'][name]), name
   for name in ('label_map', 'flow_teacher_model_dir', 'rgb_baseline_model_dir', 'd3d_student_model_dir',
-               'd3d_saved_model', 'training_curves', 'accuracy_plot'):
+               'd3d_saved_model', 'training_curves', 'accuracy_plot', 'confusion_plot'):
     assert os.path.exists(saved['paths'][name]), name
+  # Per class and confusion: each model's test videos, row by true class, in the label map's order.
+  assert saved['class_names'] == list(config.dataset.classes) == label_map.read_label_map(saved['paths']['label_map'])
+  for name in report.ACCURACY_NAMES:
+    confusion = np.array(saved['confusion'][name])
+    assert confusion.shape == (len(config.dataset.classes),) * 2
+    assert (confusion.sum(axis=1) == config.dataset.videos_per_class_test).all(), name
+    assert np.trace(confusion) == pytest.approx(saved['top_1'][name] * num_test, abs=0.5 + 1e-6), name
+    assert set(saved['per_class_accuracy'][name]) == set(config.dataset.classes)
+    kind, motion = saved['factor_accuracy'][name]['kind'], saved['factor_accuracy'][name]['motion']
+    assert min(kind, motion) >= saved['top_1'][name] - 0.5 / num_test, name
 
 
 @pytest.mark.slow
@@ -142,7 +152,7 @@ def test_every_network_logged_its_loops_and_the_plots_are_real_pngs(quick_run):
       steps = [json.loads(line)['step'] for line in f]
     train_config = experiment(config, name).train
     assert steps == list(range(train_config.steps_per_loop, train_config.train_steps + 1, train_config.steps_per_loop))
-  for name in ('training_curves', 'accuracy_plot'):
+  for name in ('training_curves', 'accuracy_plot', 'confusion_plot'):
     image = cv2.imread(results['paths'][name])
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100, name
     assert image.std() > 10, f'{name} is blank'
@@ -223,6 +233,7 @@ def test_a_changed_recipe_is_refused_rather_than_answered_with_the_old_results(q
 def test_summary_gives_mean_and_spread_over_seeds():
   results = {'seed': 0, 'top_1': {'flow_teacher': 0.75, 'rgb_baseline': 0.25, 'd3d_student': 0.5, 'two_stream': 0.75},
              'latency': {'d3d_ms_per_clip': 10.0, 'two_stream_ms_per_clip': 60.0, 'two_stream_over_d3d': 6.0},
+             'factor_accuracy': {'d3d_student': {'kind': 1.0, 'motion': 0.5}},
              'motion_probe': {'endpoints': ['Mixed_3c'],
                               'networks': {'rgb_baseline': {'epe_per_video': {'Mixed_3c': [0.9, 1.0, 0.8]}},
                                            'd3d_student': {'epe_per_video': {'Mixed_3c': [0.8, 0.8, 0.8]}}}}}
@@ -236,9 +247,39 @@ def test_summary_gives_mean_and_spread_over_seeds():
   assert student['std'] == pytest.approx(0.5 / np.sqrt(2), abs=1e-4)
   assert summary['top_1']['flow_teacher']['std'] == 0.0
   assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
+  # Baseline 0.25, two-stream 0.75: the students at 0.5 and 1.0 close half of the gap and twice it.
+  assert summary['gap_closed']['values'] == [0.5, 1.5] and summary['gap_closed']['mean'] == 1.0
+  assert summary['factor_accuracy'] == {'d3d_student': {'kind': {'mean': 1.0, 'std': 0.0, 'values': [1.0, 1.0]},
+                                                        'motion': {'mean': 0.5, 'std': 0.0, 'values': [0.5, 0.5]}}}
   probe_gain = summary['probe_gain']['Mixed_3c']  # per video 0.1, 0.2, 0.0: mean 0.1, standard error 0.1 / sqrt(3)
   assert probe_gain['values'] == [0.1, 0.1] and probe_gain['stderr'] == [round(0.1 / np.sqrt(3), 4)] * 2
-  assert 'D3D - RGB' in report.format_summary(summary) and 'Mixed_3c' in report.format_summary(summary)
+  printed = report.format_summary(summary)
+  assert 'D3D - RGB' in printed and 'Mixed_3c' in printed and 'gap closed     1.00 +- 0.71' in printed
+
+
+def test_kind_and_motion_accuracies_and_the_gap_closed():
+  names = make_motion_dataset.complementary_classes(('red', 'blue'), ('translate_left', 'translate_right'))
+  # red_left, red_right, blue_left, blue_right; rows: true class, columns: top-1 prediction.
+  confusion = [[2, 2, 0, 0],  # right kind always, right motion half the time: what RGB alone manages
+               [0, 4, 0, 0],
+               [0, 0, 0, 4],  # right kind, wrong motion
+               [0, 1, 0, 3]]  # one of the wrong kind but the right motion
+  assert report.factor_accuracy(confusion, names) == {'kind': 15 / 16, 'motion': 10 / 16}
+  assert report.factor_accuracy(np.eye(8, dtype=int), make_motion_dataset.TRANSLATION_CLASSES) == {}
+  top_1 = {'rgb_baseline': 0.5, 'd3d_student': 0.65, 'two_stream': 0.8}
+  assert report.gap_closed(top_1) == pytest.approx(0.5)
+  assert np.isnan(report.gap_closed({**top_1, 'two_stream': 0.5}))
+
+
+def test_the_motion_only_class_set_stays_selectable(tmp_path):
+  flag_values = flags.FlagValues()
+  command.define_flags(flag_values)
+  flag_values(['demo', f'--output_dir={tmp_path}', '--class_set=motions'])
+  assert command.config_from_flags(flag_values).dataset == demo_config.MOTION_ONLY_DATASET
+  flag_values(['demo', f'--output_dir={tmp_path}', '--class_set=kinds_x_motions'])
+  dataset = command.config_from_flags(flag_values).dataset
+  assert dataset == demo_config.DEMO_DATASET and len(dataset.classes) == 16
+  assert {make_motion_dataset.parse_class(name)[0] for name in dataset.classes} == set(make_motion_dataset.KINDS)
 
 
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):

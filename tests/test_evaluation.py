@@ -91,6 +91,9 @@ def test_classification_metrics_top_k_and_per_class():
   assert metrics['top_1'] == 0.5 and metrics['top_5'] == 0.75
   assert metrics['per_class_accuracy'] == {'a': 1.0, 'b': 0.0, 'f': 0.5}  # classes with videos only
   assert metrics['mean_class_accuracy'] == pytest.approx(0.5)
+  confusion = np.zeros([6, 6], int)
+  confusion[0, 0] = confusion[1, 0] = confusion[5, 0] = confusion[5, 5] = 1  # (label, top-1 prediction)
+  assert metrics['confusion'] == confusion.tolist()
 
 
 def test_ties_never_favour_the_label_and_a_diverged_network_scores_zero():

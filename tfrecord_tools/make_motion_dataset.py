@@ -1,4 +1,4 @@
-"""Generates the motion benchmark: short videos whose classes differ by motion only.
+"""Generates the motion benchmark: short videos whose classes differ by motion, or by an object's colour and motion.
 
 Each video shows a soft-edged elliptical object, textured with a crop of a real image that scikit-image ships, over a
 background cut from another (sometimes the same) image. The class says how the object moves: by default translation
@@ -16,6 +16,12 @@ distribution whatever its class:
 A network has to see motion, which an optical-flow network gets directly and an RGB network has to learn: the
 setting where distilling a flow teacher into an RGB student should pay. A horizontal flip turns left into right and
 clockwise into counter-clockwise, so train on this dataset with random flips off.
+
+Complementary classes (`complementary_classes`, e.g. `KINDS` x two translations): a class is an object kind and a
+motion, named `<kind>_<motion>` (`red_translate_left`). The kind is the object's colour: a constant chroma over the
+object's own luminance texture, so one frame shows the kind and TV-L1, which sees luminance only, cannot; the motion
+is as above, which flow shows and one frame does not. RGB alone tells the kinds apart, flow alone the motions, and
+only both together the class: as on real datasets, the two streams are complementary.
 
 The output is the layout `tfrecord_tools.convert --source=csv` reads:
   <output_dir>/train.csv, test.csv     `path,label`, paths relative to output_dir
@@ -71,16 +77,39 @@ MOTIONS = {
 CLASS_NAMES = tuple(list(MOTIONS)[:8])
 # Translation in eight directions, 45 degrees apart.
 TRANSLATION_CLASSES = tuple(name for name in MOTIONS if name.startswith('translate_'))
+# Object kind -> its colour as (Cb, Cr) of BT.601 YCbCr, the luma-free part of RGB that OpenCV's RGB2GRAY (and so
+# TV-L1) ignores: four hues 90 degrees apart, all of one saturation. New kinds go at the end (random streams are
+# keyed by position here).
+KINDS = {'red': (-8.0, 31.0), 'yellow': (-31.0, -8.0), 'green': (8.0, -31.0), 'blue': (31.0, 8.0)}
+# The object's luminance texture is squeezed into this range so that the coloured object stays within 0..255: clipped
+# channels would change its luma, and with it its flow.
+_KIND_LUMA_RANGE = (56.0, 199.0)  # the largest offset is blue's and yellow's 55 levels of B
 # Largest object semi-axis, in frame short sides: below 1/2 so the object fits the frame and its copies across the
 # wrapped edges never overlap.
 _LARGEST_OBJECT_RADIUS = 0.45
+
+
+def complementary_classes(kinds: Sequence[str], motions: Sequence[str]) -> Tuple[str, ...]:
+  """Every kind with every motion, `<kind>_<motion>`, kind by kind."""
+  return tuple(f'{kind}_{motion}' for kind in kinds for motion in motions)
+
+
+def parse_class(name: str) -> Tuple[str, str]:
+  """(kind or '' for a motion-only class, motion) of a class name; ValueError for a name that is neither."""
+  kind, _, motion = name.partition('_')
+  if kind in KINDS and motion in MOTIONS:
+    return kind, motion
+  if name in MOTIONS:
+    return '', name
+  raise ValueError(f'unknown class {name!r}: a motion from {sorted(MOTIONS)}, or <kind>_<motion> with a kind from '
+                   f'{sorted(KINDS)}')
 
 
 @dataclasses.dataclass(frozen=True)
 class MotionDatasetConfig:
   """What to generate. Lengths are fractions of the frame's short side so that a change of size keeps the look."""
   seed: int = 0
-  classes: Tuple[str, ...] = CLASS_NAMES  # names from MOTIONS
+  classes: Tuple[str, ...] = CLASS_NAMES  # names from MOTIONS, or <kind>_<motion> (`complementary_classes`)
   # Defaults: 136 videos, 2040 frame pairs of TV-L1, about 2.5 minutes of conversion on 2 cores at short side 64.
   videos_per_class_train: int = 12
   videos_per_class_test: int = 5
@@ -109,9 +138,13 @@ class MotionDatasetConfig:
   noise_std: Tuple[float, float] = (2.0, 5.0)
 
   def __post_init__(self):
-    unknown = sorted(set(self.classes) - set(MOTIONS))
-    if unknown or len(set(self.classes)) < 2 or len(set(self.classes)) != len(self.classes):
-      raise ValueError(f'classes must be at least two distinct names from {sorted(MOTIONS)}; got {self.classes}')
+    for name in self.classes:
+      try:
+        parse_class(name)
+      except ValueError as error:
+        raise ValueError(f'classes: {error}') from None
+    if len(set(self.classes)) < 2 or len(set(self.classes)) != len(self.classes):
+      raise ValueError(f'classes must be at least two distinct names; got {self.classes}')
     if self.codec not in CODEC_EXTENSIONS:
       raise ValueError(f'codec must be one of {sorted(CODEC_EXTENSIONS)}, got {self.codec!r}')
     if self.num_frames < 2:
@@ -124,7 +157,7 @@ class MotionDatasetConfig:
 
   def object_radius_range(self) -> Tuple[float, float]:
     """`object_radius`, shrunk for long clips so that the fastest zoom's largest object still fits the frame."""
-    if not any(MOTIONS[name][2] for name in self.classes):
+    if not any(MOTIONS[parse_class(name)[1]][2] for name in self.classes):
       return self.object_radius
     largest = self.object_radius[1] * math.exp(self.zoom_log_rate_per_frame[1] * (self.num_frames - 1) / 2)
     shrink = min(1.0, _LARGEST_OBJECT_RADIUS / largest)
@@ -167,10 +200,10 @@ class _Trajectory:
   background_y: np.ndarray
 
 
-def _sample_trajectory(class_name: str, config: MotionDatasetConfig, background_shape: Tuple[int, ...],
+def _sample_trajectory(motion: str, config: MotionDatasetConfig, background_shape: Tuple[int, ...],
                        rng: np.random.Generator) -> _Trajectory:
   """Motion set by the class, everything else drawn the same way for every class, centred on the clip's middle."""
-  direction, rotation_sign, zoom_sign = MOTIONS[class_name]
+  direction, rotation_sign, zoom_sign = MOTIONS[motion]
   short_side = min(config.width, config.height)
   steps = np.arange(config.num_frames) - (config.num_frames - 1) / 2
 
@@ -200,13 +233,14 @@ def render_video(class_name: str, config: MotionDatasetConfig, backgrounds: Sequ
 
   `backgrounds` and `objects` are the same texture pool (`load_textures`) at the two scales of the config.
   """
-  if class_name not in MOTIONS:
-    raise ValueError(f'unknown class {class_name!r}; classes are {sorted(MOTIONS)}')
+  kind, motion = parse_class(class_name)
   width, height, short_side = config.width, config.height, min(config.width, config.height)
   background = backgrounds[rng.integers(len(backgrounds))]
   # Camouflage: the object is another piece of the background image at the same scale.
   texture = background if rng.uniform() < config.camouflage_probability else objects[rng.integers(len(objects))]
-  trajectory = _sample_trajectory(class_name, config, background.shape, rng)
+  if kind:
+    texture = colour_texture(texture, kind)
+  trajectory = _sample_trajectory(motion, config, background.shape, rng)
   # Where the object's centre sits in its texture image.
   anchor_x, anchor_y = rng.uniform(0, texture.shape[1]), rng.uniform(0, texture.shape[0])
   radius = rng.uniform(*config.object_radius_range()) * short_side
@@ -238,6 +272,18 @@ def render_video(class_name: str, config: MotionDatasetConfig, backgrounds: Sequ
   return frames
 
 
+def colour_texture(texture: np.ndarray, kind: str) -> np.ndarray:
+  """`texture`'s luma, squeezed into _KIND_LUMA_RANGE, with the kind's chroma: float32 RGB whose RGB2GRAY is that
+  luma, so that only colour, which flow does not see, tells the kinds apart."""
+  luma = cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)
+  low, high = _KIND_LUMA_RANGE
+  luma = low + (high - low) / 255.0 * luma
+  cb, cr = KINDS[kind]
+  # BT.601 YCbCr to RGB; its luma weights are RGB2GRAY's, so each offset below adds no luma.
+  offsets = np.float32([1.402 * cr, -0.344136 * cb - 0.714136 * cr, 1.772 * cb])
+  return luma[:, :, None] + offsets
+
+
 def write_video(frames: np.ndarray, path: str, frame_rate: float, codec: str) -> None:
   """uint8 RGB `[T, H, W, 3]` -> a video file that OpenCV (and so the converter) reads back."""
   height, width = frames.shape[1:3]
@@ -253,7 +299,9 @@ def write_video(frames: np.ndarray, path: str, frame_rate: float, codec: str) ->
 
 def _video_rng(seed: int, split: str, class_name: str, index: int) -> np.random.Generator:
   """One independent stream per video, so a video does not depend on how many others are made."""
-  return np.random.default_rng([seed, SPLITS.index(split), list(MOTIONS).index(class_name), index])
+  kind, motion = parse_class(class_name)
+  key = [seed, SPLITS.index(split), list(MOTIONS).index(motion), index]
+  return np.random.default_rng(key + [1 + list(KINDS).index(kind)] if kind else key)
 
 
 def generate_dataset(config: MotionDatasetConfig, output_dir: str) -> Dict[str, str]:
@@ -296,7 +344,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('seed', 0, 'Seed: the same seed gives the same dataset.')
   flags.DEFINE_integer('videos_per_class_train', MotionDatasetConfig.videos_per_class_train, 'Train videos per class.')
   flags.DEFINE_integer('videos_per_class_test', MotionDatasetConfig.videos_per_class_test, 'Test videos per class.')
-  flags.DEFINE_list('classes', list(MotionDatasetConfig.classes), f'Motion classes, from: {", ".join(MOTIONS)}.')
+  flags.DEFINE_list('classes', list(MotionDatasetConfig.classes), f'Classes: motions, from {", ".join(MOTIONS)}; '
+                    f'or <kind>_<motion>, kinds from {", ".join(KINDS)} (e.g. red_translate_left).')
   flags.DEFINE_integer('num_frames', MotionDatasetConfig.num_frames, 'Frames per video.')
   flags.DEFINE_string('size', f'{MotionDatasetConfig.width}x{MotionDatasetConfig.height}', 'Frame size, WIDTHxHEIGHT.')
   flags.DEFINE_float('frame_rate', MotionDatasetConfig.frame_rate, 'Frames per second written in the files.')

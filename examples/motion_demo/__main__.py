@@ -29,6 +29,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_list('seed', [str(defaults.seed)], 'Seed of the dataset and training; several (0,1,2) run one demo '
                     'each under <output_dir>/seed_<N> and print the mean and spread.', flag_values=flag_values)
+  flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 16 classes, '
+                    'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); motions: '
+                    'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
   flags.DEFINE_bool('quick', False, 'Smoke preset of a couple of minutes: tiny videos and training '
                     '(recipes/quick.flags).', flag_values=flag_values)
   flags.DEFINE_integer('train_steps', None, 'Training steps of the RGB baseline and the D3D student, the first tenth '
@@ -67,7 +70,10 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> demo_confi
   """The preset (default or --quick) with the flags given on the command line."""
   preset = demo_config.QUICK_CONFIG if flag_values.quick else demo_config.DemoConfig()
   workers = flag_values.convert_workers
-  return dataclasses.replace(preset, output_dir=flag_values.output_dir,
+  dataset = dataclasses.replace(demo_config.CLASS_SETS[flag_values.class_set],
+                                videos_per_class_train=preset.dataset.videos_per_class_train,
+                                videos_per_class_test=preset.dataset.videos_per_class_test)
+  return dataclasses.replace(preset, output_dir=flag_values.output_dir, dataset=dataset,
                              overrides=overrides_from_flags(preset, flag_values),
                              convert_workers=preset.convert_workers if workers is None else workers)
 

@@ -199,6 +199,8 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
   probe = probe_motion(paths)
 
   log_step(10, 'Results')
+  class_names = label_map.read_label_map(paths.label_map)
+  factors = {name: report.factor_accuracy(metrics[name]['confusion'], class_names) for name in report.ACCURACY_NAMES}
   results = {
       'seed': config.seed,
       'machine': benchmarking.machine_description(),
@@ -206,8 +208,10 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
                  **{name: d3d_config.to_dict(demo_config.experiment_config(config, paths, name))
                     for name in demo_config.NETWORKS}},
       **{metric: {name: metrics[name][metric] for name in report.ACCURACY_NAMES}
-         for metric in ('top_1', 'top_5', 'mean_class_accuracy')},
-      'chance': 1.0 / len(label_map.read_label_map(paths.label_map)),
+         for metric in ('top_1', 'top_5', 'mean_class_accuracy', 'per_class_accuracy', 'confusion')},
+      'class_names': class_names,
+      'factor_accuracy': factors if all(factors.values()) else {},  # on classes of a kind and a motion
+      'chance': 1.0 / len(class_names),
       'num_test_videos': reports['test']['videos_written'],
       'num_train_videos': reports['train']['videos_written'],
       'latency': timings,
@@ -227,7 +231,8 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
   }
   histories = {name: callbacks.read_history(os.path.join(paths.model_dir(name), callbacks.HISTORY_FILENAME))
                for name in demo_config.NETWORKS}
-  results['paths'].update(report.plot_results(results, histories, paths.root))
+  results['paths'].update(report.plot_results(results, histories, paths.root),
+                          confusion_plot=report.plot_confusion(results, paths.root))
   results['seconds_this_run'] = round(time.monotonic() - started, 1)
   json_files.write_json(paths.join(RESULTS_FILENAME), results)
   print('\n' + report.format_table(results) + '\n')

@@ -5,6 +5,8 @@ import os
 import statistics
 from typing import Dict, List, Sequence
 
+import numpy as np
+
 from examples.motion_demo import config as demo_config
 from official_d3d import motion_probe
 from tfrecord_tools import make_motion_dataset
@@ -12,18 +14,44 @@ from tfrecord_tools import make_motion_dataset
 ACCURACY_NAMES = (*demo_config.NETWORKS, 'two_stream')
 CURVES_FILENAME = 'training_curves.png'
 ACCURACY_PLOT_FILENAME = 'accuracy.png'
+CONFUSION_PLOT_FILENAME = 'confusion.png'
 COLOURS = {'flow_teacher': 'tab:blue', 'rgb_baseline': 'tab:orange', 'd3d_student': 'tab:green',
            'two_stream': 'tab:purple'}
 
 
+def factor_accuracy(confusion: Sequence[Sequence[int]], class_names: Sequence[str]) -> Dict[str, float]:
+  """On classes of a kind and a motion (`<kind>_<motion>`): the share of videos whose top-1 class has the right kind,
+  and the right motion, whatever the other half; {} for other class sets. What each stream can tell apart."""
+  parts = [make_motion_dataset.parse_class(name) for name in class_names]
+  if not all(kind for kind, _ in parts):
+    return {}
+  confusion = np.asarray(confusion)
+  return {factor: float(sum(confusion[i, j] for i, j in np.ndindex(*confusion.shape) if parts[i][f] == parts[j][f])
+                        / confusion.sum())
+          for f, factor in enumerate(('kind', 'motion'))}
+
+
+def gap_closed(top_1: Dict[str, float]) -> float:
+  """(student - baseline) / (two-stream - baseline): the share of the RGB baseline's gap to two-stream that
+  distillation closes (the paper's Kinetics-400 figures give 0.48); NaN without a gap."""
+  gap = top_1['two_stream'] - top_1['rgb_baseline']
+  return (top_1['d3d_student'] - top_1['rgb_baseline']) / gap if gap > 0 else float('nan')
+
+
 def format_table(results: dict) -> str:
-  """Top-1 per model, and per-clip latency of D3D against two-stream."""
-  top_1, latency = results['top_1'], results['latency']
+  """Top-1 per model (with the kind and motion accuracies on complementary classes), the gap closed, and per-clip
+  latency of D3D against two-stream."""
+  top_1, latency, factors = results['top_1'], results['latency'], results['factor_accuracy']
   inference = {'flow_teacher': 'TV-L1 flow + flow net', 'rgb_baseline': 'RGB', 'd3d_student': 'RGB only',
                'two_stream': 'RGB + TV-L1 flow + both nets'}
-  rows = [f'{"model":<14} {"test top-1":>10}   inference input',
-          *(f'{name:<14} {top_1[name]:>10.3f}   {inference[name]}' for name in ACCURACY_NAMES),
-          f'(chance: {results["chance"]:.3f}, {results["num_test_videos"]} test videos)',
+  factor_header = f' {"kind":>6} {"motion":>6}' if factors else ''
+  def factor_cells(name):
+    return f' {factors[name]["kind"]:>6.3f} {factors[name]["motion"]:>6.3f}' if factors else ''
+  rows = [f'{"model":<14} {"test top-1":>10}{factor_header}   inference input',
+          *(f'{name:<14} {top_1[name]:>10.3f}{factor_cells(name)}   {inference[name]}' for name in ACCURACY_NAMES),
+          f'(chance: {results["chance"]:.3f}, {results["num_test_videos"]} test videos'
+          + ('; kind, motion: top-1 class of the right kind, of the right motion)' if factors else ')'),
+          f'gap closed by distillation, (D3D - RGB) / (two-stream - RGB): {gap_closed(top_1):.2f}',
           '',
           f'{"latency per clip":<28} {"ms":>9}',
           f'{"D3D SavedModel":<28} {latency["d3d_ms_per_clip"]:>9.1f}',
@@ -81,6 +109,29 @@ def plot_results(results: dict, histories: Dict[str, List[dict]], output_dir: st
   return {'training_curves': curves_path, 'accuracy_plot': accuracy_path}
 
 
+def plot_confusion(results: dict, output_dir: str) -> str:
+  """confusion.png: each model's confusion matrix over the test videos, rows normalised (true class -> predicted)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+
+  names = results['class_names']
+  figure, all_axes = pyplot.subplots(1, len(ACCURACY_NAMES), figsize=(4.2 * len(ACCURACY_NAMES), 4.6))
+  for axes, name in zip(all_axes, ACCURACY_NAMES):
+    confusion = np.asarray(results['confusion'][name], np.float64)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    axes.imshow(rates, vmin=0, vmax=1, cmap='Blues')
+    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    axes.set_yticks(range(len(names)), names if axes is all_axes[0] else [], fontsize=6)
+    axes.set(title=f'{name} ({results["top_1"][name]:.2f})', xlabel='predicted')
+  all_axes[0].set_ylabel('true class')
+  figure.tight_layout()
+  path = os.path.join(output_dir, CONFUSION_PLOT_FILENAME)
+  figure.savefig(path, dpi=100)
+  pyplot.close(figure)
+  return path
+
+
 def next_commands(dataset: make_motion_dataset.MotionDatasetConfig, paths: demo_config.DemoPaths) -> List[str]:
   """What a user can run next on the demo's outputs."""
   first_class = dataset.classes[0]
@@ -117,6 +168,10 @@ def summarize(results: Sequence[dict]) -> dict:
           # Per seed the student and the baseline start from the same weights and see the same clips: the
           # difference is what distillation did in that run.
           'student_gain': _spread([r['top_1']['d3d_student'] - r['top_1']['rgb_baseline'] for r in results]),
+          'gap_closed': _spread([gap_closed(r['top_1']) for r in results]),
+          'factor_accuracy': {name: {factor: _spread([r['factor_accuracy'][name][factor] for r in results])
+                                     for factor in factors}
+                              for name, factors in results[0]['factor_accuracy'].items()},
           'probe_gain': {endpoint: {**_spread([gains[endpoint]['mean'] for gains in probe_gains]),
                                     'stderr': [round(gains[endpoint]['stderr'], 4) for gains in probe_gains]}
                          for endpoint in results[0]['motion_probe']['endpoints']},
@@ -128,7 +183,14 @@ def format_summary(summary: dict) -> str:
   rows += [f'{name:<14} {s["mean"]:.3f} +- {s["std"]:.3f}   {s["values"]}'
            for name, s in summary['top_1'].items()]
   gain = summary['student_gain']
-  rows.append(f'{"D3D - RGB":<14} {gain["mean"]:+.3f} +- {gain["std"]:.3f}   {gain["values"]}  (same seed, paired)')
+  rows.append(f'{"D3D - RGB":<14} {gain["mean"]:+.3f} +- {gain["std"]:.3f}   {gain["values"]}  (same seed, paired; '
+              f'standard error of the mean {gain["std"] / len(gain["values"])**0.5:.3f})')
+  closed = summary['gap_closed']
+  rows.append(f'{"gap closed":<14} {closed["mean"]:.2f} +- {closed["std"]:.2f}   {closed["values"]}  '
+              '((D3D - RGB) / (two-stream - RGB))')
+  for name, factors in summary['factor_accuracy'].items():
+    rows.append(f'{name:<14} ' + ', '.join(f'{factor} {s["mean"]:.3f} +- {s["std"]:.3f}'
+                                          for factor, s in factors.items()))
   rows += [f'{key:<24} {s["mean"]:.2f} +- {s["std"]:.2f}' for key, s in summary['latency'].items()]
   rows.append('motion probe, RGB - D3D test end-point error (px; positive: the student holds more motion), mean +- '
               'std over seeds, then each seed\'s value and its standard error over the test videos:')
