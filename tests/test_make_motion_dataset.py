@@ -257,3 +257,177 @@ def test_bad_settings_are_refused():
     make_motion_dataset.MotionDatasetConfig(classes=('zoom_in', 'zoom_in'))
   with pytest.raises(ValueError, match='unknown class'):
     make_motion_dataset.render_video('jump', CONFIG, [], [], np.random.default_rng(0))
+
+
+# Complementary classes: the kind (colour) is in every frame and not in luminance flow, the motion the other way round.
+MOTION_PAIR = ('translate_left', 'translate_right')
+COMPLEMENTARY_CONFIG = dataclasses.replace(
+    CONFIG, classes=make_motion_dataset.complementary_classes(make_motion_dataset.KINDS, MOTION_PAIR),
+    videos_per_class_train=8, videos_per_class_test=8, num_frames=12, width=40, height=40)
+
+
+@pytest.fixture(scope='module')
+def complementary_videos(tmp_path_factory):
+  """{split: (decoded videos, kinds, motions)} of a 4 kinds x 2 translations dataset written to disk."""
+  output_dir = tmp_path_factory.mktemp('complementary')
+  make_motion_dataset.generate_dataset(COMPLEMENTARY_CONFIG, str(output_dir))
+  splits = {}
+  for split in make_motion_dataset.SPLITS:
+    rows = read_manifest(output_dir / f'{split}.csv')
+    kinds, motions = zip(*(make_motion_dataset.parse_class(label) for _, label in rows))
+    splits[split] = ([read_video(output_dir / path) for path, _ in rows], np.array(kinds), np.array(motions))
+  return splits
+
+
+def _held_out_accuracy(train_features, train_labels, test_features, test_labels, ridge=10.0):
+  """A linear readout: ridge regression onto one-hot labels (features standardised on the train split), argmax."""
+  mean, std = train_features.mean(axis=0), train_features.std(axis=0) + 1e-6
+  design = lambda features: np.c_[(features - mean) / std, np.ones(len(features))]
+  classes = np.unique(train_labels)
+  targets = (train_labels[:, None] == classes[None, :]).astype(np.float64)
+  train_design = design(train_features)
+  weights = np.linalg.solve(train_design.T @ train_design + ridge * np.eye(train_design.shape[1]),
+                            train_design.T @ targets)
+  return float(np.mean(classes[np.argmax(design(test_features) @ weights, axis=1)] == test_labels))
+
+
+def _chroma(frame):
+  """BT.601 (Cb, Cr) of each pixel of an RGB frame: the part of the colour that RGB2GRAY, and so flow, ignores."""
+  rgb = frame.astype(np.float32)
+  luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+  return (rgb[..., 2] - luma) / 1.772, (rgb[..., 0] - luma) / 1.402
+
+
+def _chroma_histogram(frame, bins=8, extent=48.0):
+  """Share of a frame's pixels in each cell of a (Cb, Cr) grid: the frame's colour statistics."""
+  cb, cr = _chroma(frame)
+  histogram, _, _ = np.histogram2d(cb.ravel(), cr.ravel(), bins=bins, range=[[-extent, extent], [-extent, extent]])
+  return histogram.ravel() / cb.size
+
+
+def _coarse_frame(frame):
+  """The frame shrunk to 8x8 RGB pixels: a coarse picture of where things are."""
+  return cv2.resize(frame.astype(np.float32), (8, 8), interpolation=cv2.INTER_AREA).ravel()
+
+
+def _readout_accuracies(complementary_videos, features):
+  """Held-out (kind, motion) accuracies of a linear readout of `features`: {split: [video, feature]}, or a function
+  of a video; fitted on the train split, scored on the test split."""
+  (_, train_kinds, train_motions), (_, test_kinds, test_motions) = (
+      complementary_videos[split] for split in make_motion_dataset.SPLITS)
+  if callable(features):
+    features = {split: np.stack([features(video) for video in complementary_videos[split][0]])
+                for split in make_motion_dataset.SPLITS}
+  return (_held_out_accuracy(features['train'], train_kinds, features['test'], test_kinds),
+          _held_out_accuracy(features['train'], train_motions, features['test'], test_motions))
+
+
+@pytest.fixture(scope='module')
+def complementary_flow(complementary_videos):
+  """{split: (location maps, motion moments)} of the complementary videos (`_flow_summary`)."""
+  return {split: tuple(np.stack(parts) for parts in zip(*(_flow_summary(video) for video in videos)))
+          for split, (videos, _, _) in complementary_videos.items()}
+
+
+def test_one_frame_shows_the_kind_but_not_the_motion(complementary_videos):
+  """A linear readout of one frame's colour tells the kinds apart and not the motions; given two frames' flow, the
+  same readout tells the motions apart, so the frame's readout is not blind by construction."""
+  # One frame: its colour statistics (for the kinds and the motions) and its coarse picture (for the motions).
+  middle = COMPLEMENTARY_CONFIG.num_frames // 2
+  kind_accuracy, motion_accuracy = _readout_accuracies(complementary_videos,
+                                                       lambda video: _chroma_histogram(video[middle]))
+  _, coarse_motion_accuracy = _readout_accuracies(complementary_videos, lambda video: _coarse_frame(video[middle]))
+  _, pair_motion_accuracy = _readout_accuracies(complementary_videos,
+                                                lambda video: _flow_summary(video[middle:middle + 2])[1])
+  figures = dict(kind=kind_accuracy, motion=motion_accuracy, coarse_motion=coarse_motion_accuracy,
+                 pair_motion=pair_motion_accuracy)
+  assert kind_accuracy >= 0.9, figures  # chance 1/4
+  assert motion_accuracy < 0.7 and coarse_motion_accuracy < 0.7, figures  # chance 1/2
+  assert pair_motion_accuracy >= 0.9, figures
+
+
+def test_flow_shows_the_motion_but_not_the_kind(complementary_videos, complementary_flow):
+  """A linear readout of luminance flow tells the motions apart and not the kinds, nor do its magnitudes or where the
+  object moves."""
+  # Motion moments and their magnitudes (speed, amounts of rotation and zoom), which a kind's own motion would show.
+  features = {split: np.concatenate([moments, np.abs(moments)], axis=1)
+              for split, (_, moments) in complementary_flow.items()}
+  kind_accuracy, motion_accuracy = _readout_accuracies(complementary_videos, features)
+  assert motion_accuracy >= 0.85, (kind_accuracy, motion_accuracy)  # chance 1/2
+  assert kind_accuracy < 0.45, (kind_accuracy, motion_accuracy)  # chance 1/4
+  # Over both splits, the kinds' motion locations, magnitudes and moments (less each motion's mean, so that only a
+  # kind's own effect counts) differ no more than under shuffled kinds.
+  kinds, motions = (np.concatenate([complementary_videos[split][i] for split in make_motion_dataset.SPLITS])
+                    for i in (1, 2))
+  locations, moments = (np.concatenate([complementary_flow[split][i] for split in make_motion_dataset.SPLITS])
+                        for i in (0, 1))
+  magnitudes = np.abs(moments)
+  for motion in MOTION_PAIR:
+    moments[motions == motion] -= moments[motions == motion].mean(axis=0)
+  for summary in (locations, magnitudes, moments):
+    assert _permutation_p_value(summary, kinds) > 0.01
+
+
+def test_colour_texture_keeps_the_squeezed_luma_and_adds_each_kind_its_own_chroma():
+  """Colouring changes no pixel's RGB2GRAY (the texture's luma, squeezed) and clips nothing; the kinds' chroma differ."""
+  ramp = np.repeat(np.linspace(0, 255, 64, dtype=np.float32)[None, :, None], 3, axis=2)  # black to white
+  primaries = np.float32([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]]])
+  textures = make_motion_dataset.load_textures(40) + [ramp, primaries]
+  low, high = make_motion_dataset._KIND_LUMA_RANGE
+  chroma = {}
+  for kind in make_motion_dataset.KINDS:
+    for texture in textures:
+      coloured = make_motion_dataset.colour_texture(texture, kind)
+      assert coloured.shape == texture.shape and coloured.dtype == np.float32
+      assert coloured.min() >= 0 and coloured.max() <= 255, kind
+      squeezed = low + (high - low) / 255 * cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)
+      np.testing.assert_allclose(cv2.cvtColor(coloured, cv2.COLOR_RGB2GRAY), squeezed, atol=0.01)
+      cb, cr = _chroma(coloured)
+      # One chroma over the whole texture: the kind's.
+      np.testing.assert_allclose(cb, make_motion_dataset.KINDS[kind][0], atol=0.05)
+      np.testing.assert_allclose(cr, make_motion_dataset.KINDS[kind][1], atol=0.05)
+    chroma[kind] = np.array([cb.mean(), cr.mean()])
+  assert min(np.hypot(*(chroma[a] - chroma[b])) for a in chroma for b in chroma if a < b) > 30
+
+
+def test_a_videos_kind_changes_its_colour_and_not_its_luma():
+  """Rendered from one random stream, the four kinds' videos have the same luma (up to rounding): flow sees no kind."""
+  config = COMPLEMENTARY_CONFIG
+  short_side = min(config.width, config.height)
+  objects = make_motion_dataset.load_textures(round(config.object_texture_scale * short_side))
+  backgrounds = make_motion_dataset.load_textures(round(config.background_texture_scale * short_side))
+  for stream in range(3):
+    videos = {kind: make_motion_dataset.render_video(f'{kind}_translate_left', config, backgrounds, objects,
+                                                     np.random.default_rng(stream))
+              for kind in make_motion_dataset.KINDS}
+    luma = {kind: np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in video]).astype(np.int16)
+            for kind, video in videos.items()}
+    for kind in make_motion_dataset.KINDS:
+      # Rounding moves a pixel's luma by a level at most; the gain clips a rare very bright or dark coloured pixel.
+      assert np.mean(np.abs(luma[kind] - luma['red']) > 1) < 0.01, kind
+      if kind != 'red':  # the object's colour did change
+        assert np.abs(videos[kind].astype(np.int16) - videos['red']).max() > 40, kind
+
+
+def test_class_names_parse_and_bad_ones_are_refused():
+  """`<kind>_<motion>` names round-trip through parse_class, motion-only names keep their random stream, bad ones
+  are refused."""
+  kinds, motions = tuple(make_motion_dataset.KINDS), tuple(make_motion_dataset.MOTIONS)
+  classes = make_motion_dataset.complementary_classes(kinds, motions)
+  assert len(set(classes)) == len(kinds) * len(motions)
+  assert [make_motion_dataset.parse_class(name) for name in classes] == [(k, m) for k in kinds for m in motions]
+  assert make_motion_dataset.complementary_classes(['red', 'blue'], MOTION_PAIR) == (
+      'red_translate_left', 'red_translate_right', 'blue_translate_left', 'blue_translate_right')
+  assert all(make_motion_dataset.parse_class(motion) == ('', motion) for motion in motions)
+  assert make_motion_dataset.MotionDatasetConfig(classes=classes).classes == classes
+  for bad in ('purple_translate_left', 'red_jump', 'red', 'translate_left_red', 'red_red_translate_left', ''):
+    with pytest.raises(ValueError, match='unknown class'):
+      make_motion_dataset.parse_class(bad)
+    with pytest.raises(ValueError, match='classes'):
+      make_motion_dataset.MotionDatasetConfig(classes=('red_translate_left', bad))
+  # A motion-only video keeps the key it had before kinds existed; a kind's video gets a stream of its own.
+  draws = lambda rng: rng.random(4).tolist()
+  assert draws(make_motion_dataset._video_rng(3, 'test', 'zoom_in', 2)) == draws(np.random.default_rng([3, 1, 6, 2]))
+  streams = [draws(make_motion_dataset._video_rng(3, 'test', name, 2))
+             for name in ('zoom_in',) + make_motion_dataset.complementary_classes(kinds, ['zoom_in'])]
+  assert len({tuple(stream) for stream in streams}) == len(streams)
