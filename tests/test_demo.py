@@ -282,6 +282,24 @@ def test_the_motion_only_class_set_stays_selectable(tmp_path):
   assert {make_motion_dataset.parse_class(name)[0] for name in dataset.classes} == set(make_motion_dataset.KINDS)
 
 
+def test_validation_holds_out_the_first_training_videos_of_each_class(tmp_path):
+  config = dataclasses.replace(demo_config.DemoConfig(), validation_videos_per_class=2)
+  paths = demo_config.DemoPaths(str(tmp_path))
+  os.makedirs(paths.videos)
+  rows = [(f'train/{label}/{label}_{i:03d}.mp4', label) for label in ('a', 'b') for i in range(5)]
+  with open(os.path.join(paths.videos, 'train.csv'), 'w') as f:
+    f.write('path,label\n' + ''.join(f'{path},{label}\n' for path, label in rows))
+  demo_config.write_validation_manifests(config, paths)
+  def listed(split):
+    with open(demo_config.manifest_path(config, paths, split)) as f:
+      return [tuple(line.split(',')) for line in f.read().splitlines()[1:]]
+  assert listed('test') == [row for row in rows if row[0].endswith(('_000.mp4', '_001.mp4'))]
+  assert listed('train') == [row for row in rows if row not in listed('test')]
+  assert demo_config.manifest_path(demo_config.DemoConfig(), paths, 'test') == os.path.join(paths.videos, 'test.csv')
+  with pytest.raises(ValueError, match='validation_videos_per_class'):
+    demo_config.check(dataclasses.replace(config, validation_videos_per_class=20), paths)
+
+
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
   paths = demo_config.DemoPaths(str(tmp_path / 'demo'))
   for overrides, problem in (({'rgb_baseline': ('--num_frames=32',)}, 'longer than'),

@@ -32,6 +32,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 16 classes, '
                     'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); motions: '
                     'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
+  flags.DEFINE_integer('validation_videos_per_class', defaults.validation_videos_per_class, 'For choosing recipes: '
+                       'hold out this many of each class\'s training videos and evaluate on them instead of the test '
+                       'videos (BUILD_NOTES.md: 4). 0: train on all training videos, evaluate on the test split.',
+                       flag_values=flag_values)
   flags.DEFINE_bool('quick', False, 'Smoke preset of a couple of minutes: tiny videos and training '
                     '(recipes/quick.flags).', flag_values=flag_values)
   flags.DEFINE_integer('train_steps', None, 'Training steps of the RGB baseline and the D3D student, the first tenth '
@@ -74,6 +78,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> demo_confi
                                 videos_per_class_train=preset.dataset.videos_per_class_train,
                                 videos_per_class_test=preset.dataset.videos_per_class_test)
   return dataclasses.replace(preset, output_dir=flag_values.output_dir, dataset=dataset,
+                             validation_videos_per_class=flag_values.validation_videos_per_class,
                              overrides=overrides_from_flags(preset, flag_values),
                              convert_workers=preset.convert_workers if workers is None else workers)
 

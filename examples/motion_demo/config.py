@@ -4,7 +4,9 @@ The three networks' training settings are not here but in `recipes/<name>.flags`
 `python -m official_d3d.train`; the demo adds the records, model_dir and seed, then its `overrides`.
 """
 
+import collections
 import contextlib
+import csv
 import dataclasses
 import os
 import pathlib
@@ -24,6 +26,9 @@ from tfrecord_tools import manifests
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPES = 'examples/motion_demo/recipes'  # from the repository root, as nested --flagfile paths are read
+# With validation_videos_per_class: the lists of the training videos kept for training, and of those held out.
+VALIDATION_TRAIN_MANIFEST = 'train_without_validation.csv'
+VALIDATION_MANIFEST = 'validation.csv'
 # Each network the demo trains -> its stream; its recipe is `RECIPES/<name>.flags`.
 NETWORKS = {'flow_teacher': 'flow', 'rgb_baseline': 'rgb', 'd3d_student': 'd3d'}
 
@@ -66,6 +71,9 @@ class DemoConfig:
   tvl1: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params(nscales=3, warps=2, inner_iterations=10, outer_iterations=3)
   convert_workers: int = 0  # 0: all cores
   latency_clips: int = 8  # test videos timed through both pipelines (after one warm-up)
+  # > 0: choosing recipes. The first this many training videos of each class are held out and take the test split's
+  # place (training and every evaluation use the rest and them); the test videos are not used.
+  validation_videos_per_class: int = 0
   # Per network name: flags of `official_d3d.train` after its recipe (later flags win), e.g. an overlay flagfile.
   overrides: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
@@ -130,6 +138,10 @@ def check(config: DemoConfig, paths: DemoPaths) -> None:
   """Refuses settings that train.py, or the demo's videos, cannot serve, before any work."""
   if config.latency_clips < 1:
     raise d3d_config.ConfigError(f'latency_clips must be >= 1, got {config.latency_clips}')
+  if not 0 <= config.validation_videos_per_class < config.dataset.videos_per_class_train:
+    raise d3d_config.ConfigError(
+        f'validation_videos_per_class must be in [0, {config.dataset.videos_per_class_train}) (the training videos '
+        f'per class), got {config.validation_videos_per_class}')
   for name in NETWORKS:
     data = experiment_config(config, paths, name).validate().data
     for training in (True, False):
@@ -140,10 +152,32 @@ def check(config: DemoConfig, paths: DemoPaths) -> None:
           f'{config.dataset.num_frames}-frame videos')
 
 
+def manifest_path(config: DemoConfig, paths: DemoPaths, split: str) -> str:
+  """The `path,label` list a split is converted from: the generator's, or with validation the held-out lists."""
+  name = {'train': VALIDATION_TRAIN_MANIFEST, 'test': VALIDATION_MANIFEST}[split] if config.validation_videos_per_class \
+      else f'{split}.csv'
+  return os.path.join(paths.videos, name)
+
+
+def write_validation_manifests(config: DemoConfig, paths: DemoPaths) -> None:
+  """Splits the generator's train.csv: each class's first `validation_videos_per_class` videos to VALIDATION_MANIFEST,
+  the rest to VALIDATION_TRAIN_MANIFEST, in the same order."""
+  with open(os.path.join(paths.videos, 'train.csv'), newline='') as f:
+    header, *rows = list(csv.reader(f))
+  seen = collections.Counter()
+  held_out, kept = [], []
+  for row in rows:
+    (held_out if seen[row[1]] < config.validation_videos_per_class else kept).append(row)
+    seen[row[1]] += 1
+  for name, selected in ((VALIDATION_MANIFEST, held_out), (VALIDATION_TRAIN_MANIFEST, kept)):
+    with open(os.path.join(paths.videos, name), 'w', newline='') as f:
+      csv.writer(f, lineterminator='\n').writerows([header, *selected])
+
+
 def conversion_config(config: DemoConfig, paths: DemoPaths, split: str) -> convert_lib.ConversionConfig:
   """The converter's job for one split; the test split uses the train split's label map."""
   return convert_lib.ConversionConfig(
-      source=manifests.SourceConfig(source='csv', input=os.path.join(paths.videos, f'{split}.csv')),
+      source=manifests.SourceConfig(source='csv', input=manifest_path(config, paths, split)),
       output_dir=paths.records, name=split, num_shards=2, num_workers=config.convert_workers,
       label_map=paths.label_map if split != 'train' else '',
       # The videos are small already: keep their size (the converter's default resizes the short side to 256).

@@ -79,10 +79,12 @@ def generate_videos(config: demo_config.DemoConfig, paths: demo_config.DemoPaths
           f'{saved_path} describes another dataset than this demo\'s settings: use another '
           '--output_dir, or delete that one')
     log_step(1, f'Motion dataset already in {paths.videos}: skipped')
-    return
-  total = sum(dataset.videos_per_class(split) for split in make_motion_dataset.SPLITS) * len(dataset.classes)
-  log_step(1, f'Generating {total} videos of {len(dataset.classes)} motion classes in {paths.videos}')
-  make_motion_dataset.generate_dataset(dataset, paths.videos)
+  else:
+    total = sum(dataset.videos_per_class(split) for split in make_motion_dataset.SPLITS) * len(dataset.classes)
+    log_step(1, f'Generating {total} videos of {len(dataset.classes)} classes in {paths.videos}')
+    make_motion_dataset.generate_dataset(dataset, paths.videos)
+  if config.validation_videos_per_class:
+    demo_config.write_validation_manifests(config, paths)
 
 
 def convert_records(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> Dict[str, dict]:
@@ -210,6 +212,7 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
       **{metric: {name: metrics[name][metric] for name in report.ACCURACY_NAMES}
          for metric in ('top_1', 'top_5', 'mean_class_accuracy', 'per_class_accuracy', 'confusion')},
       'class_names': class_names,
+      'evaluation_split': 'validation' if config.validation_videos_per_class else 'test',
       'factor_accuracy': factors if all(factors.values()) else {},  # on classes of a kind and a motion
       'chance': 1.0 / len(class_names),
       'num_test_videos': reports['test']['videos_written'],

@@ -47,9 +47,10 @@ def format_table(results: dict) -> str:
   factor_header = f' {"kind":>6} {"motion":>6}' if factors else ''
   def factor_cells(name):
     return f' {factors[name]["kind"]:>6.3f} {factors[name]["motion"]:>6.3f}' if factors else ''
-  rows = [f'{"model":<14} {"test top-1":>10}{factor_header}   inference input',
+  split = results['evaluation_split']
+  rows = [f'{"model":<14} {split[:4] + " top-1":>10}{factor_header}   inference input',
           *(f'{name:<14} {top_1[name]:>10.3f}{factor_cells(name)}   {inference[name]}' for name in ACCURACY_NAMES),
-          f'(chance: {results["chance"]:.3f}, {results["num_test_videos"]} test videos'
+          f'(chance: {results["chance"]:.3f}, {results["num_test_videos"]} {split} videos'
           + ('; kind, motion: top-1 class of the right kind, of the right motion)' if factors else ')'),
           f'gap closed by distillation, (D3D - RGB) / (two-stream - RGB): {gap_closed(top_1):.2f}',
           '',
