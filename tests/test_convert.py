@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import pickle
 import shutil
 import signal
 import socket
@@ -184,6 +185,31 @@ def test_bad_inputs_are_reported_and_the_rest_written(tmp_path, bikes_video):
   assert '"videos_failed": 6' in stdout
   records = [r for shard in read_shards(output_dir, 'mixed', 3) for r in shard]
   assert [parse(r)[schema.MEDIA_ID].decode() for r in records] == [str(bikes_video)[:-4] + '_0.000_1.000']
+
+
+@pytest.mark.slow
+def test_workers_of_a_package_main_command_start_quietly_too(tmp_path, bikes_video):
+  """A command run as `python -m package` (as the demo is): 'spawn' does not re-run a package's __main__ in the
+  workers, so they follow their parent's quiet start by themselves. stderr goes to a file, as under `make demo > log`."""
+  package = tmp_path / 'quiet_command'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  rows = [(bikes_video, 'bike', 0, 1), (bikes_video, 'bike', 1, 2)]
+  config = make_config(write_csv(tmp_path / 'list.csv', rows), tmp_path / 'out', num_workers=2)
+  (package / '__main__.py').write_text(
+      'from d3d_core import quiet_start\n'
+      'quiet_start.start_tensorflow()\n'
+      'import pickle, sys\n'
+      'from tfrecord_tools import convert_lib\n'
+      'report = convert_lib.run_local(pickle.loads(bytes.fromhex(sys.argv[1])))\n'
+      'print(report["videos_written"])\n')
+  stderr_path = tmp_path / 'stderr.txt'
+  with open(stderr_path, 'w') as stderr:
+    process = subprocess.run([sys.executable, '-m', 'quiet_command', pickle.dumps(config).hex()], stderr=stderr,
+                             stdout=subprocess.PIPE, text=True, timeout=300, check=False,
+                             env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), str(REPO_ROOT)])})
+  assert process.returncode == 0 and process.stdout.split() == ['2'], stderr_path.read_text()
+  assert stderr_path.read_text() == ''
 
 
 def _state_files(folder):

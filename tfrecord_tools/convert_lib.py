@@ -37,6 +37,7 @@ from d3d_core import cli
 from d3d_core import folder_lock
 from d3d_core import json_files
 from d3d_core import label_map
+from d3d_core import quiet_start
 from d3d_core import video_reader
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
@@ -325,7 +326,8 @@ def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: i
     return
   context = multiprocessing.get_context('spawn')
   with _sigint_ignored():
-    pool = context.Pool(min(num_workers, len(tasks)), initializer=_init_worker, initargs=(config,))
+    initializer, initargs = quiet_start.quiet_initializer(_init_worker, config)
+    pool = context.Pool(min(num_workers, len(tasks)), initializer=initializer, initargs=initargs)
   with pool:
     yield pool.imap(_convert_task, tasks, chunksize=1)
 
