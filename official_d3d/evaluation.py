@@ -34,19 +34,40 @@ def multi_view_probabilities(network, clips: tf.Tensor) -> tf.Tensor:
   return tf.reduce_mean(probabilities, axis=1)
 
 
-def fuse_probabilities(probabilities: Sequence, weights: Sequence[float]):
-  """Weighted average of per-stream probabilities (late fusion); the weights are normalised to sum to 1."""
-  if len(probabilities) != len(weights) or not probabilities:
-    raise ValueError(f'{len(probabilities)} streams for {len(weights)} fusion weights')
+def _normalized_weights(num_streams: int, weights: Sequence[float]) -> np.ndarray:
+  if num_streams != len(weights) or not num_streams:
+    raise ValueError(f'{num_streams} streams for {len(weights)} fusion weights')
   if any(w < 0 for w in weights) or sum(weights) <= 0:
     raise ValueError(f'fusion weights must be non-negative with a positive sum, got {list(weights)}')
-  total = float(sum(weights))
-  return sum(p * (w / total) for p, w in zip(probabilities, weights))
+  return np.asarray(weights, np.float64) / float(sum(weights))
+
+
+def fuse_probabilities(probabilities: Sequence, weights: Sequence[float]):
+  """Weighted average of per-stream probabilities; the weights are normalised to sum to 1."""
+  weights = _normalized_weights(len(probabilities), weights)
+  return sum(p * w for p, w in zip(probabilities, weights))
+
+
+def fuse_logits(probabilities: Sequence, weights: Sequence[float]):
+  """Softmax of the weighted average of per-stream log-probabilities: of their logits, up to a constant per stream
+  and video (I3D's two-stream sum). A product of experts: a stream that is sure a class is wrong vetoes it, where an
+  average of probabilities lets a confident stream outvote one that spreads its mass over the classes it cannot tell
+  apart (a flow network over the colours of one motion)."""
+  weights = _normalized_weights(len(probabilities), weights)
+  log_probabilities = sum(np.log(np.maximum(np.asarray(p, np.float64), 1e-30)) * w
+                          for p, w in zip(probabilities, weights))
+  fused = np.exp(log_probabilities - log_probabilities.max(axis=-1, keepdims=True))
+  return (fused / fused.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+# The implementations of `d3d_config.FUSIONS`, which the config checks.
+FUSIONS = {'logits': fuse_logits, 'probabilities': fuse_probabilities}
 
 
 def two_stream_probabilities(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray],
-                             flow_weight: float = 0.5) -> np.ndarray:
-  """Late fusion, (1 - flow_weight) x RGB + flow_weight x flow, of two streams' `predict_videos` outputs.
+                             flow_weight: float = 0.5, fusion: str = 'logits') -> np.ndarray:
+  """Late fusion (`FUSIONS[fusion]`), weights 1 - flow_weight for RGB and flow_weight for flow, of two streams'
+  `predict_videos` outputs.
 
   The two passes must have scored the same videos in the same order: their labels are compared.
   """
@@ -55,7 +76,7 @@ def two_stream_probabilities(rgb: Mapping[str, np.ndarray], flow: Mapping[str, n
   if not np.array_equal(rgb['labels'], flow['labels']):
     raise ValueError(f'the RGB and flow passes scored different videos ({len(rgb["labels"])} and '
                      f'{len(flow["labels"])} labels, not in the same order): fusion needs the same evaluation set')
-  return fuse_probabilities([rgb['probabilities'], flow['probabilities']], [1.0 - flow_weight, flow_weight])
+  return FUSIONS[fusion]([rgb['probabilities'], flow['probabilities']], [1.0 - flow_weight, flow_weight])
 
 
 def top_k_credit(scores, labels, k: int) -> tf.Tensor:

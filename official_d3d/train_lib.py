@@ -305,12 +305,13 @@ def evaluate_model(model: d3d_model.VideoClassifier, config: d3d_config.Experime
 
 def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
                         data_config: Optional[d3d_config.DataConfig] = None, flow_weight: float = 0.5,
-                        eval_steps: int = 0, output_path: Optional[str] = None,
+                        fusion: str = 'logits', eval_steps: int = 0, output_path: Optional[str] = None,
                         strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """Late fusion of an RGB (or D3D) network and a flow network: {'rgb', 'flow', 'two_stream'} video metrics.
 
   Each stream predicts the evaluation set (`data_config`, by default the RGB run's) reading its own modality; each
-  video's probabilities are averaged over its views, then fused as (1 - flow_weight) x RGB + flow_weight x flow.
+  video's probabilities are averaged over its views, then fused (`evaluation.FUSIONS[fusion]`) with weights
+  1 - flow_weight for RGB and flow_weight for flow.
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
@@ -337,9 +338,9 @@ def evaluate_two_stream(rgb_model_dir: str, flow_model_dir: str,
   metrics = {modality: evaluation.classification_metrics(outputs['probabilities'], outputs['labels'], class_names)
              for modality, outputs in streams.items()}
   metrics['two_stream'] = evaluation.classification_metrics(
-      evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight), streams['rgb']['labels'],
-      class_names)
-  metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight)
+      evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight, fusion),
+      streams['rgb']['labels'], class_names)
+  metrics.update(rgb_model_dir=rgb_model_dir, flow_model_dir=flow_model_dir, flow_weight=flow_weight, fusion=fusion)
   if output_path and is_chief(strategy):
     json_files.write_json(output_path, metrics)
   return metrics
@@ -444,6 +445,6 @@ def _run(config: d3d_config.ExperimentConfig, mode: str, strategy: tf.distribute
       results['eval'] = evaluate_model(model, config, strategy, results['step'])
       if config.fusion_model_dir:
         results['two_stream'] = evaluate_two_stream(
-            config.model_dir, config.fusion_model_dir, config.data, config.fusion_flow_weight,
+            config.model_dir, config.fusion_model_dir, config.data, config.fusion_flow_weight, config.fusion,
             config.train.eval_steps, os.path.join(config.model_dir, TWO_STREAM_METRICS_FILENAME), strategy)
   return results

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from official_d3d import evaluation
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 from official_d3d.modeling import d3d_model
@@ -15,6 +16,7 @@ from official_d3d.modeling import optimization
     (d3d_config.OPTIMIZERS, optimization.OPTIMIZERS),
     (d3d_config.STRATEGIES, train_lib.STRATEGIES),
     (d3d_config.DISTILL_LOSSES, d3d_model.DISTILLATION_LOSSES),
+    (d3d_config.FUSIONS, evaluation.FUSIONS),
 ])
 def test_every_choice_the_config_offers_is_implemented_and_nothing_else(choices, implementations):
   assert tuple(implementations) == tuple(choices)

@@ -367,13 +367,13 @@ def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_pa
   flag_values = flags.FlagValues()
   command.define_flags(flag_values)
   flag_values(['demo', '--quick', f'--output_dir={tmp_path}', '--train_steps=90', '--teacher_steps=30',
-               '--distill_weight=2.0', '--distill_loss=l2'])
+               '--distill_weight=2.0', '--distill_loss=l2', '--distill_use_head'])
   config = command.config_from_flags(flag_values)
   teacher, baseline, student = (experiment(config, name) for name in demo_config.NETWORKS)
   assert (teacher.train.train_steps, teacher.train.warmup_steps) == (30, 3)
   assert (baseline.train.train_steps, baseline.train.warmup_steps) == (90, 9)
   assert (student.train.train_steps, student.train.warmup_steps) == (90, 9)
-  assert (student.distillation.weight, student.distillation.loss) == (2.0, 'l2')
+  assert (student.distillation.weight, student.distillation.loss, student.distillation.use_head) == (2.0, 'l2', True)
   assert student.distillation.start_step == 3  # the quick preset's, not replaced
   assert baseline.distillation == teacher.distillation == type(student.distillation)()
   assert config.dataset == demo_config.QUICK_CONFIG.dataset

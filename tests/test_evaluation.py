@@ -50,7 +50,7 @@ def test_views_are_folded_into_the_batch_and_their_probabilities_averaged(views)
     evaluation.multi_view_probabilities(network, tf.zeros([2, 4, 32, 32]))
 
 
-def test_late_fusion_averages_the_streams_video_probabilities(views):
+def test_late_fusion_averages_the_streams_video_logits_or_probabilities(views):
   rgb_network, flow_network = small_network(3, seed=1), small_network(2, seed=2)
   labels = np.array([3, 5], np.int32)
   dataset = tf.data.Dataset.from_tensors((views, labels))
@@ -61,12 +61,33 @@ def test_late_fusion_averages_the_streams_video_probabilities(views):
   np.testing.assert_allclose(streams['rgb']['probabilities'], rgb, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(streams['flow']['probabilities'], flow, rtol=1e-5, atol=1e-7)
   fused = evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight=0.25)
-  np.testing.assert_allclose(fused, 0.75 * rgb + 0.25 * flow, rtol=1e-5, atol=1e-7)
+  # The default: the softmax of the weighted mean of each stream's video log-probabilities (of its logits with one
+  # view).
+  np.testing.assert_allclose(fused, tf.nn.softmax(0.75 * np.log(rgb) + 0.25 * np.log(flow)).numpy(), rtol=1e-4,
+                             atol=1e-7)
+  assert not np.allclose(fused, 0.75 * rgb + 0.25 * flow, rtol=1e-3)
+  averaged = evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight=0.25,
+                                                 fusion='probabilities')
+  np.testing.assert_allclose(averaged, 0.75 * rgb + 0.25 * flow, rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(streams['flow']['labels'], labels)
   with pytest.raises(ValueError, match='flow_weight'):
     evaluation.two_stream_probabilities(streams['rgb'], streams['flow'], flow_weight=1.5)
   with pytest.raises(ValueError, match='different videos'):
     evaluation.two_stream_probabilities(streams['rgb'], {**streams['flow'], 'labels': labels[::-1]})
+
+
+def test_logit_fusion_lets_a_stream_veto_the_classes_it_rules_out():
+  """Flow knows the motion (classes 0 and 1 share it) but not the colour; RGB knows the colour but leans to the wrong
+  motion. Averaged probabilities follow RGB's confident mistake; averaged logits combine what each stream knows."""
+  flow = np.array([[0.49, 0.49, 0.01, 0.01]])  # motion A, colour unknown
+  rgb = np.array([[0.15, 0.01, 0.83, 0.01]])  # colour of classes 0 and 2, leaning to motion B
+  assert np.argmax(evaluation.fuse_probabilities([rgb, flow], [1.0, 1.0])) == 2
+  fused = evaluation.fuse_logits([rgb, flow], [1.0, 1.0])
+  assert np.argmax(fused) == 0
+  np.testing.assert_allclose(fused.sum(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(fused, np.sqrt(rgb * flow) / np.sqrt(rgb * flow).sum(), rtol=1e-5)
+  # A stream with all the weight is that stream.
+  np.testing.assert_allclose(evaluation.fuse_logits([rgb, flow], [0.0, 1.0]), flow, rtol=1e-5)
 
 
 def test_fuse_probabilities_normalises_the_weights():

@@ -19,8 +19,8 @@ from official_d3d import train_lib
 from official_d3d.configs import d3d_config
 
 # The D3D student's distillation flags, named as official_d3d.train names them.
-STUDENT_FLAGS = ('distill_weight', 'distill_target', 'distill_loss', 'distill_temperature', 'distill_start_step',
-                 'distill_ramp_steps')
+STUDENT_FLAGS = ('distill_weight', 'distill_target', 'distill_loss', 'distill_temperature', 'distill_use_head',
+                 'distill_start_step', 'distill_ramp_steps')
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -50,6 +50,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_enum('distill_loss', None, d3d_config.DISTILL_LOSSES, 'l2, or kl (temperature KL on logits).',
                     flag_values=flag_values)
   flags.DEFINE_float('distill_temperature', None, 'Temperature of the kl distillation loss.', flag_values=flag_values)
+  flags.DEFINE_bool('distill_use_head', None, 'A training-only linear head on the student\'s pooled features mimics '
+                    'the teacher, instead of the student\'s own logits or features. Default: the recipe.',
+                    flag_values=flag_values)
   flags.DEFINE_integer('distill_start_step', None, 'Step from which the student is distilled (labels alone before).',
                        flag_values=flag_values)
   flags.DEFINE_integer('distill_ramp_steps', None, 'Steps over which the distillation weight then grows to its '

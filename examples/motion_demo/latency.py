@@ -10,6 +10,7 @@ from d3d_core import flow_quantization
 from d3d_core import video_reader
 from examples.motion_demo import config as demo_config
 from official_d3d import benchmarking
+from official_d3d import evaluation
 from official_d3d import export_saved_model
 from official_d3d.dataloaders import video_input
 from tfrecord_tools import convert_lib
@@ -63,7 +64,7 @@ def measure_latency(config: demo_config.DemoConfig, paths: demo_config.DemoPaths
   def two_stream(frames):
     flow_probabilities = flow_network(flow=tf.constant(flow_images(frames)[None]))['probabilities'].numpy()
     rgb_probabilities = rgb(video=tf.constant(frames[None]))['probabilities'].numpy()
-    return (flow_probabilities + rgb_probabilities) / 2
+    return evaluation.fuse_logits([rgb_probabilities, flow_probabilities], [1.0, 1.0])
 
   timings = benchmarking.time_calls(
       {'d3d': lambda frames: d3d(video=tf.constant(frames[None]))['probabilities'].numpy(),

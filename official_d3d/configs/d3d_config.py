@@ -17,6 +17,7 @@ from d3d_core import json_files
 STREAMS = ('flow', 'rgb', 'd3d')
 DISTILL_TARGETS = ('logits', 'features')  # the head's outputs; any backbone endpoint (e.g. Mixed_4f) also works
 DISTILL_LOSSES = ('l2', 'kl')
+FUSIONS = ('logits', 'probabilities')
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')
 STRATEGIES = ('one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
@@ -156,7 +157,10 @@ class ExperimentConfig:
                                  'fresh.')
   fusion_model_dir: str = setting('', 'Evaluation: model_dir of a flow network to late-fuse with this RGB or D3D '
                                   'network (two-stream).', resumable=True)
-  fusion_flow_weight: float = setting(0.5, 'Two-stream probabilities = (1 - w) x RGB + w x flow.', resumable=True)
+  fusion_flow_weight: float = setting(0.5, 'Two-stream weights: 1 - w for RGB, w for flow.', resumable=True)
+  fusion: str = setting('logits', 'Two-stream late fusion: logits (softmax of the weighted mean of each stream\'s '
+                        'log-probabilities, as I3D sums logits) or probabilities (their weighted mean).',
+                        resumable=True)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   distillation: DistillationConfig = dataclasses.field(default_factory=DistillationConfig)
@@ -166,6 +170,7 @@ class ExperimentConfig:
     """Raises ConfigError naming the first inconsistent setting."""
     choices = [('stream', self.stream, STREAMS),
                ('distillation.loss', self.distillation.loss, DISTILL_LOSSES),
+               ('fusion', self.fusion, FUSIONS),
                ('train.optimizer', self.train.optimizer, OPTIMIZERS),
                ('train.schedule', self.train.schedule, SCHEDULES),
                ('train.distribution_strategy', self.train.distribution_strategy, STRATEGIES),
