@@ -320,7 +320,7 @@ MEASURED = ('--num_frames=8 --stride=2 --crop_size=32 --train_resize_range=32,36
             '--first_temporal_kernel_size=7 --batch_norm_momentum=0.9 --optimizer=adamw --weight_decay=1e-5 '
             '--schedule=cosine --steps_per_loop=20 --eval_interval=1000 --jit_compile=true '
             '--convert_on_accelerator=false').split()
-RGB_SCHEDULE = '--train_steps=2000 --warmup_steps=200 --learning_rate=0.0005'.split()
+RGB_SCHEDULE = '--train_steps=3000 --warmup_steps=300 --learning_rate=0.0005'.split()
 MEASURED_RECIPES = {
     'flow_teacher': MEASURED + '--stream=flow --train_steps=600 --warmup_steps=60 --learning_rate=0.001'.split(),
     'rgb_baseline': MEASURED + RGB_SCHEDULE + ['--stream=rgb'],
