@@ -5,8 +5,8 @@ r"""Serving latency on CPU: the D3D student's SavedModel beside the two-stream a
 
 D3D: one call of the exported SavedModel's `serving_default` on decoded uint8 frames; frame sampling, resizing, the
 centre crop, normalisation and the RGB S3D-G all run inside the graph, as TF Serving runs them.
-Two-stream: the same call on an RGB SavedModel, plus OpenCV TV-L1 flow of the clip's frames (the converter's
-backend), quantised as the records store it, plus a call of the flow teacher's SavedModel (`serving_default` on flow
+Two-stream: the same call on an RGB SavedModel, plus OpenCV TV-L1 flow of the clip's frames (one of the converter's
+backends), quantised as the records store it, plus a call of the flow teacher's SavedModel (`serving_default` on flow
 images); fusing the two probability vectors costs nothing measurable. TV-L1 runs on the centre crop only, the
 cheapest flow a two-stream server could do with (the converter computes it on the whole resized frame), and the flow
 SavedModel takes that crop as it is (exported with its resize equal to the crop size).
@@ -135,7 +135,7 @@ def main(argv):
     flow = tf.saved_model.load(export_random_network('flow', export_dir, FLAGS.crop_size)).signatures['serving_default']
     print(f'Exported and loaded both SavedModels in {time.perf_counter() - start:.0f} s', flush=True)
 
-    backend = flow_backends.create_backend(flow_backends.FlowConfig())
+    backend = flow_backends.create_backend(flow_backends.FlowConfig(backend='opencv'))
     flow_clips = cut_clips(frames, FLAGS.flow_clips, FLAGS.num_frames)
     start = time.perf_counter()
     flow_inputs = [flow_images(clip, backend) for clip in flow_clips]

@@ -22,7 +22,7 @@ QUIET_VARIABLE = 'D3D_QUIET_START'
 
 
 @contextlib.contextmanager
-def _stderr_closed():
+def stderr_closed():
   """File descriptor 2 on /dev/null: TensorFlow's C++ code writes there directly, past Python's sys.stderr."""
   saved = os.dup(2)
   try:
@@ -40,7 +40,7 @@ def start_tensorflow() -> None:
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   os.environ[QUIET_VARIABLE] = '1'
-  with _stderr_closed():
+  with stderr_closed():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     # Finding the devices prints notices of its own (cuInit). Physical ones only: listing logical devices would start
     # TensorFlow's runtime, after which MultiWorkerMirroredStrategy can no longer configure its collective ops.

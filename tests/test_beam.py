@@ -9,6 +9,7 @@ from d3d_core import schema
 from d3d_core import video_reader
 from tfrecord_tools import beam_pipeline
 from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 
 
@@ -36,7 +37,7 @@ def local_run(tmp_path_factory, bikes_video, bunny_video):
   config = convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source='csv', input=str(folder / 'list.csv'), video_root=str(bikes_video.parent)),
       output_dir=str(folder / 'local'), name='clips', num_shards=2, num_workers=1,
-      decode=video_reader.DecodeConfig(short_side=48, max_frames=5))
+      decode=video_reader.DecodeConfig(short_side=48, max_frames=5), flow=flow_backends.FlowConfig(backend='opencv'))
   return config, convert_lib.run_local(config)
 
 

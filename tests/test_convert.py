@@ -75,7 +75,8 @@ def write_csv(path, rows):
 def make_config(csv_path, output_dir, **overrides):
   settings = dict(source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
                   name='clips', num_shards=2, num_workers=1,
-                  decode=video_reader.DecodeConfig(fps=25, short_side=48, max_frames=5))
+                  decode=video_reader.DecodeConfig(fps=25, short_side=48, max_frames=5),
+                  flow=flow_backends.FlowConfig(backend='opencv'))
   settings.update(overrides)
   return convert_lib.ConversionConfig(**settings)
 
@@ -208,7 +209,8 @@ def test_workers_of_a_package_main_command_start_quietly_too(tmp_path, bikes_vid
     process = subprocess.run([sys.executable, '-m', 'quiet_command', pickle.dumps(config).hex()], stderr=stderr,
                              stdout=subprocess.PIPE, text=True, timeout=300, check=False,
                              env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), str(REPO_ROOT)])})
-  assert process.returncode == 0 and process.stdout.split() == ['2'], stderr_path.read_text()
+  assert process.returncode == 0, stderr_path.read_text()
+  assert process.stdout.splitlines() == ['clips: optical flow by opencv (--flow_backend=opencv)', '2']
   assert stderr_path.read_text() == ''
 
 
@@ -334,7 +336,8 @@ def test_shards_are_contiguous_blocks_of_sorted_videos():
 
 def test_tvl1_parameters_reach_opencv():
   params = tvl1_params.Tvl1Params(tau=0.2, lambda_=0.1, nscales=3, warps=2)
-  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=params, use_initial_flow=True))
+  config = flow_backends.FlowConfig(backend='opencv', tvl1=params, use_initial_flow=True)
+  backend = flow_backends.create_backend(config)
   tvl1 = backend._tvl1
   assert (tvl1.getTau(), tvl1.getLambda(), tvl1.getScalesNumber(), tvl1.getWarpingsNumber(),
           tvl1.getUseInitialFlow()) == pytest.approx((0.2, 0.1, 3, 2, True))

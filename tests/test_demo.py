@@ -183,7 +183,7 @@ def test_two_stream_timing_computes_the_flow_of_the_sampled_frames_only(quick_ru
   video = os.path.join(config.output_dir, 'videos', 'test', first_class, f'{first_class}_000.mp4')
   decoded = video_reader.read_video(video, video_reader.DecodeConfig(short_side=0))
   frames = decoded.frames[:data.num_frames * data.stride]
-  backend = flow_backends.create_backend(flow_backends.FlowConfig(tvl1=config.tvl1))
+  backend = flow_backends.create_backend(flow_backends.FlowConfig(backend='opencv', tvl1=config.tvl1))
   whole_video = backend.video_flow(frames)  # every pair, as the converter stores it
   sampled = np.arange(0, len(frames), data.stride)
   assert data.stride > 1 and sampled[-1] == len(frames) - 2  # the last sampled frame's pair is the last pair

@@ -17,6 +17,7 @@ from d3d_core import schema
 from d3d_core import video_reader
 from tfrecord_tools import cli
 from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
 from tfrecord_tools import inspect_records
 from tfrecord_tools import manifests
 
@@ -40,7 +41,8 @@ def records(tmp_path_factory, bikes_video, bunny_video):
   config = convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(folder / 'records'),
       name='clips', num_shards=2, num_workers=1,
-      decode=video_reader.DecodeConfig(short_side=SHORT_SIDE, max_frames=NUM_FRAMES))
+      decode=video_reader.DecodeConfig(short_side=SHORT_SIDE, max_frames=NUM_FRAMES),
+      flow=flow_backends.FlowConfig(backend='opencv'))
   report = convert_lib.run_local(config)
   assert report['videos_written'] == 3, report
   return folder / 'records'

@@ -149,13 +149,50 @@ def test_xla_program_equals_graph_and_check_interval_changes_nothing(real_pairs)
   np.testing.assert_allclose(compiled, checked_every_iteration, atol=1e-2)
 
 
+def _padded(frames, size):
+  """`frames` in the top-left corner of zero arrays of `size`."""
+  padded = np.zeros((len(frames), *size), frames.dtype)
+  padded[:, :frames.shape[1], :frames.shape[2]] = frames
+  return padded
+
+
+def test_frames_padded_into_larger_arrays_keep_their_own_flow(real_pairs, short_flow):
+  """Shape buckets: two frame sizes in arrays of one size share one program, and each gets the flow of its size."""
+  first, second = real_pairs
+  bucketed = tf.function(functools.partial(tvl1_tf.tvl1_flow, params=SHORT))
+  array_size = (HEIGHT + 32, WIDTH + 16)
+  for height, width in ((HEIGHT, WIDTH), (HEIGHT - 7, WIDTH - 13)):
+    crop = (first[:, :height, :width], second[:, :height, :width])
+    expected = short_flow(*crop).numpy()
+    frame_sizes = tvl1_tf.frame_pyramid_sizes(height, width, SHORT, array_size)
+    flow = bucketed(*(_padded(frames, array_size) for frames in crop), frame_sizes=frame_sizes).numpy()
+    np.testing.assert_allclose(flow[:, :height, :width], expected, atol=1e-4)
+  assert bucketed.experimental_get_tracing_count() == 1
+
+
+def test_a_frame_needs_as_many_scales_as_its_arrays():
+  params = tvl1_params.Tvl1Params(nscales=3, scale_step=0.5)
+  assert tvl1_tf.pyramid_sizes(40, 40, 3, 0.5) == [(40, 40), (20, 20)]  # 10 px: OpenCV stops before
+  with pytest.raises(ValueError, match='does not fit the scales of 64x64 arrays'):
+    tvl1_tf.frame_pyramid_sizes(40, 40, params, (64, 64))
+  bucket = tvl1_tf.bucket_params(40, 40, params)
+  assert bucket.nscales == 2
+  np.testing.assert_array_equal(tvl1_tf.frame_pyramid_sizes(40, 40, bucket, (64, 64)), [[40, 40], [20, 20]])
+  assert tvl1_tf.bucket_shape(40, 65, 32) == (64, 96)
+
+
 def test_backend_batches_and_pads_pairs(real_pairs):
   first, second = real_pairs
-  backend = tvl1_tf.TfTvl1Backend(SINGLE_SCALE, batch_size=2, jit_compile=False)
+  backend = tvl1_tf.TfTvl1Backend(SINGLE_SCALE, batch_size=2, jit_compile=False, bucket_multiple=48)
   flows = backend(first, second)
   assert flows.shape == (3, HEIGHT, WIDTH, 2)
   np.testing.assert_array_less(_mean_epe(flows, _opencv_flow(first, second, SINGLE_SCALE)), 1e-3)
   assert backend(first[:0], second[:0]).shape == (0, HEIGHT, WIDTH, 2)
+  # Another frame size in the same 96x96 bucket: no new program.
+  crop = (first[:2, :50, :70], second[:2, :50, :70])
+  np.testing.assert_array_less(_mean_epe(backend(*crop), _opencv_flow(*crop, SINGLE_SCALE)), 1e-3)
+  [program] = backend._programs.values()
+  assert program.experimental_get_tracing_count() == 1
 
 
 def test_primitives_match_opencv_on_a_real_image():

@@ -26,6 +26,7 @@ from apache_beam.options import pipeline_options
 
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
+from tfrecord_tools import flow_choice
 
 _LOG_TAG = 'log'
 
@@ -40,6 +41,7 @@ class _ConvertVideoFn(beam.DoFn):
 
   def setup(self):
     cv2.setNumThreads(1)  # runners give each core its own worker: one core per conversion
+    flow_choice.set_tensorflow_threads(1)
     self._flow_backend = flow_backends.create_backend(self._config.flow)  # one per DoFn: backends are not shared
 
   def process(self, task: convert_lib.Task):
@@ -76,7 +78,11 @@ def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequ
   started = time.monotonic()
   args = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
   with convert_lib.output_folder_lock(config.output_dir):
+    # The flow backend is chosen here, as the local driver chooses it, measured with one thread (one per worker).
     job = convert_lib.prepare_job(config)
+    config = job.config
+    if config.flow.backend == 'tf':
+      flow_backends.use_compile_cache(config.flow.compile_cache)  # for the workers that the runner starts
     for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):
       # Beam puts other videos in each shard than the local driver: a later local rerun must not keep any shard.
       summary = convert_lib.summary_path(shard_path)
@@ -91,5 +97,5 @@ def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequ
   written = [log for log in logs if not log['reason']]
   frames = sum(log['frames'] for log in written)
   failures = job.missing + [{k: log[k] for k in ('media_id', 'path', 'reason')} for log in logs if log['reason']]
-  return convert_lib.build_report(config, 'beam', videos_written=len(written), frames_written=frames,
+  return convert_lib.build_report(job, 'beam', videos_written=len(written), frames_written=frames,
                                   failures=failures, seconds=time.monotonic() - started, frames_this_run=frames)

@@ -68,11 +68,18 @@ def define_flags() -> None:
   flags.DEFINE_integer('short_side', video_reader.DecodeConfig.short_side,
                        'Resize so the short side is this; 0 keeps it.')
   flags.DEFINE_integer('max_frames', 0, 'Keep at most this many frames per video (quick runs); 0: all.')
-  flags.DEFINE_enum('flow_backend', 'opencv', flow_backends.BACKEND_NAMES,
-                    'Optical flow: opencv (TV-L1 on CPU cores), tf (the same TV-L1 in TensorFlow, batched; meant '
-                    'for a GPU, with --num_workers=1), farneback (fast, less accurate; for quick experiments), none '
-                    '(RGB-only records).')
-  flags.DEFINE_integer('flow_batch_size', 32, 'Frame pairs per TensorFlow TV-L1 call (--flow_backend=tf).')
+  flags.DEFINE_enum('flow_backend', flow_backends.AUTO, flow_backends.BACKEND_NAMES,
+                    'Optical flow: auto (tf or opencv, whichever is faster on this machine, measured at the start; '
+                    'a resumed conversion keeps its first choice), opencv (TV-L1 on CPU cores), tf (the same TV-L1 '
+                    'in TensorFlow, batched and XLA-compiled, on a GPU or CPU), farneback (fast, less accurate; for '
+                    'quick experiments), none (RGB-only records).')
+  flags.DEFINE_integer('flow_batch_size', 0, 'Frame pairs per TensorFlow TV-L1 call; 0: '
+                       f'{flow_backends.GPU_BATCH_SIZE} on a GPU, {flow_backends.CPU_BATCH_SIZE} on a CPU.')
+  flags.DEFINE_integer('flow_bucket_multiple', flow_backends.FlowConfig.bucket_multiple,
+                       'TensorFlow TV-L1 pads frames to sides that are multiples of this, so that all frame sizes '
+                       'share a few compiled programs; the flow inside the frame does not change. 1: no padding.')
+  flags.DEFINE_string('flow_compile_cache', None, 'Folder where compiled TensorFlow TV-L1 programs are kept between '
+                      f'runs; "" for none. Default: {flow_backends.default_compile_cache()}.')
   flags.DEFINE_float('flow_bound', schema.DEFAULT_FLOW_BOUND,
                      'Flow is clipped to +-this many pixels, then quantised.')
   flags.DEFINE_enum('flow_format', 'jpeg', sequence_example.FLOW_FORMATS,
@@ -105,9 +112,11 @@ def config_from_flags() -> convert_lib.ConversionConfig:
       output_dir=FLAGS.output_dir, name=FLAGS.name, num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
       label_map=FLAGS.label_map,
       decode=video_reader.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames),
-      flow=flow_backends.FlowConfig(backend=FLAGS.flow_backend, tvl1=tvl1,
-                                    use_initial_flow=FLAGS.tvl1_use_initial_flow,
-                                    batch_size=FLAGS.flow_batch_size),
+      flow=flow_backends.FlowConfig(
+          backend=FLAGS.flow_backend, tvl1=tvl1, use_initial_flow=FLAGS.tvl1_use_initial_flow,
+          batch_size=FLAGS.flow_batch_size, bucket_multiple=FLAGS.flow_bucket_multiple,
+          compile_cache=flow_backends.default_compile_cache() if FLAGS.flow_compile_cache is None
+          else FLAGS.flow_compile_cache),
       encoding=sequence_example.EncodingConfig(jpeg_quality=FLAGS.jpeg_quality, flow_format=FLAGS.flow_format,
                                                flow_bound=FLAGS.flow_bound))
 

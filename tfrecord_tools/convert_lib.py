@@ -40,6 +40,7 @@ from d3d_core import label_map
 from d3d_core import quiet_start
 from d3d_core import video_reader
 from tfrecord_tools import flow_backends
+from tfrecord_tools import flow_choice
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
 
@@ -100,7 +101,10 @@ class VideoResult:
 
 @dataclasses.dataclass
 class Job:
-  """A prepared conversion: the videos with their label indices, and manifest rows that have no video."""
+  """A prepared conversion: its config with the flow backend resolved, the videos with their label indices, and
+  manifest rows that have no video."""
+  config: ConversionConfig
+  flow_reason: str  # why config.flow.backend computes the flow (`flow_choice`)
   tasks: List[Task]
   class_names: List[str]
   missing: List[Dict[str, str]]
@@ -162,7 +166,7 @@ def _remove_stale_temporaries(output_dir: str) -> None:
 
 
 def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: Sequence[str]) -> dict:
-  """What determines the records; num_workers, the runner and the flow batch size do not, so they may change."""
+  """What determines the records; num_workers, the runner and the flow's batching do not, so they may change."""
   videos = hashlib.sha256()
   for entry, label_index in tasks:
     videos.update(f'{entry.media_id}\t{entry.path}\t{label_index}\t{entry.start}\t{entry.end}\n'.encode())
@@ -171,7 +175,7 @@ def _job_settings(config: ConversionConfig, tasks: Sequence[Task], class_names: 
       'source': dataclasses.asdict(config.source),
       'num_shards': config.num_shards,
       'decode': dataclasses.asdict(config.decode),
-      'flow': {k: v for k, v in dataclasses.asdict(config.flow).items() if k != 'batch_size'},
+      'flow': config.flow.record_settings(),
       'encoding': dataclasses.asdict(config.encoding),
       'class_names': list(class_names),
       'num_videos': len(tasks),
@@ -235,8 +239,18 @@ def output_folder_lock(output_dir: str) -> Iterator[None]:
     raise ConversionSetupError(f'output folder {error}') from None
 
 
-def prepare_job(config: ConversionConfig) -> Job:
-  """Reads the manifest, fixes the label indices, and checks and records the job in output_dir.
+def _saved_flow_backend(config: ConversionConfig) -> Optional[str]:
+  """The TV-L1 backend that an earlier run of this job chose, so that `auto` keeps it; None for a new job."""
+  path = settings_path(config.output_dir, config.name)
+  if not tf.io.gfile.exists(path):
+    return None
+  backend = json_files.read_json(path).get('flow', {}).get('backend')
+  return backend if backend in ('tf', 'opencv') else None
+
+
+def prepare_job(config: ConversionConfig, threads_per_worker: int = 1) -> Job:
+  """Reads the manifest, fixes the label indices, resolves the flow backend (`flow_choice`, measured with
+  `threads_per_worker` TensorFlow threads), and checks and records the job in output_dir.
 
   Raises:
     manifests.ManifestError: the split files cannot be read.
@@ -254,18 +268,24 @@ def prepare_job(config: ConversionConfig) -> Job:
   tasks = [(entry, label_index[entry.label]) for entry in manifest.entries]
   _make_output_folder(config.output_dir)
   _check_label_map(config.output_dir, class_names)
+  choice = flow_choice.resolve(config.flow, manifest.entries, config.decode, threads_per_worker,
+                               saved_backend=_saved_flow_backend(config))
+  config = dataclasses.replace(config, flow=choice.flow)
+  print(f'{config.name}: optical flow by {config.flow.backend} ({choice.reason})', flush=True)
   _check_settings(config, _job_settings(config, tasks, class_names))
   missing = [dataclasses.asdict(m) for m in manifest.missing]
-  return Job(tasks=tasks, class_names=list(class_names), missing=missing)
+  return Job(config=config, flow_reason=choice.reason, tasks=tasks, class_names=list(class_names), missing=missing)
 
 
-def build_report(config: ConversionConfig, runner: str, videos_written: int, frames_written: int,
-                 failures: List[Dict[str, str]], seconds: float, frames_this_run: int) -> dict:
+def build_report(job: Job, runner: str, videos_written: int, frames_written: int, failures: List[Dict[str, str]],
+                 seconds: float, frames_this_run: int) -> dict:
   """The JSON report: totals over the whole data set; seconds and frames per second of this run only."""
+  config = job.config
   return {
       'name': config.name,
       'output_dir': config.output_dir,
       'runner': runner,
+      'flow': {**config.flow.record_settings(), 'reason': job.flow_reason},
       'videos_written': videos_written,
       'videos_failed': len(failures),
       'frames_written': frames_written,
@@ -289,12 +309,18 @@ def resolve_num_workers(num_workers: int) -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
+def threads_per_worker(num_workers: int) -> int:
+  """TensorFlow threads of each of `num_workers` worker processes: the cores shared out, at least one."""
+  return max(1, resolve_num_workers(0) // num_workers)
+
+
 # The local driver's worker processes: each holds the config and its own flow backend.
 _worker_state = {}
 
 
-def _init_worker(config: ConversionConfig) -> None:
+def _init_worker(config: ConversionConfig, threads: int) -> None:
   cv2.setNumThreads(1)  # one core per process: process-level parallelism is what scales
+  flow_choice.set_tensorflow_threads(threads)  # TensorFlow's share of the cores
   _worker_state['config'] = config
   _worker_state['flow_backend'] = flow_backends.create_backend(config.flow)
 
@@ -318,15 +344,22 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: int) -> Iterator[Iterator[VideoResult]]:
-  """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process."""
-  if num_workers == 1 or len(tasks) <= 1:
-    _init_worker(config)
+def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: int,
+                     threads: int) -> Iterator[Iterator[VideoResult]]:
+  """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process.
+
+  TensorFlow's TV-L1 always runs in worker processes, which start TensorFlow with their thread share and the compile
+  cache (`flow_backends.use_compile_cache`: this process has read TensorFlow's settings already).
+  """
+  if config.flow.backend == 'tf':
+    flow_backends.use_compile_cache(config.flow.compile_cache)
+  elif num_workers == 1 or len(tasks) <= 1:
+    _init_worker(config, threads)
     yield map(_convert_task, tasks)
     return
   context = multiprocessing.get_context('spawn')
   with _sigint_ignored():
-    initializer, initargs = quiet_start.quiet_initializer(_init_worker, config)
+    initializer, initargs = quiet_start.quiet_initializer(_init_worker, config, threads)
     pool = context.Pool(min(num_workers, len(tasks)), initializer=initializer, initargs=initargs)
   with pool:
     yield pool.imap(_convert_task, tasks, chunksize=1)
@@ -401,10 +434,12 @@ def run_local(config: ConversionConfig) -> dict:
     manifests.ManifestError, ConversionError: the job cannot start, or a shard cannot be written.
   """
   started = time.monotonic()
+  num_workers = resolve_num_workers(config.num_workers)
+  threads = threads_per_worker(num_workers)
   with output_folder_lock(config.output_dir):
-    job = prepare_job(config)
+    job = prepare_job(config, threads)
+    config = job.config
     _remove_stale_temporaries(config.output_dir)
-    num_workers = resolve_num_workers(config.num_workers)
     paths = shard_paths(config.output_dir, config.name, config.num_shards)
     shards = assign_shards(job.tasks, config.num_shards)
     pending = [i for i, path in enumerate(paths) if not _shard_is_complete(path)]
@@ -413,7 +448,7 @@ def run_local(config: ConversionConfig) -> dict:
                  config.name, len(job.tasks), len(paths), len(paths) - len(pending), len(pending_tasks), num_workers)
 
     frames_this_run = 0
-    with _ordered_results(pending_tasks, config, num_workers) as results, tqdm.tqdm(
+    with _ordered_results(pending_tasks, config, num_workers, threads) as results, tqdm.tqdm(
         total=len(pending_tasks), unit='video', desc=config.name, disable=None) as progress:
 
       def on_result(result: VideoResult) -> None:
@@ -427,7 +462,7 @@ def run_local(config: ConversionConfig) -> dict:
 
     summaries = [json_files.read_json(summary_path(path)) for path in paths]
   return build_report(
-      config, 'local',
+      job, 'local',
       videos_written=sum(s['videos_written'] for s in summaries),
       frames_written=sum(s['frames_written'] for s in summaries),
       failures=job.missing + [f for s in summaries for f in s['failures']],

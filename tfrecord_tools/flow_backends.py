@@ -3,8 +3,9 @@
 A backend turns the frames of one video into one flow field per frame: the flow of frame i is the motion from frame i
 to frame i + 1, and the last frame repeats the flow before it, so RGB and flow sequences have equal length (one
 frame index addresses both). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in
-TensorFlow, batched and XLA-compiled, for a GPU or TPU), `farneback` (OpenCV's Farneback: much faster, less accurate;
-for quick experiments and tests), `none` (RGB-only records).
+TensorFlow, batched and XLA-compiled, on any device), `farneback` (OpenCV's Farneback: much faster, less accurate;
+for quick experiments and tests), `none` (RGB-only records), and `auto`, the default, which `flow_choice` resolves
+to `tf` or `opencv`, whichever is faster on the machine, before any backend is made.
 
 To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, and register a factory in
 `_FACTORIES`.
@@ -12,23 +13,44 @@ To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, 
 
 import abc
 import dataclasses
+import os
 from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
+from d3d_core import quiet_start
 from d3d_core import tvl1_params
 from tfrecord_tools import tvl1_tf
+
+AUTO = 'auto'
+# The TensorFlow backend's frame pairs per call when FlowConfig.batch_size is 0: a GPU needs many to be busy; on a CPU
+# a batch runs until its slowest pair converges, so small batches waste less (measured in BUILD_NOTES.md).
+GPU_BATCH_SIZE = 32
+CPU_BATCH_SIZE = 4
+
+
+def default_compile_cache() -> str:
+  """Where compiled TV-L1 programs are kept between runs: `$XDG_CACHE_HOME/d3d/xla` (default ~/.cache)."""
+  cache_home = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(cache_home, 'd3d', 'xla')
 
 
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
-  """Which backend computes the flow, and its parameters."""
-  backend: str = 'opencv'
+  """Which backend computes the flow, and its parameters.
+
+  Only backend, tvl1 and use_initial_flow decide the flow (`record_settings`); the rest decides how fast it comes.
+  """
+  backend: str = AUTO
   tvl1: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params()  # TV-L1 parameters, OpenCV's defaults
   use_initial_flow: bool = False  # TV-L1 starts each frame pair from the previous pair's flow (OpenCV useInitialFlow)
-  batch_size: int = 32  # frame pairs per TensorFlow call (backend 'tf')
+  batch_size: int = 0  # frame pairs per TensorFlow call; 0: GPU_BATCH_SIZE with a GPU, else CPU_BATCH_SIZE
+  # TensorFlow pads frames to sides that are multiples of this, so that a data set of many frame sizes compiles a
+  # few programs; the flow inside the frame does not change (`tvl1_tf.tvl1_flow`'s frame_sizes). 1: no padding.
+  bucket_multiple: int = 32
+  compile_cache: str = dataclasses.field(default_factory=default_compile_cache)  # '': compile in every run
 
   def __post_init__(self):
     if self.backend not in BACKEND_NAMES:
@@ -36,6 +58,13 @@ class FlowConfig:
     if self.backend == 'tf' and self.use_initial_flow:
       raise ValueError('the tf flow backend computes the pairs of a video as one batch, so a pair cannot start from '
                        'the previous pair\'s flow: use_initial_flow needs the opencv backend')
+    if self.batch_size < 0 or self.bucket_multiple < 1:
+      raise ValueError(f'flow batch_size must be >= 0 (0: by device) and bucket_multiple >= 1, got '
+                       f'{self.batch_size} and {self.bucket_multiple}')
+
+  def record_settings(self) -> dict:
+    """What decides the flow in the records: saved with a data set, which a resumed conversion must match."""
+    return {'backend': self.backend, 'tvl1': dataclasses.asdict(self.tvl1), 'use_initial_flow': self.use_initial_flow}
 
 
 class FlowBackend(abc.ABC):
@@ -92,30 +121,53 @@ class OpenCVFarneback(FlowBackend):
 
 
 class TensorFlowTVL1(FlowBackend):
-  """`tfrecord_tools.tvl1_tf` TV-L1: all frame pairs of a video in fixed-size batches on TensorFlow's device.
+  """`tfrecord_tools.tvl1_tf` TV-L1: all frame pairs of a video in fixed-size, XLA-compiled batches on TensorFlow's
+  device, frames padded to shape buckets.
 
-  XLA-compiled when a GPU is visible; on a CPU, compiling costs about a minute per frame size and buys little, so the
-  op runs as a plain graph there.
+  On a CPU too XLA pays: measured 2.1x the plain graph (BUILD_NOTES.md). Each bucket compiles once per process, and
+  with `compile_cache` once per machine: later processes load the program from disk.
   """
 
-  def __init__(self, params: tvl1_params.Tvl1Params, batch_size: int):
-    jit_compile = bool(tf.config.list_physical_devices('GPU'))
-    self._flow = tvl1_tf.TfTvl1Backend(params, batch_size=batch_size, jit_compile=jit_compile)
+  def __init__(self, config: FlowConfig):
+    use_compile_cache(config.compile_cache)
+    batch_size = config.batch_size or (GPU_BATCH_SIZE if tf.config.list_physical_devices('GPU') else CPU_BATCH_SIZE)
+    self._flow = tvl1_tf.TfTvl1Backend(config.tvl1, batch_size=batch_size, jit_compile=True,
+                                       bucket_multiple=config.bucket_multiple)
+    self._buckets_seen = set()
 
   def pair_flows(self, frames):
     gray = grayscale(frames)
-    return self._flow(gray[:-1], gray[1:])
+    bucket = tvl1_tf.bucket_shape(*gray.shape[1:], self._flow.bucket_multiple)
+    if bucket in self._buckets_seen:
+      return self._flow(gray[:-1], gray[1:])
+    self._buckets_seen.add(bucket)
+    # Loading a cached program, XLA prints notices about CPU features on the console (C++, past Python's logging)
+    # that are not errors; a failed compile still raises.
+    with quiet_start.stderr_closed():
+      return self._flow(gray[:-1], gray[1:])
+
+
+def use_compile_cache(folder: str) -> None:
+  """Keeps XLA's compiled programs in `folder` (TensorFlow's persistent cache; '' for none), through TF_XLA_FLAGS:
+  for processes started later, and for this one only while TensorFlow has not read its settings (it does when it
+  first lists devices). A cache folder that TF_XLA_FLAGS names already is kept."""
+  flags = os.environ.get('TF_XLA_FLAGS', '')
+  if folder and '--tf_xla_persistent_cache_directory' not in flags:
+    os.makedirs(folder, exist_ok=True)
+    os.environ['TF_XLA_FLAGS'] = f'{flags} --tf_xla_persistent_cache_directory={folder}'.strip()
 
 
 _FACTORIES: Dict[str, Callable[[FlowConfig], Optional[FlowBackend]]] = {
     'opencv': lambda config: OpenCVTVL1(config.tvl1, config.use_initial_flow),
-    'tf': lambda config: TensorFlowTVL1(config.tvl1, config.batch_size),
+    'tf': TensorFlowTVL1,
     'farneback': lambda config: OpenCVFarneback(),
     'none': lambda config: None,
 }
-BACKEND_NAMES = tuple(_FACTORIES)
+BACKEND_NAMES = (AUTO, *_FACTORIES)
 
 
 def create_backend(config: FlowConfig) -> Optional[FlowBackend]:
-  """The backend `config` names, or None for RGB-only records."""
+  """The backend `config` names, or None for RGB-only records; `auto` must be resolved first (`flow_choice`)."""
+  if config.backend == AUTO:
+    raise ValueError('flow backend auto is chosen per machine: resolve it first with flow_choice.resolve')
   return _FACTORIES[config.backend](config)

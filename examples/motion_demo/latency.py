@@ -1,6 +1,7 @@
 """What the D3D student saves at inference: a clip through its SavedModel against the two-stream pipeline, which must
 first compute the clip's TV-L1 flow."""
 
+import dataclasses
 from typing import Dict, Sequence
 
 import numpy as np
@@ -55,7 +56,7 @@ def measure_latency(config: demo_config.DemoConfig, paths: demo_config.DemoPaths
   d3d = _serving_function(exported['d3d_student'])
   rgb = _serving_function(exported['rgb_baseline'])
   flow_network = _serving_function(exported['flow_teacher'])
-  tvl1 = flow_backends.create_backend(conversion.flow)
+  tvl1 = flow_backends.create_backend(dataclasses.replace(conversion.flow, backend='opencv'))
   sampled = video_input.eval_clip_indices(span, data)[0].numpy()  # what the served flow network reads
 
   def flow_images(frames):
