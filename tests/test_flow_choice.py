@@ -2,6 +2,7 @@
 the data set, and kept when a conversion resumes."""
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -102,3 +103,16 @@ def test_compiled_flow_programs_are_kept_between_runs_and_load_quietly(tmp_path,
   assert 'E0000' not in stderr and 'cpu_aot_loader' not in stderr, stderr
   assert (tmp_path / 'first' / 'data-00000-of-00001.tfrecord').read_bytes() == \
       (tmp_path / 'second' / 'data-00000-of-00001.tfrecord').read_bytes()
+
+
+def test_the_compile_cache_is_set_only_for_what_starts_inside(monkeypatch, tmp_path):
+  monkeypatch.delenv('TF_XLA_FLAGS', raising=False)
+  with flow_backends.compile_cache(str(tmp_path / 'a')):
+    assert os.environ['TF_XLA_FLAGS'] == f'--tf_xla_persistent_cache_directory={tmp_path / "a"}'
+    with flow_backends.compile_cache(str(tmp_path / 'b')):  # a cache named already is kept
+      assert os.environ['TF_XLA_FLAGS'] == f'--tf_xla_persistent_cache_directory={tmp_path / "a"}'
+  assert 'TF_XLA_FLAGS' not in os.environ
+  monkeypatch.setenv('TF_XLA_FLAGS', '--tf_xla_auto_jit=0')
+  with flow_backends.compile_cache(''):
+    assert os.environ['TF_XLA_FLAGS'] == '--tf_xla_auto_jit=0'
+  assert os.environ['TF_XLA_FLAGS'] == '--tf_xla_auto_jit=0'

@@ -81,14 +81,14 @@ def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequ
     # The flow backend is chosen here, as the local driver chooses it, measured with one thread (one per worker).
     job = convert_lib.prepare_job(config)
     config = job.config
-    if config.flow.backend == 'tf':
-      flow_backends.use_compile_cache(config.flow.compile_cache)  # for the workers that the runner starts
     for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):
       # Beam puts other videos in each shard than the local driver: a later local rerun must not keep any shard.
       summary = convert_lib.summary_path(shard_path)
       if tf.io.gfile.exists(summary):
         tf.io.gfile.remove(summary)
-    with beam.Pipeline(options=pipeline_options.PipelineOptions(args)) as pipeline:
+    # The compile cache for the worker processes that a local runner starts.
+    with flow_backends.compile_cache(config.flow.compile_cache if config.flow.backend == 'tf' else ''), \
+        beam.Pipeline(options=pipeline_options.PipelineOptions(args)) as pipeline:
       build_pipeline(pipeline, job, config)
 
   log_path = _log_prefix(config) + '.jsonl'

@@ -349,18 +349,17 @@ def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: i
   """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process.
 
   TensorFlow's TV-L1 always runs in worker processes, which start TensorFlow with their thread share and the compile
-  cache (`flow_backends.use_compile_cache`: this process has read TensorFlow's settings already).
+  cache (`flow_backends.compile_cache`: this process has read TensorFlow's settings already).
   """
-  if config.flow.backend == 'tf':
-    flow_backends.use_compile_cache(config.flow.compile_cache)
-  elif num_workers == 1 or len(tasks) <= 1:
+  if config.flow.backend != 'tf' and (num_workers == 1 or len(tasks) <= 1):
     _init_worker(config, threads)
     yield map(_convert_task, tasks)
     return
   context = multiprocessing.get_context('spawn')
   with _sigint_ignored():
     initializer, initargs = quiet_start.quiet_initializer(_init_worker, config, threads)
-    pool = context.Pool(min(num_workers, len(tasks)), initializer=initializer, initargs=initargs)
+    with flow_backends.compile_cache(config.flow.compile_cache if config.flow.backend == 'tf' else ''):
+      pool = context.Pool(min(num_workers, len(tasks)), initializer=initializer, initargs=initargs)
   with pool:
     yield pool.imap(_convert_task, tasks, chunksize=1)
 

@@ -12,9 +12,10 @@ To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, 
 """
 
 import abc
+import contextlib
 import dataclasses
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -25,10 +26,11 @@ from d3d_core import tvl1_params
 from tfrecord_tools import tvl1_tf
 
 AUTO = 'auto'
-# The TensorFlow backend's frame pairs per call when FlowConfig.batch_size is 0: a GPU needs many to be busy; on a CPU
-# a batch runs until its slowest pair converges, so small batches waste less (measured in BUILD_NOTES.md).
+# The TensorFlow backend's frame pairs per call when FlowConfig.batch_size is 0: a GPU needs many to be busy. On a CPU
+# a batch runs until its slowest pair converges and larger fields leave the caches: one thread, 256x602 frames of
+# bikes.mp4, 1.16 s a pair at batch 1, 1.88 s at 2, 3.57 s at 4 (BUILD_NOTES.md).
 GPU_BATCH_SIZE = 32
-CPU_BATCH_SIZE = 4
+CPU_BATCH_SIZE = 1
 
 
 def default_compile_cache() -> str:
@@ -129,10 +131,14 @@ class TensorFlowTVL1(FlowBackend):
   """
 
   def __init__(self, config: FlowConfig):
-    use_compile_cache(config.compile_cache)
-    batch_size = config.batch_size or (GPU_BATCH_SIZE if tf.config.list_physical_devices('GPU') else CPU_BATCH_SIZE)
-    self._flow = tvl1_tf.TfTvl1Backend(config.tvl1, batch_size=batch_size, jit_compile=True,
-                                       bucket_multiple=config.bucket_multiple)
+    with compile_cache(config.compile_cache):  # TensorFlow reads its settings when it first lists devices
+      gpu = bool(tf.config.list_physical_devices('GPU'))
+    # On a CPU, testing convergence after every inner iteration costs nothing and saves the masked iterations
+    # (bigbuckbunny.mp4, 256x455, one thread: 0.631 s a pair against 0.689 s testing every 5).
+    self._flow = tvl1_tf.TfTvl1Backend(config.tvl1, batch_size=config.batch_size or (GPU_BATCH_SIZE if gpu else
+                                                                                     CPU_BATCH_SIZE),
+                                       jit_compile=True, bucket_multiple=config.bucket_multiple,
+                                       iterations_per_check=None if gpu else 1)
     self._buckets_seen = set()
 
   def pair_flows(self, frames):
@@ -147,14 +153,22 @@ class TensorFlowTVL1(FlowBackend):
       return self._flow(gray[:-1], gray[1:])
 
 
-def use_compile_cache(folder: str) -> None:
-  """Keeps XLA's compiled programs in `folder` (TensorFlow's persistent cache; '' for none), through TF_XLA_FLAGS:
-  for processes started later, and for this one only while TensorFlow has not read its settings (it does when it
-  first lists devices). A cache folder that TF_XLA_FLAGS names already is kept."""
-  flags = os.environ.get('TF_XLA_FLAGS', '')
-  if folder and '--tf_xla_persistent_cache_directory' not in flags:
+@contextlib.contextmanager
+def compile_cache(folder: str) -> Iterator[None]:
+  """Inside: XLA keeps its compiled programs in `folder` (TensorFlow's persistent cache; '' for none) for the
+  processes started meanwhile, and for this one if TensorFlow reads its settings meanwhile (it does once, when it
+  first lists devices). Set through TF_XLA_FLAGS, which is restored after; a cache that it names already is kept."""
+  saved = os.environ.get('TF_XLA_FLAGS')
+  if folder and '--tf_xla_persistent_cache_directory' not in (saved or ''):
     os.makedirs(folder, exist_ok=True)
-    os.environ['TF_XLA_FLAGS'] = f'{flags} --tf_xla_persistent_cache_directory={folder}'.strip()
+    os.environ['TF_XLA_FLAGS'] = f'{saved or ""} --tf_xla_persistent_cache_directory={folder}'.strip()
+  try:
+    yield
+  finally:
+    if saved is None:
+      os.environ.pop('TF_XLA_FLAGS', None)
+    else:
+      os.environ['TF_XLA_FLAGS'] = saved
 
 
 _FACTORIES: Dict[str, Callable[[FlowConfig], Optional[FlowBackend]]] = {

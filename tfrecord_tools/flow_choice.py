@@ -15,13 +15,17 @@ import multiprocessing
 import time
 from typing import Optional, Sequence
 
+import cv2
+
 from d3d_core import quiet_start
 from d3d_core import video_reader
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 
 _VIDEOS_TRIED = 5  # unreadable videos skipped before giving up measuring
-_OPENCV_PAIRS = 2
+# Frames decoded to find the middle of a video: an opening is often still, and TV-L1 converges faster on still frames.
+_FRAMES_SEARCHED = 250
+_PAIRS = 2  # frame pairs timed: OpenCV's first (it costs the same every time), TensorFlow's all, twice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +46,14 @@ def set_tensorflow_threads(threads: int) -> None:
     pass
 
 
-def _seconds_per_pair(flow: flow_backends.FlowConfig, frames, threads: int) -> dict:
-  """In a worker-like process: each backend's steady seconds per frame pair on `frames`, and TensorFlow's first call."""
-  import cv2  # pylint: disable=g-import-not-at-top
+def _seconds_per_pair(flow: flow_backends.FlowConfig, frames) -> dict:
+  """In a worker-like process: each backend's steady seconds per frame pair on `frames`, and TensorFlow's first call
+  (its compile, or the load of a cached program)."""
   cv2.setNumThreads(1)
-  set_tensorflow_threads(threads)
   opencv = flow_backends.create_backend(dataclasses.replace(flow, backend='opencv'))
   started = time.perf_counter()
-  opencv.pair_flows(frames[:_OPENCV_PAIRS + 1])
-  opencv_seconds = (time.perf_counter() - started) / _OPENCV_PAIRS
+  opencv.pair_flows(frames[:2])
+  opencv_seconds = time.perf_counter() - started
   tensorflow = flow_backends.create_backend(dataclasses.replace(flow, backend='tf'))
   started = time.perf_counter()
   tensorflow.pair_flows(frames)
@@ -62,26 +65,29 @@ def _seconds_per_pair(flow: flow_backends.FlowConfig, frames, threads: int) -> d
 
 
 def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader.DecodeConfig, num_frames: int):
-  """The first `num_frames` frames of the first readable video among the first few, or None."""
-  decode = dataclasses.replace(decode, max_frames=num_frames)
+  """`num_frames` frames from the middle of the first video, among the first few, that is readable and has that
+  many (of its first `_FRAMES_SEARCHED`); or None."""
+  decode = dataclasses.replace(decode, max_frames=min(decode.max_frames or _FRAMES_SEARCHED, _FRAMES_SEARCHED))
   for entry in entries[:_VIDEOS_TRIED]:
     try:
       frames = video_reader.read_video(entry.path, decode, entry.start, entry.end).frames
     except video_reader.VideoDecodeError:
       continue
-    if len(frames) > _OPENCV_PAIRS:
-      return frames
+    if len(frames) >= num_frames:
+      middle = (len(frames) - num_frames) // 2
+      return frames[middle:middle + num_frames]
   return None
 
 
 def measure(flow: flow_backends.FlowConfig, frames, threads: int) -> dict:
   """`_seconds_per_pair` in a fresh process, started as the conversion's workers are (TensorFlow's threads can only
   be set before its runtime starts, and the measuring process's memory is returned when it ends)."""
-  flow_backends.use_compile_cache(flow.compile_cache)  # the workers will load what this one compiles
   context = multiprocessing.get_context('spawn')
   initializer, initargs = quiet_start.quiet_initializer(set_tensorflow_threads, threads)
-  with context.Pool(1, initializer=initializer, initargs=initargs) as pool:
-    return pool.apply(_seconds_per_pair, (flow, frames, threads))
+  with flow_backends.compile_cache(flow.compile_cache):  # the workers will load what this process compiles
+    pool = context.Pool(1, initializer=initializer, initargs=initargs)
+  with pool:
+    return pool.apply(_seconds_per_pair, (flow, frames))
 
 
 def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEntry],
@@ -95,8 +101,7 @@ def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEnt
   if flow.use_initial_flow:
     return Choice(dataclasses.replace(flow, backend='opencv'),
                   'use_initial_flow needs OpenCV: TensorFlow computes a video\'s pairs together')
-  batch_size = flow.batch_size or flow_backends.CPU_BATCH_SIZE
-  frames = _sample_frames(entries, decode, batch_size + 1)
+  frames = _sample_frames(entries, decode, _PAIRS + 1)
   if frames is None:
     return Choice(dataclasses.replace(flow, backend='opencv'), f'none of the first {_VIDEOS_TRIED} videos could be '
                   'read to measure the backends')

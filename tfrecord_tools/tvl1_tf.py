@@ -428,7 +428,7 @@ class TfTvl1Backend:
   """
 
   def __init__(self, params: tvl1_params.Tvl1Params = tvl1_params.Tvl1Params(), batch_size: int = 32,
-               jit_compile: bool = True, bucket_multiple: int = 1):
+               jit_compile: bool = True, bucket_multiple: int = 1, iterations_per_check: int = None):
     if batch_size < 1:
       raise ValueError(f'flow batch size must be at least 1, got {batch_size}')
     if bucket_multiple < 1:
@@ -437,13 +437,15 @@ class TfTvl1Backend:
     self.batch_size = batch_size
     self.bucket_multiple = bucket_multiple
     self._jit_compile = jit_compile
+    self._iterations_per_check = iterations_per_check  # tvl1_flow's; None: its default
     self._programs = {}  # number of scales -> tf.function, which compiles once per bucket shape
 
   def _program(self, params: tvl1_params.Tvl1Params):
     if params.nscales not in self._programs:
       # The Python control flow of tvl1_flow is static, so autograph has nothing to convert.
-      self._programs[params.nscales] = tf.function(functools.partial(tvl1_flow, params=params),
-                                                   jit_compile=self._jit_compile, autograph=False)
+      self._programs[params.nscales] = tf.function(
+          functools.partial(tvl1_flow, params=params, iterations_per_check=self._iterations_per_check),
+          jit_compile=self._jit_compile, autograph=False)
     return self._programs[params.nscales]
 
   def __call__(self, frames0, frames1):
