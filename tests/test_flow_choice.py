@@ -1,6 +1,7 @@
 """`--flow_backend=auto`: the choice between TensorFlow's and OpenCV's TV-L1, measured on a real video, recorded with
 the data set, and kept when a conversion resumes."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -83,6 +84,14 @@ def test_a_resumed_auto_conversion_keeps_its_backend_and_writes_the_same_records
   assert resumed['flow'] == {**first['flow'], 'reason': 'the backend this data set was started with'}
   assert resumed['frames_this_run'] == 5
   assert test_convert.read_shards(tmp_path / 'out', 'clips', 2) == clean
+  # Another split into the same folder, same settings: the same implementation, unmeasured; other settings: measured.
+  other_split = convert_lib.run_local(dataclasses.replace(config, name='test', num_shards=1))
+  assert other_split['flow'] == {**first['flow'], 'reason': 'as clips.settings.json in this folder: one data set, '
+                                                            'one implementation'}
+  monkeypatch.setattr(flow_choice, 'measure', _timings(0.1, 0.3))
+  other_tvl1 = dataclasses.replace(config, name='other', num_shards=1,
+                                   flow=flow_backends.FlowConfig(tvl1=dataclasses.replace(FAST_TVL1, warps=2)))
+  assert 'measured on' in convert_lib.run_local(other_tvl1)['flow']['reason']
 
 
 @pytest.mark.slow

@@ -239,13 +239,26 @@ def output_folder_lock(output_dir: str) -> Iterator[None]:
     raise ConversionSetupError(f'output folder {error}') from None
 
 
-def _saved_flow_backend(config: ConversionConfig) -> Optional[str]:
-  """The TV-L1 backend that an earlier run of this job chose, so that `auto` keeps it; None for a new job."""
-  path = settings_path(config.output_dir, config.name)
-  if not tf.io.gfile.exists(path):
-    return None
-  backend = json_files.read_json(path).get('flow', {}).get('backend')
-  return backend if backend in ('tf', 'opencv') else None
+def _earlier_flow_backend(config: ConversionConfig) -> Optional[Tuple[str, str]]:
+  """(backend, why) that `auto` keeps: this job's from an earlier run (a resumed conversion), else that of another
+  conversion in the same folder with the same decoding and TV-L1 settings (another split of the data set), so that
+  a data set holds one implementation's flow; None for a new data set."""
+  own = settings_path(config.output_dir, config.name)
+  others = sorted(set(tf.io.gfile.glob(os.path.join(config.output_dir, '*.settings.json'))) - {own})
+  same_flow = json.loads(json.dumps({'decode': dataclasses.asdict(config.decode),
+                                     'flow': {**config.flow.record_settings(), 'backend': ''}}))
+  for path in [own, *others]:
+    if not tf.io.gfile.exists(path):
+      continue
+    saved = json_files.read_json(path)
+    backend = saved.get('flow', {}).get('backend')
+    if backend not in ('tf', 'opencv'):
+      continue
+    if path == own:
+      return backend, 'the backend this data set was started with'
+    if {'decode': saved.get('decode'), 'flow': {**saved['flow'], 'backend': ''}} == same_flow:
+      return backend, f'as {os.path.basename(path)} in this folder: one data set, one implementation'
+  return None
 
 
 def prepare_job(config: ConversionConfig, threads_per_worker: int = 1) -> Job:
@@ -269,7 +282,7 @@ def prepare_job(config: ConversionConfig, threads_per_worker: int = 1) -> Job:
   _make_output_folder(config.output_dir)
   _check_label_map(config.output_dir, class_names)
   choice = flow_choice.resolve(config.flow, manifest.entries, config.decode, threads_per_worker,
-                               saved_backend=_saved_flow_backend(config))
+                               earlier=_earlier_flow_backend(config))
   config = dataclasses.replace(config, flow=choice.flow)
   print(f'{config.name}: optical flow by {config.flow.backend} ({choice.reason})', flush=True)
   _check_settings(config, _job_settings(config, tasks, class_names))

@@ -6,14 +6,14 @@ per-call cost can lose. So one process set up as the conversion's workers are (s
 the first frame pairs of the first readable video, and the conversion takes the faster at steady state; the compile
 (or the load of a cached program) is reported apart, since a worker pays it once per frame-size bucket.
 
-A resumed conversion takes the backend its data set was started with, without measuring again, so that a resumed
-data set holds one backend's flow.
+A resumed conversion, or another split converted into the same folder with the same settings, takes the backend the
+data set holds already, without measuring again: one data set, one implementation's flow.
 """
 
 import dataclasses
 import multiprocessing
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import cv2
 
@@ -91,13 +91,13 @@ def measure(flow: flow_backends.FlowConfig, frames, threads: int) -> dict:
 
 
 def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEntry],
-            decode: video_reader.DecodeConfig, threads: int, saved_backend: Optional[str] = None) -> Choice:
+            decode: video_reader.DecodeConfig, threads: int, earlier: Optional[Tuple[str, str]] = None) -> Choice:
   """`flow` with `auto` replaced by a backend, measured on `entries`' first readable video with `threads` TensorFlow
-  threads per worker; other backends are kept. `saved_backend`: the one the data set was started with."""
+  threads per worker; other backends are kept. `earlier`: (backend, why) that the data set already holds, kept."""
   if flow.backend != flow_backends.AUTO:
     return Choice(flow, f'--flow_backend={flow.backend}')
-  if saved_backend:
-    return Choice(dataclasses.replace(flow, backend=saved_backend), 'the backend this data set was started with')
+  if earlier:
+    return Choice(dataclasses.replace(flow, backend=earlier[0]), earlier[1])
   if flow.use_initial_flow:
     return Choice(dataclasses.replace(flow, backend='opencv'),
                   'use_initial_flow needs OpenCV: TensorFlow computes a video\'s pairs together')
