@@ -223,20 +223,28 @@ def _centered_gradient(image, frame_size):
   return dx, dy
 
 
+# The two stencils of every inner iteration shift by rolling and mask the wrapped row or column: the same values as
+# slicing and padding, and on XLA's CPU backend a step shaped like an inner iteration took 0.39 ms with rolls against
+# 14.4 ms with pads (256x480, one thread; BUILD_NOTES.md).
+
+
 def _forward_gradient(field, frame_size):
   """Forward differences, zero on the frame's last column (x) and last row (y) and beyond."""
   height, width = field.shape[-2:]
-  dx = tf.pad(field[..., :, 1:] - field[..., :, :-1], [[0, 0]] * (field.shape.rank - 1) + [[0, 1]])
-  dy = tf.pad(field[..., 1:, :] - field[..., :-1, :], [[0, 0]] * (field.shape.rank - 2) + [[0, 1], [0, 0]])
   inside_x = tf.cast(tf.range(width) < frame_size[1] - 1, tf.float32)
   inside_y = tf.cast(tf.range(height) < frame_size[0] - 1, tf.float32)[:, tf.newaxis]
-  return dx * inside_x, dy * inside_y
+  dx = (tf.roll(field, -1, axis=field.shape.rank - 1) - field) * inside_x
+  dy = (tf.roll(field, -1, axis=field.shape.rank - 2) - field) * inside_y
+  return dx, dy
 
 
 def _divergence(px, py):
   """Backward differences with zero before the first row and column: minus the adjoint of `_forward_gradient`."""
-  px_left = tf.pad(px[..., :, :-1], [[0, 0]] * (px.shape.rank - 1) + [[1, 0]])
-  py_up = tf.pad(py[..., :-1, :], [[0, 0]] * (py.shape.rank - 2) + [[1, 0], [0, 0]])
+  height, width = px.shape[-2:]
+  after_first_x = tf.cast(tf.range(width) > 0, tf.float32)
+  after_first_y = tf.cast(tf.range(height) > 0, tf.float32)[:, tf.newaxis]
+  px_left = tf.roll(px, 1, axis=px.shape.rank - 1) * after_first_x
+  py_up = tf.roll(py, 1, axis=py.shape.rank - 2) * after_first_y
   return (px - px_left) + (py - py_up)
 
 
