@@ -26,7 +26,7 @@ def _entries(*paths):
 
 
 def _timings(tf_seconds, opencv_seconds):
-  return lambda flow, frames, threads: {'tf': tf_seconds, 'opencv': opencv_seconds, 'tf_first_call': 9.0}
+  return lambda flow, frames, threads, pool=None: {'tf': tf_seconds, 'opencv': opencv_seconds, 'tf_first_call': 9.0}
 
 
 @pytest.mark.parametrize('tf_seconds, opencv_seconds, expected', [(0.1, 0.3, 'tf'), (0.3, 0.1, 'opencv')])
@@ -57,6 +57,26 @@ def test_auto_measures_both_backends_in_a_worker_process(bikes_video):
   assert 'measured on 48x113 frames with 1 thread a worker: TensorFlow ' in choice.reason
   with pytest.raises(ValueError, match='resolve it first'):
     flow_backends.create_backend(flow_backends.FlowConfig())
+
+
+def _backends_made_after(flow, backends):
+  """In a worker: how many backends it holds after asking for those named."""
+  for backend in backends:
+    flow_backends.shared_backend(dataclasses.replace(flow, backend=backend))
+  return flow_backends.shared_backend.cache_info().currsize
+
+
+def test_the_conversion_workers_measure_and_keep_the_backends_they_made(tmp_path, bikes_video):
+  frames = video_reader.read_video(str(bikes_video), DECODE).frames[:3]
+  flow = flow_backends.FlowConfig(tvl1=FAST_TVL1, compile_cache=str(tmp_path / 'xla'))
+  config = test_convert.make_config(tmp_path / 'unused.csv', tmp_path / 'out', flow=flow)
+  with convert_lib.Workers(config, num_workers=1, threads=1) as workers:
+    pool = workers.pool()
+    seconds = flow_choice.measure(flow, frames, 1, pool)
+    assert seconds.keys() == {'tf', 'tf_first_call', 'opencv'} and all(value > 0 for value in seconds.values())
+    # The one worker made both backends, and the conversion's calls get them back rather than new ones.
+    assert pool.apply(_backends_made_after, (flow, ())) == 2
+    assert pool.apply(_backends_made_after, (flow, ('tf', 'opencv'))) == 2
 
 
 @pytest.mark.slow

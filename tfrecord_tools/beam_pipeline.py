@@ -20,7 +20,6 @@ import time
 from typing import Sequence, Union
 
 import apache_beam as beam
-import cv2
 import tensorflow as tf
 from apache_beam.options import pipeline_options
 
@@ -40,8 +39,7 @@ class _ConvertVideoFn(beam.DoFn):
     self._flow_backend = None
 
   def setup(self):
-    cv2.setNumThreads(1)  # runners give each core its own worker: one core per conversion
-    flow_choice.set_tensorflow_threads(1)
+    flow_choice.set_worker_threads(1)  # runners give each core its own worker: one core per conversion
     self._flow_backend = flow_backends.create_backend(self._config.flow)  # one per DoFn: backends are not shared
 
   def process(self, task: convert_lib.Task):

@@ -18,17 +18,18 @@ Bad videos are skipped and listed, with their reason, in `<name>.report.json`.
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import tensorflow as tf
 import tqdm
 from absl import logging
@@ -261,9 +262,9 @@ def _earlier_flow_backend(config: ConversionConfig) -> Optional[Tuple[str, str]]
   return None
 
 
-def prepare_job(config: ConversionConfig, threads_per_worker: int = 1) -> Job:
+def prepare_job(config: ConversionConfig, threads_per_worker: int = 1, workers: Optional['Workers'] = None) -> Job:
   """Reads the manifest, fixes the label indices, resolves the flow backend (`flow_choice`, measured with
-  `threads_per_worker` TensorFlow threads), and checks and records the job in output_dir.
+  `threads_per_worker` TensorFlow threads, in `workers` where given), and checks and records the job in output_dir.
 
   Raises:
     manifests.ManifestError: the split files cannot be read.
@@ -282,7 +283,8 @@ def prepare_job(config: ConversionConfig, threads_per_worker: int = 1) -> Job:
   _make_output_folder(config.output_dir)
   _check_label_map(config.output_dir, class_names)
   choice = flow_choice.resolve(config.flow, manifest.entries, config.decode, threads_per_worker,
-                               earlier=_earlier_flow_backend(config))
+                               earlier=_earlier_flow_backend(config),
+                               workers=workers and functools.partial(workers.pool, len(tasks)))
   config = dataclasses.replace(config, flow=choice.flow)
   print(f'{config.name}: optical flow by {config.flow.backend} ({choice.reason})', flush=True)
   _check_settings(config, _job_settings(config, tasks, class_names))
@@ -327,20 +329,10 @@ def threads_per_worker(num_workers: int) -> int:
   return max(1, resolve_num_workers(0) // num_workers)
 
 
-# The local driver's worker processes: each holds the config and its own flow backend.
-_worker_state = {}
-
-
-def _init_worker(config: ConversionConfig, threads: int) -> None:
-  cv2.setNumThreads(1)  # one core per process: process-level parallelism is what scales
-  flow_choice.set_tensorflow_threads(threads)  # TensorFlow's share of the cores
-  _worker_state['config'] = config
-  _worker_state['flow_backend'] = flow_backends.create_backend(config.flow)
-
-
-def _convert_task(task: Task) -> VideoResult:
+def _convert_task(task: Task, config: ConversionConfig) -> VideoResult:
+  """In a worker: one video, with the process's backend for `config.flow` (kept from one video to the next)."""
   entry, label_index = task
-  return convert_video(entry, label_index, _worker_state['config'], _worker_state['flow_backend'])
+  return convert_video(entry, label_index, config, flow_backends.shared_backend(config.flow))
 
 
 @contextlib.contextmanager
@@ -356,25 +348,47 @@ def _sigint_ignored() -> Iterator[None]:
     signal.signal(signal.SIGINT, previous)
 
 
-@contextlib.contextmanager
-def _ordered_results(tasks: List[Task], config: ConversionConfig, num_workers: int,
-                     threads: int) -> Iterator[Iterator[VideoResult]]:
-  """Results in task order: one process per worker ('spawn': the parent has TensorFlow loaded), or in-process.
+class Workers:
+  """The local driver's worker processes ('spawn': the parent has TensorFlow loaded), started on first use: by
+  `--flow_backend=auto`'s measurement (`flow_choice.measure`), which the other workers' start-up overlaps and whose
+  TensorFlow worker keeps its compiled program, or by the conversion. A conversion that needs no processes (OpenCV on
+  one worker, or one video) runs in this process.
 
-  TensorFlow's TV-L1 always runs in worker processes, which start TensorFlow with their thread share and the compile
-  cache (`flow_backends.compile_cache`: this process has read TensorFlow's settings already).
+  Workers start TensorFlow with their share of the cores and, where its TV-L1 may run, with the compile cache
+  (`flow_backends.compile_cache`: this process has read TensorFlow's settings already).
   """
-  if config.flow.backend != 'tf' and (num_workers == 1 or len(tasks) <= 1):
-    _init_worker(config, threads)
-    yield map(_convert_task, tasks)
-    return
-  context = multiprocessing.get_context('spawn')
-  with _sigint_ignored():
-    initializer, initargs = quiet_start.quiet_initializer(_init_worker, config, threads)
-    with flow_backends.compile_cache(config.flow.compile_cache if config.flow.backend == 'tf' else ''):
-      pool = context.Pool(min(num_workers, len(tasks)), initializer=initializer, initargs=initargs)
-  with pool:
-    yield pool.imap(_convert_task, tasks, chunksize=1)
+
+  def __init__(self, config: ConversionConfig, num_workers: int, threads: int):
+    self._config = config
+    self._num_workers = num_workers
+    self._threads = threads
+    self._pool = None
+
+  def pool(self, max_workers: Optional[int] = None) -> multiprocessing.pool.Pool:
+    """The workers, started now if they are not yet: `num_workers`, or `max_workers` where fewer."""
+    if self._pool is None:
+      context = multiprocessing.get_context('spawn')
+      tensorflow = self._config.flow.backend in ('tf', flow_backends.AUTO)
+      with _sigint_ignored(), flow_backends.compile_cache(self._config.flow.compile_cache if tensorflow else ''):
+        initializer, initargs = quiet_start.quiet_initializer(flow_choice.set_worker_threads, self._threads)
+        self._pool = context.Pool(min(self._num_workers, max_workers or self._num_workers), initializer=initializer,
+                                  initargs=initargs)
+    return self._pool
+
+  def results(self, tasks: List[Task], config: ConversionConfig) -> Iterator[VideoResult]:
+    """Each task's result in task order; `config` has the flow backend resolved."""
+    convert = functools.partial(_convert_task, config=config)
+    if self._pool is None and config.flow.backend != 'tf' and (self._num_workers == 1 or len(tasks) <= 1):
+      flow_choice.set_worker_threads(self._threads)
+      return map(convert, tasks)
+    return self.pool(len(tasks)).imap(convert, tasks, chunksize=1)
+
+  def __enter__(self) -> 'Workers':
+    return self
+
+  def __exit__(self, *exception) -> None:
+    if self._pool is not None:
+      self._pool.terminate()
 
 
 def _file_fingerprint(path: str) -> Dict[str, object]:
@@ -448,8 +462,8 @@ def run_local(config: ConversionConfig) -> dict:
   started = time.monotonic()
   num_workers = resolve_num_workers(config.num_workers)
   threads = threads_per_worker(num_workers)
-  with output_folder_lock(config.output_dir):
-    job = prepare_job(config, threads)
+  with output_folder_lock(config.output_dir), Workers(config, num_workers, threads) as workers:
+    job = prepare_job(config, threads, workers)
     config = job.config
     _remove_stale_temporaries(config.output_dir)
     paths = shard_paths(config.output_dir, config.name, config.num_shards)
@@ -460,7 +474,8 @@ def run_local(config: ConversionConfig) -> dict:
                  config.name, len(job.tasks), len(paths), len(paths) - len(pending), len(pending_tasks), num_workers)
 
     frames_this_run = 0
-    with _ordered_results(pending_tasks, config, num_workers, threads) as results, tqdm.tqdm(
+    results = workers.results(pending_tasks, config)
+    with tqdm.tqdm(
         total=len(pending_tasks), unit='video', desc=config.name, disable=None) as progress:
 
       def on_result(result: VideoResult) -> None:

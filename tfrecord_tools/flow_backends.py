@@ -14,6 +14,7 @@ To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, 
 import abc
 import contextlib
 import dataclasses
+import functools
 import os
 from typing import Callable, Dict, Iterator, Optional
 
@@ -185,3 +186,10 @@ def create_backend(config: FlowConfig) -> Optional[FlowBackend]:
   if config.backend == AUTO:
     raise ValueError('flow backend auto is chosen per machine: resolve it first with flow_choice.resolve')
   return _FACTORIES[config.backend](config)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_backend(config: FlowConfig) -> Optional[FlowBackend]:
+  """`create_backend(config)` made once per process: a worker keeps the programs that TensorFlow compiled from one
+  video to the next, and from `flow_choice`'s measurement to the conversion."""
+  return create_backend(config)

@@ -2,9 +2,10 @@
 
 The choice is measured, not guessed. TensorFlow's TV-L1 (XLA, shape buckets) is the faster one on a GPU and, on the
 CPUs measured so far, per core too (BUILD_NOTES.md, "Conversion at the fastest backend's speed"); on tiny frames its
-per-call cost can lose. So one process set up as the conversion's workers are (same threads) times both backends on
-the first frame pairs of the first readable video, and the conversion takes the faster at steady state; the compile
-(or the load of a cached program) is reported apart, since a worker pays it once per frame-size bucket.
+per-call cost can lose. So two of the conversion's worker processes time the two backends at once, on frame pairs
+from the middle of the first readable video, and the conversion takes the faster at steady state; the compile (or the
+load of a cached program) is reported apart, since a worker pays it once per frame-size bucket. The measurement
+overlaps the other workers' start-up, and the worker that timed TensorFlow keeps its compiled program.
 
 A resumed conversion, or another split converted into the same folder with the same settings, takes the backend the
 data set holds already, without measuring again: one data set, one implementation's flow.
@@ -12,8 +13,9 @@ data set holds already, without measuring again: one data set, one implementatio
 
 import dataclasses
 import multiprocessing
+import multiprocessing.pool
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 
@@ -25,7 +27,7 @@ from tfrecord_tools import manifests
 _VIDEOS_TRIED = 5  # unreadable videos skipped before giving up measuring
 # Frames decoded to find the middle of a video: an opening is often still, and TV-L1 converges faster on still frames.
 _FRAMES_SEARCHED = 250
-_PAIRS = 2  # frame pairs timed: OpenCV's first (it costs the same every time), TensorFlow's all, twice
+_PAIRS = 2  # frame pairs timed by each backend, after TensorFlow's first call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +37,11 @@ class Choice:
   reason: str
 
 
-def set_tensorflow_threads(threads: int) -> None:
-  """Caps this process's TensorFlow threads (XLA's included), so that workers share the cores without
-  oversubscription; once TensorFlow's runtime has started the cap can no longer change, and it is left as it is."""
+def set_worker_threads(threads: int) -> None:
+  """A conversion worker's share of the cores: one OpenCV thread (worker processes are what scales) and `threads`
+  TensorFlow threads (XLA's included), without oversubscription. Once TensorFlow's runtime has started its threads can
+  no longer change, and they are left as they are."""
+  cv2.setNumThreads(1)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -46,22 +50,24 @@ def set_tensorflow_threads(threads: int) -> None:
     pass
 
 
-def _seconds_per_pair(flow: flow_backends.FlowConfig, frames) -> dict:
-  """In a worker-like process: each backend's steady seconds per frame pair on `frames`, and TensorFlow's first call
-  (its compile, or the load of a cached program)."""
-  cv2.setNumThreads(1)
-  opencv = flow_backends.create_backend(dataclasses.replace(flow, backend='opencv'))
+def _opencv_seconds(flow: flow_backends.FlowConfig, frames) -> dict:
+  """In a worker: OpenCV's seconds per frame pair on `frames` (it costs the same from the first call)."""
+  backend = flow_backends.shared_backend(dataclasses.replace(flow, backend='opencv'))
   started = time.perf_counter()
-  opencv.pair_flows(frames[:2])
-  opencv_seconds = time.perf_counter() - started
-  tensorflow = flow_backends.create_backend(dataclasses.replace(flow, backend='tf'))
+  backend.pair_flows(frames)
+  return {'opencv': (time.perf_counter() - started) / (len(frames) - 1)}
+
+
+def _tensorflow_seconds(flow: flow_backends.FlowConfig, frames) -> dict:
+  """In a worker: TensorFlow's first call on one pair (its compile, or the load of a cached program), then its
+  steady seconds per pair on `frames`. The worker keeps the program for the conversion (`shared_backend`)."""
+  backend = flow_backends.shared_backend(dataclasses.replace(flow, backend='tf'))
   started = time.perf_counter()
-  tensorflow.pair_flows(frames)
+  backend.pair_flows(frames[:2])
   first_call = time.perf_counter() - started
   started = time.perf_counter()
-  tensorflow.pair_flows(frames)
-  tf_seconds = (time.perf_counter() - started) / (len(frames) - 1)
-  return {'opencv': opencv_seconds, 'tf': tf_seconds, 'tf_first_call': first_call}
+  backend.pair_flows(frames)
+  return {'tf': (time.perf_counter() - started) / (len(frames) - 1), 'tf_first_call': first_call}
 
 
 def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader.DecodeConfig, num_frames: int):
@@ -79,21 +85,30 @@ def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader
   return None
 
 
-def measure(flow: flow_backends.FlowConfig, frames, threads: int) -> dict:
-  """`_seconds_per_pair` in a fresh process, started as the conversion's workers are (TensorFlow's threads can only
-  be set before its runtime starts, and the measuring process's memory is returned when it ends)."""
-  context = multiprocessing.get_context('spawn')
-  initializer, initargs = quiet_start.quiet_initializer(set_tensorflow_threads, threads)
-  with flow_backends.compile_cache(flow.compile_cache):  # the workers will load what this process compiles
-    pool = context.Pool(1, initializer=initializer, initargs=initargs)
-  with pool:
-    return pool.apply(_seconds_per_pair, (flow, frames))
+def measure(flow: flow_backends.FlowConfig, frames, threads: int, pool: Optional[multiprocessing.pool.Pool] = None) -> dict:
+  """Both backends' seconds per pair, timed at once in two processes set up as the conversion's workers: `pool`'s
+  (the conversion's own, whose start-up this overlaps and which keep TensorFlow's program), or two started for it.
+
+  Processes, not this one: TensorFlow's threads can only be set before its runtime starts. At once: the cores are
+  shared as during the conversion, and the wait is the slower measurement's, not the sum.
+  """
+  if pool is None:
+    context = multiprocessing.get_context('spawn')
+    initializer, initargs = quiet_start.quiet_initializer(set_worker_threads, threads)
+    with flow_backends.compile_cache(flow.compile_cache):  # later workers will load what these compile
+      own_pool = context.Pool(2, initializer=initializer, initargs=initargs)
+    with own_pool:
+      return measure(flow, frames, threads, own_pool)
+  timings = [pool.apply_async(function, (flow, frames)) for function in (_tensorflow_seconds, _opencv_seconds)]
+  return {key: value for timing in timings for key, value in timing.get().items()}
 
 
 def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEntry],
-            decode: video_reader.DecodeConfig, threads: int, earlier: Optional[Tuple[str, str]] = None) -> Choice:
+            decode: video_reader.DecodeConfig, threads: int, earlier: Optional[Tuple[str, str]] = None,
+            workers: Optional[Callable[[], multiprocessing.pool.Pool]] = None) -> Choice:
   """`flow` with `auto` replaced by a backend, measured on `entries`' first readable video with `threads` TensorFlow
-  threads per worker; other backends are kept. `earlier`: (backend, why) that the data set already holds, kept."""
+  threads per worker; other backends are kept. `earlier`: (backend, why) that the data set already holds, kept.
+  `workers`: starts (or returns) the conversion's worker processes, where `measure` then runs."""
   if flow.backend != flow_backends.AUTO:
     return Choice(flow, f'--flow_backend={flow.backend}')
   if earlier:
@@ -105,7 +120,7 @@ def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEnt
   if frames is None:
     return Choice(dataclasses.replace(flow, backend='opencv'), f'none of the first {_VIDEOS_TRIED} videos could be '
                   'read to measure the backends')
-  seconds = measure(flow, frames, threads)
+  seconds = measure(flow, frames, threads, workers and workers())
   backend = 'tf' if seconds['tf'] < seconds['opencv'] else 'opencv'
   ratio = max(seconds['tf'], seconds['opencv']) / min(seconds['tf'], seconds['opencv'])
   height, width = frames.shape[1:3]
