@@ -1,10 +1,13 @@
 """Keras callbacks for `train_lib.run_experiment(..., callbacks=[...])`, where a Keras epoch is one training loop of
 `train.steps_per_loop` steps."""
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 from absl import logging
 import keras
@@ -108,3 +111,40 @@ class TrainingProgress(keras.callbacks.Callback):
     rate = (self.step - self.initial_step) / seconds if seconds > 0 else 0.0
     self._write(f'trained to step {self.step}/{self.train_steps} in {seconds:.0f} s ({rate:.2f} steps/s): '
                 f'{_metrics_text(self._last_logs)}')
+
+
+class InterruptBetweenSteps(keras.callbacks.Callback):
+  """Ctrl-C during `fit` raises KeyboardInterrupt before the next step, or after the loop's checkpoint when listed
+  after it, rather than wherever the signal lands: inside TensorFlow's calls (a step, a checkpoint being written) an
+  interrupted process could crash at exit instead of ending as `d3d_core.cli` says. A second Ctrl-C interrupts at
+  once. Active inside `with callback.installed():` (the main thread's SIGINT handler)."""
+
+  def __init__(self):
+    super().__init__()
+    self.requested = False
+
+  def _request(self, signum, frame):
+    del signum, frame
+    self.requested = True
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  @contextlib.contextmanager
+  def installed(self) -> Iterator['InterruptBetweenSteps']:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set signal handlers
+      yield self
+      return
+    previous = signal.signal(signal.SIGINT, self._request)
+    try:
+      yield self
+    finally:
+      signal.signal(signal.SIGINT, previous)
+
+  def _stop_if_requested(self):
+    if self.requested:
+      raise KeyboardInterrupt
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._stop_if_requested()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._stop_if_requested()

@@ -6,7 +6,8 @@ r"""Trains and evaluates the flow teacher, the RGB baseline and the D3D student.
 Flags only fill `official_d3d.configs.d3d_config.ExperimentConfig` (`configs/config_flags.py`: one flag per field,
 documented there; the distillation fields take a `distill_` prefix); `official_d3d.train_lib.run_experiment` does
 the rest. A run that cannot go on stops with one `error: ...` line and exit status 1 (`D3D_TRACEBACK=1` adds the
-traceback); Ctrl-C stops it with status 130, and the same command resumes from the last checkpoint.
+traceback); Ctrl-C stops it when the running step (or the loop's checkpoint) is done, a second Ctrl-C at once, with
+status 130, and the same command resumes from the last checkpoint.
 """
 
 # First, before anything imports TensorFlow (also in worker processes, which 'spawn' starts from this module as

@@ -375,9 +375,10 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
                                                  num_loops * steps_per_loop, steps_per_loop,
                                                  initial_loop * steps_per_loop)] if is_chief(strategy) else []),
                *callbacks]
-  with evaluation.end_of_records_expected():  # of the validation passes
+  interrupt = callbacks_lib.InterruptBetweenSteps()  # listed last: it stops after the loop's checkpoint
+  with evaluation.end_of_records_expected(), interrupt.installed():  # end of records: of the validation passes
     history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
-                        callbacks=callbacks, shuffle=False, verbose=0, **validation)
+                        callbacks=[*callbacks, interrupt], shuffle=False, verbose=0, **validation)
   return history.history
 
 
