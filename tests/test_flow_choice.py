@@ -29,12 +29,18 @@ def _timings(tf_seconds, opencv_seconds):
   return lambda flow, frames, threads, pool=None: {'tf': tf_seconds, 'opencv': opencv_seconds, 'tf_first_call': 9.0}
 
 
-@pytest.mark.parametrize('tf_seconds, opencv_seconds, expected', [(0.1, 0.3, 'tf'), (0.3, 0.1, 'opencv')])
-def test_auto_takes_the_faster_backend_as_measured(monkeypatch, bikes_video, tf_seconds, opencv_seconds, expected):
+@pytest.mark.parametrize('tf_seconds, opencv_seconds, expected, why', [
+    (0.1, 0.3, 'tf', '3.0x faster here'),
+    (0.3, 0.1, 'opencv', '3.0x faster here'),
+    # Within the margin OpenCV, the reference, is kept: the two are equal to the measurement's noise.
+    (0.1, 0.105, 'opencv', 'TensorFlow only 1.05x faster here, under the 1.1x that it takes to replace the reference '
+                           'implementation')])
+def test_auto_takes_the_faster_backend_as_measured(monkeypatch, bikes_video, tf_seconds, opencv_seconds, expected,
+                                                   why):
   monkeypatch.setattr(flow_choice, 'measure', _timings(tf_seconds, opencv_seconds))
   choice = flow_choice.resolve(flow_backends.FlowConfig(), _entries(bikes_video), DECODE, threads=2)
   assert choice.flow.backend == expected
-  assert choice.reason.startswith('3.0x faster here, measured on 48x113 frames with 2 threads a worker')
+  assert choice.reason.startswith(f'{why}, measured on 48x113 frames with 2 threads a worker: TensorFlow')
 
 
 def test_auto_skips_unreadable_videos_and_explicit_backends_are_kept(monkeypatch, tmp_path, bikes_video):

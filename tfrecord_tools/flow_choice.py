@@ -3,9 +3,10 @@
 The choice is measured, not guessed. TensorFlow's TV-L1 (XLA, shape buckets) is the faster one on a GPU and, on the
 CPUs measured so far, per core too (BUILD_NOTES.md, "Conversion at the fastest backend's speed"); on tiny frames its
 per-call cost can lose. So two of the conversion's worker processes time the two backends at once, on frame pairs
-from the middle of the first readable video, and the conversion takes the faster at steady state; the compile (or the
-load of a cached program) is reported apart, since a worker pays it once per frame-size bucket. The measurement
-overlaps the other workers' start-up, and the worker that timed TensorFlow keeps its compiled program.
+from the middle of the first readable video, and the conversion takes the faster at steady state, TensorFlow only
+where it is clearly faster (`_TENSORFLOW_MARGIN`); the compile (or the load of a cached program) is reported apart,
+since a worker pays it once per frame-size bucket. The measurement overlaps the other workers' start-up, and the
+worker that timed TensorFlow keeps its compiled program.
 
 A resumed conversion, or another split converted into the same folder with the same settings, takes the backend the
 data set holds already, without measuring again: one data set, one implementation's flow.
@@ -27,7 +28,12 @@ from tfrecord_tools import manifests
 _VIDEOS_TRIED = 5  # unreadable videos skipped before giving up measuring
 # Frames decoded to find the middle of a video: an opening is often still, and TV-L1 converges faster on still frames.
 _FRAMES_SEARCHED = 250
-_PAIRS = 2  # frame pairs timed by each backend, after TensorFlow's first call
+_PAIRS = 2  # frame pairs timed by each backend, after its first call
+# Tiny frames take milliseconds a pair: they are timed over repeated calls, for a ratio that holds from run to run.
+_MIN_TIMED_SECONDS = 0.5
+# TensorFlow replaces OpenCV, the reference implementation, only when this much faster: within it the two are equal to
+# the measurement's noise, and the same command on the same machine should take the same backend every time.
+_TENSORFLOW_MARGIN = 1.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,24 +56,20 @@ def set_worker_threads(threads: int) -> None:
     pass
 
 
-def _opencv_seconds(flow: flow_backends.FlowConfig, frames) -> dict:
-  """In a worker: OpenCV's seconds per frame pair on `frames` (it costs the same from the first call)."""
-  backend = flow_backends.shared_backend(dataclasses.replace(flow, backend='opencv'))
-  started = time.perf_counter()
-  backend.pair_flows(frames)
-  return {'opencv': (time.perf_counter() - started) / (len(frames) - 1)}
-
-
-def _tensorflow_seconds(flow: flow_backends.FlowConfig, frames) -> dict:
-  """In a worker: TensorFlow's first call on one pair (its compile, or the load of a cached program), then its
-  steady seconds per pair on `frames`. The worker keeps the program for the conversion (`shared_backend`)."""
-  backend = flow_backends.shared_backend(dataclasses.replace(flow, backend='tf'))
+def _seconds_per_pair(flow: flow_backends.FlowConfig, backend_name: str, frames) -> Tuple[float, float]:
+  """In a worker: a backend's first call on one pair (TensorFlow's compile or the load of a cached program), then its
+  steady seconds per pair over `frames`' pairs, repeated for at least `_MIN_TIMED_SECONDS`. The worker keeps the
+  backend for the conversion (`shared_backend`)."""
+  backend = flow_backends.shared_backend(dataclasses.replace(flow, backend=backend_name))
   started = time.perf_counter()
   backend.pair_flows(frames[:2])
   first_call = time.perf_counter() - started
+  pairs = 0
   started = time.perf_counter()
-  backend.pair_flows(frames)
-  return {'tf': (time.perf_counter() - started) / (len(frames) - 1), 'tf_first_call': first_call}
+  while not pairs or time.perf_counter() - started < _MIN_TIMED_SECONDS:
+    backend.pair_flows(frames)
+    pairs += len(frames) - 1
+  return first_call, (time.perf_counter() - started) / pairs
 
 
 def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader.DecodeConfig, num_frames: int):
@@ -99,8 +101,9 @@ def measure(flow: flow_backends.FlowConfig, frames, threads: int, pool: Optional
       own_pool = context.Pool(2, initializer=initializer, initargs=initargs)
     with own_pool:
       return measure(flow, frames, threads, own_pool)
-  timings = [pool.apply_async(function, (flow, frames)) for function in (_tensorflow_seconds, _opencv_seconds)]
-  return {key: value for timing in timings for key, value in timing.get().items()}
+  tensorflow, opencv = (pool.apply_async(_seconds_per_pair, (flow, name, frames)) for name in ('tf', 'opencv'))
+  (tf_first_call, tf_seconds), (_, opencv_seconds) = tensorflow.get(), opencv.get()
+  return {'tf': tf_seconds, 'tf_first_call': tf_first_call, 'opencv': opencv_seconds}
 
 
 def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEntry],
@@ -121,10 +124,13 @@ def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEnt
     return Choice(dataclasses.replace(flow, backend='opencv'), f'none of the first {_VIDEOS_TRIED} videos could be '
                   'read to measure the backends')
   seconds = measure(flow, frames, threads, workers and workers())
-  backend = 'tf' if seconds['tf'] < seconds['opencv'] else 'opencv'
-  ratio = max(seconds['tf'], seconds['opencv']) / min(seconds['tf'], seconds['opencv'])
   height, width = frames.shape[1:3]
-  reason = (f'{ratio:.1f}x faster here, measured on {height}x{width} frames with {threads} '
-            f'thread{"s" * (threads > 1)} a worker: TensorFlow {seconds["tf"]:.3f} s a pair (its first call '
-            f'{seconds["tf_first_call"]:.1f} s), OpenCV {seconds["opencv"]:.3f} s')
-  return Choice(dataclasses.replace(flow, backend=backend), reason)
+  measured = (f'measured on {height}x{width} frames with {threads} thread{"s" * (threads > 1)} a worker: TensorFlow '
+              f'{seconds["tf"]:.3f} s a pair (its first call {seconds["tf_first_call"]:.1f} s), OpenCV '
+              f'{seconds["opencv"]:.3f} s')
+  speedup = seconds['opencv'] / seconds['tf']
+  if speedup >= _TENSORFLOW_MARGIN:
+    return Choice(dataclasses.replace(flow, backend='tf'), f'{speedup:.1f}x faster here, {measured}')
+  why = (f'TensorFlow only {speedup:.2f}x faster here, under the {_TENSORFLOW_MARGIN}x that it takes to replace the '
+         'reference implementation' if speedup >= 1 else f'{1 / speedup:.1f}x faster here')
+  return Choice(dataclasses.replace(flow, backend='opencv'), f'{why}, {measured}')
