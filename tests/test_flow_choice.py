@@ -101,6 +101,7 @@ def test_a_resumed_auto_conversion_keeps_its_backend_and_writes_the_same_records
                                                                'scale_step': 0.8, 'gamma': 0.0,
                                                                'median_filtering': 5}
   clean = test_convert.read_shards(tmp_path / 'out', 'clips', 2)
+  assert convert_lib.run_local(config)['frames_this_run'] == 0  # finished: nothing to do, whichever the backend
 
   # An interrupted run: the second shard lost. The rerun measures nothing and redoes it with the same backend.
   [_, second_shard] = convert_lib.shard_paths(str(tmp_path / 'out'), 'clips', 2)
@@ -138,6 +139,9 @@ def test_compiled_flow_programs_are_kept_between_runs_and_load_quietly(tmp_path,
   assert 'E0000' not in stderr and 'cpu_aot_loader' not in stderr, stderr
   assert (tmp_path / 'first' / 'data-00000-of-00001.tfrecord').read_bytes() == \
       (tmp_path / 'second' / 'data-00000-of-00001.tfrecord').read_bytes()
+  rerun = test_convert.run_cli(args + [f'--output_dir={tmp_path / "second"}'])  # finished: nothing left to do
+  _, stderr = rerun.communicate(timeout=300)
+  assert rerun.returncode == 0, stderr[-2000:]
 
 
 def test_the_compile_cache_is_set_only_for_what_starts_inside(monkeypatch, tmp_path):

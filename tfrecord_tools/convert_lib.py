@@ -378,7 +378,9 @@ class Workers:
   def results(self, tasks: List[Task], config: ConversionConfig) -> Iterator[VideoResult]:
     """Each task's result in task order; `config` has the flow backend resolved."""
     convert = functools.partial(_convert_task, config=config)
-    if self._pool is None and config.flow.backend != 'tf' and (self._num_workers == 1 or len(tasks) <= 1):
+    if not tasks:  # a finished conversion, rerun
+      return iter(())
+    if self._pool is None and config.flow.backend != 'tf' and (self._num_workers == 1 or len(tasks) == 1):
       flow_choice.set_worker_threads(self._threads)
       return map(convert, tasks)
     return self.pool(len(tasks)).imap(convert, tasks, chunksize=1)
