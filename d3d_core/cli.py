@@ -20,10 +20,13 @@ show only at absl's `--verbosity=0` (INFO) or 1 (DEBUG), not by default (warning
 console too.
 """
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from typing import Any, Callable, List, NoReturn, Sequence, Type
+from typing import Any, Callable, Iterator, List, NoReturn, Sequence, Type
 
 from absl import app
 from absl import flags
@@ -84,6 +87,20 @@ def run(command: Callable[[], Any], expected_errors: Sequence[Type[BaseException
     sys.stderr.write(f'error: {type(error).__name__}: {describe(error)} (a bug: the traceback above is for '
                      'reporting it)\n')
     return error_status
+
+
+@contextlib.contextmanager
+def sigint_handled_by(handler) -> Iterator[None]:
+  """Inside, Ctrl-C calls `handler` (a `signal` handler, or SIG_IGN); the previous one is restored after. Only the
+  main thread may set signal handlers: elsewhere Ctrl-C is left as it is."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def quiet_logging(flag_values: flags.FlagValues = flags.FLAGS) -> None:

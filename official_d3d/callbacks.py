@@ -1,19 +1,18 @@
 """Keras callbacks for `train_lib.run_experiment(..., callbacks=[...])`, where a Keras epoch is one training loop of
 `train.steps_per_loop` steps."""
 
-import contextlib
 import json
 import signal
 import sys
-import threading
 import time
-from typing import Dict, Iterator, List
+from typing import ContextManager, Dict, List
 
 from absl import logging
 import keras
 import tensorflow as tf
 import tqdm
 
+from d3d_core import cli
 from d3d_core import json_files
 
 HISTORY_FILENAME = 'history.jsonl'  # the name to give it in a model_dir
@@ -128,16 +127,8 @@ class InterruptBetweenSteps(keras.callbacks.Callback):
     self.requested = True
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-  @contextlib.contextmanager
-  def installed(self) -> Iterator['InterruptBetweenSteps']:
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set signal handlers
-      yield self
-      return
-    previous = signal.signal(signal.SIGINT, self._request)
-    try:
-      yield self
-    finally:
-      signal.signal(signal.SIGINT, previous)
+  def installed(self) -> ContextManager[None]:
+    return cli.sigint_handled_by(self._request)
 
   def _stop_if_requested(self):
     if self.requested:

@@ -26,7 +26,6 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import signal
-import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -335,19 +334,6 @@ def _convert_task(task: Task, config: ConversionConfig) -> VideoResult:
   return convert_video(entry, label_index, config, flow_backends.shared_backend(config.flow))
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-  """Processes started inside inherit SIGINT ignored: Ctrl-C interrupts only the parent, which then stops them."""
-  if threading.current_thread() is not threading.main_thread():  # only the main thread may set signal handlers
-    yield
-    return
-  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
-
-
 class Workers:
   """The local driver's worker processes ('spawn': the parent has TensorFlow loaded), started on first use: by
   `--flow_backend=auto`'s measurement (`flow_choice.measure`), which the other workers' start-up overlaps and whose
@@ -368,8 +354,9 @@ class Workers:
     """The workers, started now if they are not yet: `num_workers`, or `max_workers` where fewer."""
     if self._pool is None:
       context = multiprocessing.get_context('spawn')
-      tensorflow = self._config.flow.backend in ('tf', flow_backends.AUTO)
-      with _sigint_ignored(), flow_backends.compile_cache(self._config.flow.compile_cache if tensorflow else ''):
+      cache = self._config.flow.compile_cache if self._config.flow.backend in ('tf', flow_backends.AUTO) else ''
+      # Processes started inside inherit SIGINT ignored: Ctrl-C interrupts only this one, which then stops them.
+      with cli.sigint_handled_by(signal.SIG_IGN), flow_backends.compile_cache(cache):
         initializer, initargs = quiet_start.quiet_initializer(flow_choice.set_worker_threads, self._threads)
         self._pool = context.Pool(min(self._num_workers, max_workers or self._num_workers), initializer=initializer,
                                   initargs=initargs)

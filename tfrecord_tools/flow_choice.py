@@ -87,7 +87,8 @@ def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader
   return None
 
 
-def measure(flow: flow_backends.FlowConfig, frames, threads: int, pool: Optional[multiprocessing.pool.Pool] = None) -> dict:
+def measure(flow: flow_backends.FlowConfig, frames, threads: int,
+            pool: Optional[multiprocessing.pool.Pool] = None) -> dict:
   """Both backends' seconds per pair, timed at once in two processes set up as the conversion's workers: `pool`'s
   (the conversion's own, whose start-up this overlaps and which keep TensorFlow's program), or two started for it.
 
