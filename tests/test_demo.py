@@ -313,6 +313,15 @@ def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
   assert not os.path.exists(paths.root)
 
 
+def test_the_demo_makes_the_videos_the_figures_were_measured_with():
+  classes = make_motion_dataset.complementary_classes(
+      make_motion_dataset.KINDS, ('translate_left', 'translate_right', 'translate_up', 'translate_down'))
+  assert demo_config.DEMO_DATASET == dataclasses.replace(
+      make_motion_dataset.MotionDatasetConfig(), classes=classes, width=40, height=40, videos_per_class_train=20,
+      videos_per_class_test=16, object_radius=(0.3, 0.4), translation_speed=(0.03, 0.05),
+      translation_jitter_degrees=10.0, background_drift_speed=0.003, noise_std=(1.0, 3.0))
+
+
 # The settings the README's and BUILD_NOTES' figures were measured with, written out in full; the recipes must keep
 # giving them.
 MEASURED = ('--num_frames=8 --stride=2 --crop_size=32 --train_resize_range=32,36 --eval_resize=32 --random_flip=false '

@@ -54,10 +54,14 @@ MOTION_ONLY_DATASET = dataclasses.replace(
 # and one frame does not. Measured on 4 held-out training videos per class (BUILD_NOTES.md, "Demo: complementary
 # streams"): a flow network predicts the direction and guesses the colour, an RGB network gets the colour and learns
 # only part of the motion, so RGB beats flow and two-stream beats both. With two directions (left, right) instead of
-# four, the RGB baseline learned them too (91 % of 8 classes): no gap for distillation to close.
+# four, the RGB baseline learned them too (91 % of 8 classes): no gap for distillation to close. The objects move
+# slower than in the motion-only set (1.2-2 px a frame): at 2-3 px some RGB baselines found the directions on their own
+# and others did not, so the baseline's spread over seeds (11 points) decided the gap closed; at 1.2-2 px none finds
+# them within its budget (spread 3 points) while TV-L1 still tracks them, so the teacher still teaches them.
 DEMO_DATASET = dataclasses.replace(
     MOTION_ONLY_DATASET, classes=make_motion_dataset.complementary_classes(
-        make_motion_dataset.KINDS, ('translate_left', 'translate_right', 'translate_up', 'translate_down')))
+        make_motion_dataset.KINDS, ('translate_left', 'translate_right', 'translate_up', 'translate_down')),
+    translation_speed=(0.03, 0.05))
 CLASS_SETS = {'kinds_x_motions': DEMO_DATASET, 'motions': MOTION_ONLY_DATASET}
 
 
