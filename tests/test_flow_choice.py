@@ -29,22 +29,30 @@ def _timings(tf_seconds, opencv_seconds):
   return lambda flow, frames, threads, pool=None: {'tf': tf_seconds, 'opencv': opencv_seconds, 'tf_first_call': 9.0}
 
 
-@pytest.mark.parametrize('tf_seconds, opencv_seconds, expected, why', [
-    (0.1, 0.3, 'tf', '3.0x faster here'),
-    (0.3, 0.1, 'opencv', '3.0x faster here'),
-    # Within the margin OpenCV, the reference, is kept: the two are equal to the measurement's noise.
-    (0.1, 0.105, 'opencv', 'TensorFlow only 1.05x faster here, under the 1.1x that it takes to replace the reference '
-                           'implementation')])
-def test_auto_takes_the_faster_backend_as_measured(monkeypatch, bikes_video, tf_seconds, opencv_seconds, expected,
-                                                   why):
+# The measured video has 5 pairs (DECODE.max_frames=6); TensorFlow's first call takes 9 s (`_timings`).
+@pytest.mark.parametrize('videos, workers, tf_seconds, opencv_seconds, expected, why', [
+    (1, 1, 10.0, 30.0, 'tf', '2.5x faster here: for about 5 pairs a worker TensorFlow 59 s, OpenCV 150 s'),
+    (1, 1, 30.0, 10.0, 'opencv', '3.2x faster here: for about 5 pairs a worker TensorFlow 159 s, OpenCV 50 s'),
+    # A small conversion: the saving is within what the measurement's noise moves; OpenCV, the reference, is kept.
+    (320, 2, 0.05, 0.1, 'opencv', 'TensorFlow would save 31 s a worker (1.63x), under the 60 s and 1.1x that it '
+                                  'takes to replace the reference implementation: for about 800 pairs a worker '
+                                  'TensorFlow 49 s, OpenCV 80 s'),
+    # A large one, where the two are equal to the measurement's noise.
+    (10000, 1, 0.1, 0.105, 'opencv', 'TensorFlow would save 241 s a worker (1.05x), under the 60 s and 1.1x'),
+    # The videos shared over the workers: each worker's share is what it waits for.
+    (10000, 4, 0.1, 0.2, 'tf', '2.0x faster here: for about 12500 pairs a worker TensorFlow 1259 s, OpenCV 2500 s')])
+def test_auto_takes_the_backend_that_finishes_the_conversion_sooner(monkeypatch, bikes_video, videos, workers,
+                                                                    tf_seconds, opencv_seconds, expected, why):
   monkeypatch.setattr(flow_choice, 'measure', _timings(tf_seconds, opencv_seconds))
-  choice = flow_choice.resolve(flow_backends.FlowConfig(), _entries(bikes_video), DECODE, threads=2)
+  choice = flow_choice.resolve(flow_backends.FlowConfig(), _entries(*[bikes_video] * videos), DECODE, threads=2,
+                               num_workers=workers)
   assert choice.flow.backend == expected
-  assert choice.reason.startswith(f'{why}, measured on 48x113 frames with 2 threads a worker: TensorFlow')
+  assert choice.reason.startswith(why)
+  assert '; measured on 48x113 frames with 2 threads a worker: TensorFlow ' in choice.reason
 
 
 def test_auto_skips_unreadable_videos_and_explicit_backends_are_kept(monkeypatch, tmp_path, bikes_video):
-  monkeypatch.setattr(flow_choice, 'measure', _timings(0.1, 0.3))
+  monkeypatch.setattr(flow_choice, 'measure', _timings(10.0, 30.0))
   (tmp_path / 'broken.mp4').write_bytes(b'not a video')
   choice = flow_choice.resolve(flow_backends.FlowConfig(), _entries(tmp_path / 'broken.mp4', bikes_video), DECODE, 1)
   assert choice.flow.backend == 'tf'
@@ -92,7 +100,7 @@ def test_a_resumed_auto_conversion_keeps_its_backend_and_writes_the_same_records
   config = test_convert.make_config(csv_path, tmp_path / 'out', flow=flow_backends.FlowConfig(tvl1=FAST_TVL1))
   first = convert_lib.run_local(config)
   backend = first['flow']['backend']
-  assert backend in ('tf', 'opencv') and 'x faster here, measured on 48x' in first['flow']['reason']
+  assert backend in ('tf', 'opencv') and '; measured on 48x' in first['flow']['reason']
   settings = json.loads((tmp_path / 'out' / 'clips.settings.json').read_text())
   assert settings['flow']['backend'] == backend
   assert settings['flow']['tvl1'] == first['flow']['tvl1'] == {'tau': 0.25, 'lambda_': 0.15, 'theta': 0.3,
@@ -115,7 +123,7 @@ def test_a_resumed_auto_conversion_keeps_its_backend_and_writes_the_same_records
   other_split = convert_lib.run_local(dataclasses.replace(config, name='test', num_shards=1))
   assert other_split['flow'] == {**first['flow'], 'reason': 'as clips.settings.json in this folder: one data set, '
                                                             'one implementation'}
-  monkeypatch.setattr(flow_choice, 'measure', _timings(0.1, 0.3))
+  monkeypatch.setattr(flow_choice, 'measure', _timings(10.0, 30.0))
   other_tvl1 = dataclasses.replace(config, name='other', num_shards=1,
                                    flow=flow_backends.FlowConfig(tvl1=dataclasses.replace(FAST_TVL1, warps=2)))
   assert 'measured on' in convert_lib.run_local(other_tvl1)['flow']['reason']

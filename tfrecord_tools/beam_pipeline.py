@@ -76,7 +76,8 @@ def run_beam(config: convert_lib.ConversionConfig, beam_options: Union[str, Sequ
   started = time.monotonic()
   args = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
   with convert_lib.output_folder_lock(config.output_dir):
-    # The flow backend is chosen here, as the local driver chooses it, measured with one thread (one per worker).
+    # The flow backend is chosen here, as the local driver chooses it: measured with one thread (one per worker),
+    # for one worker's share of the videos (a runner's number of workers is its own).
     job = convert_lib.prepare_job(config)
     config = job.config
     for shard_path in convert_lib.shard_paths(config.output_dir, config.name, config.num_shards):

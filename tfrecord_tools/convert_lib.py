@@ -261,9 +261,10 @@ def _earlier_flow_backend(config: ConversionConfig) -> Optional[Tuple[str, str]]
   return None
 
 
-def prepare_job(config: ConversionConfig, threads_per_worker: int = 1, workers: Optional['Workers'] = None) -> Job:
-  """Reads the manifest, fixes the label indices, resolves the flow backend (`flow_choice`, measured with
-  `threads_per_worker` TensorFlow threads, in `workers` where given), and checks and records the job in output_dir.
+def prepare_job(config: ConversionConfig, workers: Optional['Workers'] = None) -> Job:
+  """Reads the manifest, fixes the label indices, resolves the flow backend (`flow_choice`: measured in `workers`
+  where given, for their number and threads; else, as Beam's workers run, in one thread for one worker), and checks
+  and records the job in output_dir.
 
   Raises:
     manifests.ManifestError: the split files cannot be read.
@@ -281,8 +282,8 @@ def prepare_job(config: ConversionConfig, threads_per_worker: int = 1, workers: 
   tasks = [(entry, label_index[entry.label]) for entry in manifest.entries]
   _make_output_folder(config.output_dir)
   _check_label_map(config.output_dir, class_names)
-  choice = flow_choice.resolve(config.flow, manifest.entries, config.decode, threads_per_worker,
-                               earlier=_earlier_flow_backend(config),
+  choice = flow_choice.resolve(config.flow, manifest.entries, config.decode, workers.threads if workers else 1,
+                               workers.num_workers if workers else 1, earlier=_earlier_flow_backend(config),
                                workers=workers and functools.partial(workers.pool, len(tasks)))
   config = dataclasses.replace(config, flow=choice.flow)
   print(f'{config.name}: optical flow by {config.flow.backend} ({choice.reason})', flush=True)
@@ -346,8 +347,8 @@ class Workers:
 
   def __init__(self, config: ConversionConfig, num_workers: int, threads: int):
     self._config = config
-    self._num_workers = num_workers
-    self._threads = threads
+    self.num_workers = num_workers
+    self.threads = threads
     self._pool = None
 
   def pool(self, max_workers: Optional[int] = None) -> multiprocessing.pool.Pool:
@@ -357,8 +358,8 @@ class Workers:
       cache = self._config.flow.compile_cache if self._config.flow.backend in ('tf', flow_backends.AUTO) else ''
       # Processes started inside inherit SIGINT ignored: Ctrl-C interrupts only this one, which then stops them.
       with cli.sigint_handled_by(signal.SIG_IGN), flow_backends.compile_cache(cache):
-        initializer, initargs = quiet_start.quiet_initializer(flow_choice.set_worker_threads, self._threads)
-        self._pool = context.Pool(min(self._num_workers, max_workers or self._num_workers), initializer=initializer,
+        initializer, initargs = quiet_start.quiet_initializer(flow_choice.set_worker_threads, self.threads)
+        self._pool = context.Pool(min(self.num_workers, max_workers or self.num_workers), initializer=initializer,
                                   initargs=initargs)
     return self._pool
 
@@ -367,8 +368,8 @@ class Workers:
     convert = functools.partial(_convert_task, config=config)
     if not tasks:  # a finished conversion, rerun
       return iter(())
-    if self._pool is None and config.flow.backend != 'tf' and (self._num_workers == 1 or len(tasks) == 1):
-      flow_choice.set_worker_threads(self._threads)
+    if self._pool is None and config.flow.backend != 'tf' and (self.num_workers == 1 or len(tasks) == 1):
+      flow_choice.set_worker_threads(self.threads)
       return map(convert, tasks)
     return self.pool(len(tasks)).imap(convert, tasks, chunksize=1)
 
@@ -452,7 +453,7 @@ def run_local(config: ConversionConfig) -> dict:
   num_workers = resolve_num_workers(config.num_workers)
   threads = threads_per_worker(num_workers)
   with output_folder_lock(config.output_dir), Workers(config, num_workers, threads) as workers:
-    job = prepare_job(config, threads, workers)
+    job = prepare_job(config, workers)
     config = job.config
     _remove_stale_temporaries(config.output_dir)
     paths = shard_paths(config.output_dir, config.name, config.num_shards)

@@ -1,12 +1,14 @@
-"""`--flow_backend=auto`: TensorFlow's TV-L1 or OpenCV's, whichever computes this data set's flow faster here.
+"""`--flow_backend=auto`: TensorFlow's TV-L1 or OpenCV's, whichever computes this data set's flow sooner here.
 
 The choice is measured, not guessed. TensorFlow's TV-L1 (XLA, shape buckets) is the faster one on a GPU and, on the
 CPUs measured so far, per core too (BUILD_NOTES.md, "Conversion at the fastest backend's speed"); on tiny frames its
 per-call cost can lose. So two of the conversion's worker processes time the two backends at once, on frame pairs
-from the middle of the first readable video, and the conversion takes the faster at steady state, TensorFlow only
-where it is clearly faster (`_TENSORFLOW_MARGIN`); the compile (or the load of a cached program) is reported apart,
-since a worker pays it once per frame-size bucket. The measurement overlaps the other workers' start-up, and the
-worker that timed TensorFlow keeps its compiled program.
+from the middle of the first readable video; the measurement overlaps the other workers' start-up, and the worker that
+timed TensorFlow keeps its compiled program. From those rates, the first video's length and the number of videos, the
+conversion estimates each backend's time for one worker's share, TensorFlow's first call (its compile, or the load of
+a cached program) included, and takes TensorFlow only where it saves clearly more than the measurement's noise
+(`_TENSORFLOW_MARGIN`, `_MIN_SECONDS_SAVED`): OpenCV is the reference implementation, and the same command on the same
+machine should take the same backend, and so write the same records, every time.
 
 A resumed conversion, or another split converted into the same folder with the same settings, takes the backend the
 data set holds already, without measuring again: one data set, one implementation's flow.
@@ -29,11 +31,13 @@ _VIDEOS_TRIED = 5  # unreadable videos skipped before giving up measuring
 # Frames decoded to find the middle of a video: an opening is often still, and TV-L1 converges faster on still frames.
 _FRAMES_SEARCHED = 250
 _PAIRS = 2  # frame pairs timed by each backend, after its first call
-# Tiny frames take milliseconds a pair: they are timed over repeated calls, for a ratio that holds from run to run.
+# Tiny frames take milliseconds a pair: they are timed over repeated calls.
 _MIN_TIMED_SECONDS = 0.5
-# TensorFlow replaces OpenCV, the reference implementation, only when this much faster: within it the two are equal to
-# the measurement's noise, and the same command on the same machine should take the same backend every time.
+# TensorFlow replaces OpenCV only where its estimate for a worker's share is this much shorter, and by this many
+# seconds. On the demo's 40x40 frames the two rates moved between 0.6x and 1.7x of each other from run to run (the
+# machine's load), so a ratio alone took either backend; a small conversion gains too little to be worth the doubt.
 _TENSORFLOW_MARGIN = 1.1
+_MIN_SECONDS_SAVED = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +77,8 @@ def _seconds_per_pair(flow: flow_backends.FlowConfig, backend_name: str, frames)
 
 
 def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader.DecodeConfig, num_frames: int):
-  """`num_frames` frames from the middle of the first video, among the first few, that is readable and has that
-  many (of its first `_FRAMES_SEARCHED`); or None."""
+  """(`num_frames` frames from the middle of the first video, among the first few, that is readable and has that
+  many, the number of frame pairs it has, counted up to `_FRAMES_SEARCHED` frames); or None."""
   decode = dataclasses.replace(decode, max_frames=min(decode.max_frames or _FRAMES_SEARCHED, _FRAMES_SEARCHED))
   for entry in entries[:_VIDEOS_TRIED]:
     try:
@@ -83,7 +87,7 @@ def _sample_frames(entries: Sequence[manifests.VideoEntry], decode: video_reader
       continue
     if len(frames) >= num_frames:
       middle = (len(frames) - num_frames) // 2
-      return frames[middle:middle + num_frames]
+      return frames[middle:middle + num_frames], len(frames) - 1
   return None
 
 
@@ -108,11 +112,13 @@ def measure(flow: flow_backends.FlowConfig, frames, threads: int,
 
 
 def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEntry],
-            decode: video_reader.DecodeConfig, threads: int, earlier: Optional[Tuple[str, str]] = None,
+            decode: video_reader.DecodeConfig, threads: int, num_workers: int = 1,
+            earlier: Optional[Tuple[str, str]] = None,
             workers: Optional[Callable[[], multiprocessing.pool.Pool]] = None) -> Choice:
   """`flow` with `auto` replaced by a backend, measured on `entries`' first readable video with `threads` TensorFlow
-  threads per worker; other backends are kept. `earlier`: (backend, why) that the data set already holds, kept.
-  `workers`: starts (or returns) the conversion's worker processes, where `measure` then runs."""
+  threads per worker, for `entries` shared over `num_workers` workers; other backends are kept. `earlier`: (backend,
+  why) that the data set already holds, kept. `workers`: starts (or returns) the conversion's worker processes, where
+  `measure` then runs."""
   if flow.backend != flow_backends.AUTO:
     return Choice(flow, f'--flow_backend={flow.backend}')
   if earlier:
@@ -120,18 +126,23 @@ def resolve(flow: flow_backends.FlowConfig, entries: Sequence[manifests.VideoEnt
   if flow.use_initial_flow:
     return Choice(dataclasses.replace(flow, backend='opencv'),
                   'use_initial_flow needs OpenCV: TensorFlow computes a video\'s pairs together')
-  frames = _sample_frames(entries, decode, _PAIRS + 1)
-  if frames is None:
+  sample = _sample_frames(entries, decode, _PAIRS + 1)
+  if sample is None:
     return Choice(dataclasses.replace(flow, backend='opencv'), f'none of the first {_VIDEOS_TRIED} videos could be '
                   'read to measure the backends')
+  frames, pairs_per_video = sample
   seconds = measure(flow, frames, threads, workers and workers())
+  pairs = -(-len(entries) // num_workers) * pairs_per_video
+  tensorflow, opencv = seconds['tf_first_call'] + pairs * seconds['tf'], pairs * seconds['opencv']
   height, width = frames.shape[1:3]
-  measured = (f'measured on {height}x{width} frames with {threads} thread{"s" * (threads > 1)} a worker: TensorFlow '
+  estimate = (f'for about {pairs} pairs a worker TensorFlow {tensorflow:.0f} s, OpenCV {opencv:.0f} s; measured on '
+              f'{height}x{width} frames with {threads} thread{"s" * (threads > 1)} a worker: TensorFlow '
               f'{seconds["tf"]:.3f} s a pair (its first call {seconds["tf_first_call"]:.1f} s), OpenCV '
               f'{seconds["opencv"]:.3f} s')
-  speedup = seconds['opencv'] / seconds['tf']
-  if speedup >= _TENSORFLOW_MARGIN:
-    return Choice(dataclasses.replace(flow, backend='tf'), f'{speedup:.1f}x faster here, {measured}')
-  why = (f'TensorFlow only {speedup:.2f}x faster here, under the {_TENSORFLOW_MARGIN}x that it takes to replace the '
-         'reference implementation' if speedup >= 1 else f'{1 / speedup:.1f}x faster here')
-  return Choice(dataclasses.replace(flow, backend='opencv'), f'{why}, {measured}')
+  speedup = opencv / tensorflow
+  if speedup >= _TENSORFLOW_MARGIN and opencv - tensorflow >= _MIN_SECONDS_SAVED:
+    return Choice(dataclasses.replace(flow, backend='tf'), f'{speedup:.1f}x faster here: {estimate}')
+  why = (f'TensorFlow would save {opencv - tensorflow:.0f} s a worker ({speedup:.2f}x), under the '
+         f'{_MIN_SECONDS_SAVED:.0f} s and {_TENSORFLOW_MARGIN}x that it takes to replace the reference implementation'
+         if speedup >= 1 else f'{1 / speedup:.1f}x faster here')
+  return Choice(dataclasses.replace(flow, backend='opencv'), f'{why}: {estimate}')
