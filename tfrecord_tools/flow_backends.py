@@ -5,7 +5,7 @@ to frame i + 1, and the last frame repeats the flow before it, so RGB and flow s
 frame index addresses both). Backends: `opencv` (OpenCV's DualTVL1 on the CPU), `tf` (the same algorithm in
 TensorFlow, batched and XLA-compiled, on any device), `farneback` (OpenCV's Farneback: much faster, less accurate;
 for quick experiments and tests), `none` (RGB-only records), and `auto`, the default, which `flow_choice` resolves
-to `tf` or `opencv`, whichever is faster on the machine, before any backend is made.
+to `tf` or `opencv`, whichever finishes the conversion sooner on the machine, before any backend is made.
 
 To add a backend, subclass `FlowBackend`, put its own settings in `FlowConfig`, and register a factory in
 `_FACTORIES`.
