@@ -272,7 +272,7 @@ def test_kind_and_motion_accuracies_and_the_gap_closed():
   assert np.isnan(report.gap_closed({**top_1, 'two_stream': 0.5}))
 
 
-def test_the_motion_only_class_set_stays_selectable(tmp_path):
+def test_the_class_set_and_the_dataset_seed_come_from_flags(tmp_path):
   flag_values = flags.FlagValues()
   command.define_flags(flag_values)
   flag_values(['demo', f'--output_dir={tmp_path}', '--class_set=motions'])
@@ -281,6 +281,8 @@ def test_the_motion_only_class_set_stays_selectable(tmp_path):
   dataset = command.config_from_flags(flag_values).dataset
   assert dataset == demo_config.DEMO_DATASET and len(dataset.classes) == 16
   assert {make_motion_dataset.parse_class(name)[0] for name in dataset.classes} == set(make_motion_dataset.KINDS)
+  flag_values(['demo', f'--output_dir={tmp_path}', '--dataset_seed=3'])
+  assert command.config_from_flags(flag_values).dataset == dataclasses.replace(demo_config.DEMO_DATASET, seed=3)
 
 
 def test_validation_holds_out_the_first_training_videos_of_each_class(tmp_path):
@@ -299,6 +301,27 @@ def test_validation_holds_out_the_first_training_videos_of_each_class(tmp_path):
   assert demo_config.manifest_path(demo_config.DemoConfig(), paths, 'test') == os.path.join(paths.videos, 'test.csv')
   with pytest.raises(ValueError, match='validation_videos_per_class'):
     demo_config.check(dataclasses.replace(config, validation_videos_per_class=20), paths)
+
+
+def test_several_seeds_train_on_one_data_set_made_once(tmp_path):
+  tiny = dataclasses.replace(demo_config.QUICK_CONFIG.dataset, classes=demo_config.DEMO_DATASET.classes[:2],
+                             videos_per_class_train=1)
+  config = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), dataset=tiny)
+  runs = [pipeline.seed_config(config, seed, several=True) for seed in (0, 1)]
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    for run in runs:
+      pipeline.generate_videos(run, demo_config.DemoPaths.of(run))
+  assert printed.getvalue().count('Generating 4 videos') == 1 and 'already in' in printed.getvalue()
+  first, second = (demo_config.DemoPaths.of(run) for run in runs)
+  assert first.videos == second.videos == str(tmp_path / 'videos') and first.records == second.records
+  assert len(glob.glob(os.path.join(first.videos, '*', '*', '*.mp4'))) == 4
+  assert (first.model_dir('rgb_baseline'), second.model_dir('rgb_baseline')) == (
+      str(tmp_path / 'seed_0' / 'models' / 'rgb_baseline'), str(tmp_path / 'seed_1' / 'models' / 'rgb_baseline'))
+  # Alone, a seed keeps everything in output_dir.
+  alone = demo_config.DemoPaths.of(pipeline.seed_config(config, 1, several=False))
+  assert alone.videos == str(tmp_path / 'videos') and alone.model_dir('rgb_baseline') == str(
+      tmp_path / 'models' / 'rgb_baseline')
 
 
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):

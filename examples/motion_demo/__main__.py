@@ -27,8 +27,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   defaults = demo_config.DemoConfig()
   flags.DEFINE_string('output_dir', defaults.output_dir, 'Folder for everything the demo writes.',
                       flag_values=flag_values)
-  flags.DEFINE_list('seed', [str(defaults.seed)], 'Seed of the dataset and training; several (0,1,2) run one demo '
-                    'each under <output_dir>/seed_<N> and print the mean and spread.', flag_values=flag_values)
+  flags.DEFINE_list('seed', [str(defaults.seed)], 'Seed of the networks\' initial weights and input order; several '
+                    '(0,1,2) train one set each under <output_dir>/seed_<N>, on the same videos and records in '
+                    '<output_dir>, and print the mean and spread.', flag_values=flag_values)
+  flags.DEFINE_integer('dataset_seed', defaults.dataset.seed, 'Seed of the generated videos: one data set for every '
+                       '--seed.', flag_values=flag_values)
   flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 16 classes, '
                     'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); motions: '
                     'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
@@ -79,7 +82,8 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> demo_confi
   workers = flag_values.convert_workers
   dataset = dataclasses.replace(demo_config.CLASS_SETS[flag_values.class_set],
                                 videos_per_class_train=preset.dataset.videos_per_class_train,
-                                videos_per_class_test=preset.dataset.videos_per_class_test)
+                                videos_per_class_test=preset.dataset.videos_per_class_test,
+                                seed=flag_values.dataset_seed)
   return dataclasses.replace(preset, output_dir=flag_values.output_dir, dataset=dataset,
                              validation_videos_per_class=flag_values.validation_videos_per_class,
                              overrides=overrides_from_flags(preset, flag_values),

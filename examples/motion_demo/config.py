@@ -69,7 +69,8 @@ CLASS_SETS = {'kinds_x_motions': DEMO_DATASET, 'motions': MOTION_ONLY_DATASET}
 class DemoConfig:
   """The demo's own settings; `--quick` and the demo's flags only fill this in."""
   output_dir: str = 'demo_output'
-  seed: int = 0  # of the dataset, the networks' initial weights and their input pipelines
+  seed: int = 0  # of the networks' initial weights and their input pipelines
+  # Its own seed draws the videos: every training seed runs on the same data set, as runs on a real benchmark do.
   dataset: make_motion_dataset.MotionDatasetConfig = DEMO_DATASET
   # TV-L1 with fewer scales, warps and iterations than OpenCV's defaults: 4-5x faster, and on these small frames
   # within 0.04 px (mean end-point difference) of the default flow. Used for the records and the timed pipeline.
@@ -81,6 +82,7 @@ class DemoConfig:
   validation_videos_per_class: int = 0
   # Per network name: flags of `official_d3d.train` after its recipe (later flags win), e.g. an overlay flagfile.
   overrides: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  data_dir: str = ''  # folder of the videos and records; '' for output_dir (`run_seeds` shares one between seeds)
 
 
 # The smoke preset: tiny videos and training; it checks the plumbing, not the claim. Its 48 videos convert in one
@@ -95,25 +97,30 @@ QUICK_CONFIG = DemoConfig(
 @dataclasses.dataclass(frozen=True)
 class DemoPaths:
   """Where each step writes."""
-  root: str
+  root: str  # the networks, their exports, the probe and the results
+  data_root: str = ''  # the videos and records; '' for root
+
+  @classmethod
+  def of(cls, config: DemoConfig) -> 'DemoPaths':
+    return cls(config.output_dir, config.data_dir)
 
   def join(self, *parts: str) -> str:
     return os.path.join(self.root, *parts)
 
   @property
   def videos(self) -> str:
-    return self.join('videos')
+    return os.path.join(self.data_root or self.root, 'videos')
 
   @property
   def records(self) -> str:
-    return self.join('records')
+    return os.path.join(self.data_root or self.root, 'records')
 
   @property
   def label_map(self) -> str:
-    return self.join('records', label_map.FILENAME)
+    return os.path.join(self.records, label_map.FILENAME)
 
   def record_pattern(self, split: str) -> str:
-    return self.join('records', f'{split}-*-of-*.tfrecord')
+    return os.path.join(self.records, f'{split}-*-of-*.tfrecord')
 
   def model_dir(self, name: str) -> str:
     return self.join('models', name)

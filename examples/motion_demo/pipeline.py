@@ -71,7 +71,7 @@ def _as_json(value):
 
 def generate_videos(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> None:
   """Step 1. The dataset's config file is written last, so its presence marks a complete dataset."""
-  dataset = dataclasses.replace(config.dataset, seed=config.seed)
+  dataset = config.dataset
   saved_path = os.path.join(paths.videos, make_motion_dataset.CONFIG_FILENAME)
   if os.path.exists(saved_path):
     if json_files.read_json(saved_path)['config'] != _as_json(dataclasses.asdict(dataset)):
@@ -181,7 +181,7 @@ def probe_motion(paths: demo_config.DemoPaths) -> dict:
 def run_demo(config: demo_config.DemoConfig) -> dict:
   """Runs (or resumes) the whole demo in `config.output_dir`, its log lines in `<output_dir>/logs/demo.log`; prints
   its steps, the table and the paths, and returns the results."""
-  paths = demo_config.DemoPaths(config.output_dir)
+  paths = demo_config.DemoPaths.of(config)
   demo_config.check(config, paths)  # settings that train.py would refuse fail now, not after hours of work
   os.makedirs(paths.root, exist_ok=True)
   with logging_to_file(paths.join(LOG_PATH)):
@@ -248,13 +248,20 @@ def _run_steps(config: demo_config.DemoConfig, paths: demo_config.DemoPaths) -> 
   return results
 
 
+def seed_config(config: demo_config.DemoConfig, seed: int, several: bool) -> demo_config.DemoConfig:
+  """One seed's demo: in `output_dir` itself, or among several in `<output_dir>/seed_<N>`, on the videos and records
+  of `output_dir` (or `data_dir`), made once for all of them."""
+  if not several:
+    return dataclasses.replace(config, seed=seed)
+  return dataclasses.replace(config, seed=seed, output_dir=os.path.join(config.output_dir, f'seed_{seed}'),
+                             data_dir=config.data_dir or config.output_dir)
+
+
 def run_seeds(config: demo_config.DemoConfig, seeds: Sequence[int]) -> dict:
-  """One demo per seed in `<output_dir>/seed_<N>` (or `output_dir` itself for one seed); several get a summary."""
+  """One demo per seed (`seed_config`), the networks of each trained anew on one data set; several get a summary."""
   if len(seeds) == 1:
-    return run_demo(dataclasses.replace(config, seed=seeds[0]))
-  results = [run_demo(dataclasses.replace(config, seed=seed, output_dir=os.path.join(config.output_dir,
-                                                                                      f'seed_{seed}')))
-             for seed in seeds]
+    return run_demo(seed_config(config, seeds[0], several=False))
+  results = [run_demo(seed_config(config, seed, several=True)) for seed in seeds]
   summary = report.summarize(results)
   path = os.path.join(config.output_dir, SUMMARY_FILENAME)
   json_files.write_json(path, summary)
