@@ -250,6 +250,12 @@ def test_summary_gives_mean_and_spread_over_seeds():
   assert summary['student_gain']['values'][1] - summary['student_gain']['values'][0] == pytest.approx(0.5, abs=1e-4)
   # Baseline 0.25, two-stream 0.75: the students at 0.5 and 1.0 close half of the gap and twice it.
   assert summary['gap_closed']['values'] == [0.5, 1.5] and summary['gap_closed']['mean'] == 1.0
+  # A seed without a gap (the baseline as good as two-stream, as in --quick runs) has no gap closed to average.
+  no_gap = json.loads(json.dumps(other))
+  no_gap['top_1']['rgb_baseline'] = no_gap['top_1']['two_stream']
+  gap_closed = report.summarize([results, other, no_gap])['gap_closed']
+  assert gap_closed['mean'] == 1.0 and gap_closed['std'] == pytest.approx(np.sqrt(0.5), abs=1e-4)
+  assert np.isnan(gap_closed['values'][2])
   assert summary['factor_accuracy'] == {'d3d_student': {'kind': {'mean': 1.0, 'std': 0.0, 'values': [1.0, 1.0]},
                                                         'motion': {'mean': 0.5, 'std': 0.0, 'values': [0.5, 0.5]}}}
   probe_gain = summary['probe_gain']['Mixed_3c']  # per video 0.1, 0.2, 0.0: mean 0.1, standard error 0.1 / sqrt(3)

@@ -150,8 +150,11 @@ def next_commands(dataset: make_motion_dataset.MotionDatasetConfig, paths: demo_
 
 
 def _spread(values: Sequence[float]) -> dict:
-  return {'mean': round(statistics.mean(values), 4),
-          'std': round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+  """Mean and sample std of the values that are numbers (a seed whose baseline matched two-stream has no gap
+  closed), and every value."""
+  numbers = [v for v in values if not np.isnan(v)]
+  return {'mean': round(statistics.mean(numbers), 4) if numbers else float('nan'),
+          'std': round(statistics.stdev(numbers), 4) if len(numbers) > 1 else 0.0,
           'values': [round(v, 4) for v in values]}
 
 
