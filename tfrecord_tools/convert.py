@@ -71,8 +71,8 @@ def define_flags() -> None:
   flags.DEFINE_enum('flow_backend', flow_backends.AUTO, flow_backends.BACKEND_NAMES,
                     'Optical flow: auto (tf or opencv, whichever finishes this conversion sooner here, measured at '
                     'the start; a resumed conversion keeps its first choice), opencv (TV-L1 on CPU cores), tf (the '
-                    'same TV-L1 in TensorFlow, batched and XLA-compiled, on a GPU or CPU), farneback (fast, less accurate; for '
-                    'quick experiments), none (RGB-only records).')
+                    'same TV-L1 in TensorFlow, batched and XLA-compiled, on a GPU or CPU), farneback (fast, less '
+                    'accurate; for quick experiments), none (RGB-only records).')
   flags.DEFINE_integer('flow_batch_size', 0, 'Frame pairs per TensorFlow TV-L1 call; 0: '
                        f'{flow_backends.GPU_BATCH_SIZE} on a GPU, {flow_backends.CPU_BATCH_SIZE} on a CPU.')
   flags.DEFINE_integer('flow_bucket_multiple', flow_backends.FlowConfig.bucket_multiple,
