@@ -1,11 +1,12 @@
 """Keras callbacks for `train_lib.run_experiment(..., callbacks=[...])`, where a Keras epoch is one training loop of
 `train.steps_per_loop` steps."""
 
+import gc
 import json
 import signal
 import sys
 import time
-from typing import ContextManager, Dict, List
+from typing import Callable, ContextManager, Dict, List
 
 from absl import logging
 import keras
@@ -52,6 +53,32 @@ class HistoryLogger(keras.callbacks.Callback):
     self._entries = [*(kept for kept in self._entries if kept['step'] < step), entry]
     with json_files.written_atomically(self.path) as temporary, tf.io.gfile.GFile(temporary, 'w') as f:
       f.write(''.join(json.dumps(kept) + '\n' for kept in self._entries))
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+  """Evaluates after every `interval_loops`-th loop on a fresh pass of `make_dataset()` and adds its metrics, as
+  `val_<name>`, to that loop's logs for the callbacks listed after it (TensorBoard, history, progress).
+
+  In place of `fit(validation_data=...)`: Keras keeps a validation pass's iterator until the next pass and releases
+  it there, and on the 2-core machines this project is measured on that release stalled training for 10-60 s, at
+  random, on most evaluations after the first (BUILD_NOTES.md, "Evaluation during training"). Here each pass's
+  iterator is released as the pass ends.
+  """
+
+  def __init__(self, make_dataset: Callable[[], tf.data.Dataset], interval_loops: int):
+    super().__init__()
+    self.make_dataset = make_dataset
+    self.interval_loops = interval_loops
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.interval_loops:
+      return
+    dataset = self.make_dataset()
+    metrics = self.model.evaluate(dataset, verbose=0, return_dict=True)
+    del dataset
+    gc.collect()  # the pass's iterator, now, not at a later collection in the middle of training
+    if logs is not None:
+      logs.update({f'val_{name}': value for name, value in metrics.items()})
 
 
 def _metrics_text(logs: Dict, prefix: str = '') -> str:

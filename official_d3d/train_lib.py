@@ -358,16 +358,15 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
   train_dataset = strategy.distribute_datasets_from_function(
       lambda context: video_input.build_train_dataset(config.data, factory.train_modalities(config.stream), context,
                                                       config.model.pixel_range))
-  validation = {}
-  if config.train.eval_interval:
-    validation = dict(validation_data=_eval_dataset(strategy, config, (factory.stream_modality(config.stream),)),
-                      validation_freq=config.train.eval_interval // steps_per_loop)
   def write_config():
     if is_chief(strategy):
       d3d_config.save(config, config.model_dir)
 
   callbacks = [StopOnDivergence(steps_per_loop, config.train.learning_rate),
                CheckpointEveryLoop(manager, step, steps_per_loop, write_config),
+               *([callbacks_lib.PeriodicEvaluation(
+                   lambda: _eval_dataset(strategy, config, (factory.stream_modality(config.stream),)),
+                   config.train.eval_interval // steps_per_loop)] if config.train.eval_interval else []),
                keras.callbacks.TensorBoard(os.path.join(worker_dir(config.model_dir, strategy), LOGS_DIRNAME)),
                *([callbacks_lib.HistoryLogger(os.path.join(config.model_dir, callbacks_lib.HISTORY_FILENAME),
                                               steps_per_loop),
@@ -378,7 +377,7 @@ def _train(model, config, strategy, step, manager, callbacks) -> Dict:
   interrupt = callbacks_lib.InterruptBetweenSteps()  # listed last: it stops after the loop's checkpoint
   with evaluation.end_of_records_expected(), interrupt.installed():  # end of records: of the validation passes
     history = model.fit(train_dataset, epochs=num_loops, initial_epoch=initial_loop, steps_per_epoch=steps_per_loop,
-                        callbacks=[*callbacks, interrupt], shuffle=False, verbose=0, **validation)
+                        callbacks=[*callbacks, interrupt], shuffle=False, verbose=0)
   return history.history
 
 

@@ -67,6 +67,9 @@ def test_cli_trains_evaluates_and_writes_checkpoints_config_summaries_and_metric
   assert [entry['step'] for entry in history] == [2, 4] and all(np.isfinite(entry['loss']) for entry in history)
   with open(os.path.join(model_dir, train_lib.EVAL_METRICS_FILENAME)) as f:
     metrics = json.load(f)
+  # --eval_interval=2: an evaluation after each loop, in the history; the last one is the final evaluation's.
+  assert all({'val_loss', 'val_top_1', 'val_top_5'} <= set(entry) for entry in history)
+  assert history[-1]['val_top_1'] == pytest.approx(metrics['top_1'])
   assert metrics['step'] == 4 and metrics['num_videos'] == 3 and metrics['num_views'] == 4
   assert set(metrics['per_class_accuracy']) == set(training_records.CLASS_NAMES)
   assert 0.0 <= metrics['top_1'] <= metrics['top_5'] == 1.0  # 3 classes: the label is always in the top 5
