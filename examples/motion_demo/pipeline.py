@@ -14,6 +14,7 @@ import keras
 
 from d3d_core import json_files
 from d3d_core import label_map
+from d3d_core import own_process
 from examples.motion_demo import config as demo_config
 from examples.motion_demo import latency
 from examples.motion_demo import report
@@ -258,10 +259,11 @@ def seed_config(config: demo_config.DemoConfig, seed: int, several: bool) -> dem
 
 
 def run_seeds(config: demo_config.DemoConfig, seeds: Sequence[int]) -> dict:
-  """One demo per seed (`seed_config`), the networks of each trained anew on one data set; several get a summary."""
+  """One demo per seed (`seed_config`), the networks of each trained anew on one data set; several get a summary.
+  Of several, each seed runs in a process of its own, which gives its memory back when it ends."""
   if len(seeds) == 1:
     return run_demo(seed_config(config, seeds[0], several=False))
-  results = [run_demo(seed_config(config, seed, several=True)) for seed in seeds]
+  results = [own_process.call(run_demo, seed_config(config, seed, several=True)) for seed in seeds]
   summary = report.summarize(results)
   path = os.path.join(config.output_dir, SUMMARY_FILENAME)
   json_files.write_json(path, summary)
