@@ -38,10 +38,13 @@ def _run_and_store(function: Callable[..., Any], args: tuple, folder: str) -> No
     outcome = ('error', error, traceback.format_exc())
   try:
     payload = pickle.dumps(outcome)
-  except Exception:  # pylint: disable=broad-except  # an unpicklable result or error: its text still goes back
-    payload = pickle.dumps(('error', RuntimeError(cli.describe(outcome[1]) if outcome[0] == 'error' else
-                                                  f'{function.__name__} returned a value that cannot be pickled'),
-                            outcome[-1] if outcome[0] == 'error' else ''))
+    pickle.loads(payload)  # some exceptions pickle but do not unpickle: the parent must be able to read it
+  except Exception:  # pylint: disable=broad-except  # then its text still goes back
+    if outcome[0] == 'result':
+      outcome = ('error', RuntimeError(f'{function.__name__} returned a value that cannot be pickled'), '')
+    else:
+      outcome = ('error', RuntimeError(cli.describe(outcome[1])), outcome[2])
+    payload = pickle.dumps(outcome)
   with open(os.path.join(folder, _OUTCOME_FILENAME), 'wb') as f:
     f.write(payload)
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -53,3 +54,8 @@ def test_ctrl_c_reaches_the_child_through_the_parent_and_ends_both_as_an_interru
   _, stderr = process.communicate(timeout=60)
   assert process.returncode == 130, stderr
   assert stderr.strip().splitlines()[-1] == 'interrupted: rerun to resume'
+
+
+def test_a_result_that_cannot_be_pickled_is_an_error_that_says_so():
+  with pytest.raises(RuntimeError, match='returned a value that cannot be pickled'):
+    own_process.call(threading.Lock)
