@@ -7,6 +7,7 @@ their order and per-example seeds.
 
 import collections
 import dataclasses
+import gc
 import logging
 import socket
 import threading
@@ -153,8 +154,18 @@ def test_lost_workers_are_reported_and_a_new_one_resumes_the_run(train_pattern, 
   workers.append(data_service.start_worker(address, host='localhost'))
   thread.join(timeout=30)
   assert len(received) == 50 > num_received
+  watches = [t for t in threading.enumerate() if t.name == 'tf_data_service_watch']
   workers[2].stop()
   dispatcher.stop()
+  # The pipeline's last prefetched request is never answered: once the pipeline is gone, nothing is reported.
+  del batches, read_on
+  gc.collect()
+  caplog.clear()
+  deadline = time.monotonic() + 30
+  while any(t.is_alive() for t in watches) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert watches and not any(t.is_alive() for t in watches)
+  assert not caplog.records
 
 
 def test_a_bad_record_read_by_a_worker_is_named(train_pattern, cluster):

@@ -22,6 +22,7 @@ worker, so `video_input` folds each record's file into its clip's seed; and a fi
 import socket
 import threading
 import time
+import weakref
 
 from absl import logging
 import grpc
@@ -61,11 +62,16 @@ def check_dispatcher(address: str, setting: str = 'data.tf_data_service') -> Non
 
 
 class _StallWatch:
-  """Times each request for a batch from the service and logs an error while one waits longer than `timeout_s`."""
+  """Times each request for a batch from the service and logs an error while one waits longer than `timeout_s`.
+
+  Only the input pipeline holds it (its thread and tf.py_function, which keeps its functions for the process's life,
+  hold it weakly), so the thread ends with the pipeline: the pipeline prefetches, so its last request is never
+  answered, and a watch that outlived it would report that request for the rest of the process."""
 
   def __init__(self, address: str, timeout_s: float):
     self.address, self.timeout_s = address, timeout_s
     self.waiting_since = None  # monotonic time of the unanswered request, if any
+    self.reported = None  # (waiting_since, when) of the last report
     self.lock = threading.Lock()
     self.thread = None
 
@@ -73,7 +79,8 @@ class _StallWatch:
     with self.lock:
       self.waiting_since = time.monotonic()
       if self.thread is None:
-        self.thread = threading.Thread(target=self._watch, name='tf_data_service_watch', daemon=True)
+        self.thread = threading.Thread(target=_watch_while_alive, args=(weakref.ref(self),),
+                                       name='tf_data_service_watch', daemon=True)
         self.thread.start()
     return 0
 
@@ -82,19 +89,37 @@ class _StallWatch:
       self.waiting_since = None
     return 0
 
-  def _watch(self):
-    reported = None  # the request already reported, and when
-    while True:
-      time.sleep(min(self.timeout_s / 4, 5.0))
-      with self.lock:
-        since = self.waiting_since
-      if since is None or time.monotonic() - since < self.timeout_s:
-        continue
-      if reported is None or reported[0] != since or time.monotonic() - reported[1] >= self.timeout_s:
-        logging.error('training input: no batch from the tf.data service at %s for %.0f s; are its workers '
-                      'running (%s%s on the input hosts)? It resumes when one is.', self.address,
-                      time.monotonic() - since, WORKER_COMMAND, self.address)
-        reported = (since, time.monotonic())
+  def report_stall(self):
+    """Logs an error if the open request has waited `timeout_s`, again every `timeout_s` while it still waits."""
+    with self.lock:
+      since = self.waiting_since
+    now = time.monotonic()
+    if since is None or now - since < self.timeout_s:
+      return
+    if self.reported is None or self.reported[0] != since or now - self.reported[1] >= self.timeout_s:
+      logging.error('training input: no batch from the tf.data service at %s for %.0f s; are its workers '
+                    'running (%s%s on the input hosts)? It resumes when one is.', self.address, now - since,
+                    WORKER_COMMAND, self.address)
+      self.reported = (since, now)
+
+
+def _watch_while_alive(watch_ref: 'weakref.ref[_StallWatch]'):
+  while (watch := watch_ref()) is not None:
+    watch.report_stall()
+    pause = min(watch.timeout_s / 4, 5.0)
+    del watch  # not held while asleep
+    time.sleep(pause)
+
+
+def _weakly(method):
+  """`method`, called through a weak reference to its object (0 once that is gone)."""
+  method_ref = weakref.WeakMethod(method)
+
+  def call():
+    bound = method_ref()
+    return 0 if bound is None else bound()
+
+  return call
 
 
 def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
@@ -104,14 +129,17 @@ def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
   remote = dataset.apply(tf.data.experimental.service.distribute(
       processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=dispatcher_target(address)))
   watch = _StallWatch(address, STALL_TIMEOUT_S)
+  on_request, on_receipt = _weakly(watch.requested), _weakly(watch.received)  # the closures must not hold `watch`
   # zip asks its inputs in order: the request is timed from before the service is asked until its answer.
-  requests = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: tf.py_function(watch.requested, [], tf.int32))
+  requests = tf.data.Dataset.from_tensors(0).repeat().map(lambda _: tf.py_function(on_request, [], tf.int32))
 
   def received(_, batch):
-    with tf.control_dependencies([tf.py_function(watch.received, [], tf.int32)]):
+    with tf.control_dependencies([tf.py_function(on_receipt, [], tf.int32)]):
       return tf.nest.map_structure(tf.identity, batch)
 
-  return tf.data.Dataset.zip((requests, remote)).map(received)
+  watched = tf.data.Dataset.zip((requests, remote)).map(received)
+  watched.stall_watch = watch  # kept by every dataset made from this one and by their iterators
+  return watched
 
 
 def start_dispatcher(port: int = 0, work_dir: str = '') -> tf.data.experimental.service.DispatchServer:
