@@ -145,15 +145,21 @@ def test_distillation_losses():
   assert expected[0] > 0 and abs(expected[1]) < 1e-6
 
 
+def recorded_distillation(model, batch):
+  """One forward pass of the student and teacher on a tape: (tape, targets, outputs, per-clip distillation loss)."""
+  with tf.GradientTape() as tape:
+    targets = model.training_targets(batch[0])
+    outputs = model(batch[0], training=True)
+    [distill] = model.auxiliary_losses(outputs, targets).values()
+  return tape, targets, outputs, distill
+
+
 def test_head_maps_student_features_to_teacher_features(trained, batch):
   student, teacher = trained[0].network, trained[0].teacher
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='features', use_head=True))
   feature_size = teacher.compute_output_shape((None, None, None, None, 2))['features'][-1]
   assert model.head.kernel.shape == (feature_size, feature_size)
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, _, _, distill = recorded_distillation(model, batch)
   assert distill.shape == (BATCH,)
   gradients = tape.gradient(distill, [model.head.kernel] + teacher.weights)
   assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
@@ -162,10 +168,7 @@ def test_head_maps_student_features_to_teacher_features(trained, batch):
 def test_distillation_from_a_backbone_endpoint(trained, batch):
   student, teacher = trained[0].network, trained[0].teacher
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_3c'))
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, _, outputs, distill = recorded_distillation(model, batch)
   expected = np.mean(np.square(outputs['Mixed_3c'].numpy() - teacher(batch[0]['flow'])['Mixed_3c'].numpy()),
                      axis=(1, 2, 3, 4))
   np.testing.assert_allclose(distill.numpy(), expected, rtol=1e-5)
@@ -182,10 +185,7 @@ def test_an_adaptor_maps_the_students_feature_map_to_the_teachers_at_each_positi
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_3c', use_head=True))
   channels = teacher.compute_output_shape((None, None, None, None, 2))['Mixed_3c'][-1]
   assert model.head.kernel.shape == (channels, channels)
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, targets, outputs, distill = recorded_distillation(model, batch)
   adapted = np.einsum('bthwc,cd->bthwd', outputs['Mixed_3c'].numpy(), model.head.kernel.numpy()) + model.head.bias
   expected = np.mean(np.square(adapted - targets.numpy()), axis=(1, 2, 3, 4))
   np.testing.assert_allclose(distill.numpy(), expected, rtol=1e-5)
