@@ -100,22 +100,28 @@ def test_distillation_loss_falls_on_a_fixed_batch(trained):
   np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], losses), rtol=1e-5)
 
 
-def test_distillation_starts_at_start_step_and_ramps_to_its_weight(batch):
+def test_distillation_starts_at_start_step_ramps_to_its_weight_and_stops_at_end_step(batch):
   keras.utils.set_random_seed(0)
-  model = build_d3d(tiny_config(weight=2.0, start_step=2, ramp_steps=2))
+  model = build_d3d(tiny_config(weight=2.0, start_step=2, ramp_steps=2, end_step=5))
   set_teacher_logits(model, TEACHER_LOGITS)
   weights = []
-  for step in range(6):
+  for step in range(7):
     model.optimizer.iterations.assign(step)
     weights.append(float(model.distillation_weight()))
-  np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 1.0, 2.0, 2.0])
-  # In training: no distillation loss before step 2, the full one from step 4.
+  np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0])
+  # In training: no distillation loss before step 2, the full one at step 4, none again from step 5.
   model.optimizer.iterations.assign(0)
-  history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=5, steps_per_epoch=1, shuffle=False,
+  history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=7, steps_per_epoch=1, shuffle=False,
                       verbose=0).history
   assert history['distill_loss'][:3] == [0.0, 0.0, 0.0]
   assert history['distill_loss'][4] > 0.0
+  assert history['distill_loss'][5:] == [0.0, 0.0]
   np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], history['distill_loss']), rtol=1e-5)
+
+
+def test_an_end_step_that_is_not_after_the_start_step_is_refused():
+  with pytest.raises(d3d_config.ConfigError, match='distillation.end_step=3 must come after distillation.start_step=3'):
+    tiny_config(start_step=3, end_step=3).validate()
 
 
 def test_test_step_is_rgb_only_and_averages_views(trained, batch):
