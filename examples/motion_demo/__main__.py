@@ -32,7 +32,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     '<output_dir>, and print the mean and spread.', flag_values=flag_values)
   flags.DEFINE_integer('dataset_seed', defaults.dataset.seed, 'Seed of the generated videos: one data set for every '
                        '--seed.', flag_values=flag_values)
-  flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 16 classes, '
+  flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 8 classes, '
                     'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); motions: '
                     'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
   flags.DEFINE_integer('validation_videos_per_class', defaults.validation_videos_per_class, 'For choosing recipes: '
@@ -80,10 +80,10 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> demo_confi
   """The preset (default or --quick) with the flags given on the command line."""
   preset = demo_config.QUICK_CONFIG if flag_values.quick else demo_config.DemoConfig()
   workers = flag_values.convert_workers
-  dataset = dataclasses.replace(demo_config.CLASS_SETS[flag_values.class_set],
-                                videos_per_class_train=preset.dataset.videos_per_class_train,
-                                videos_per_class_test=preset.dataset.videos_per_class_test,
-                                seed=flag_values.dataset_seed)
+  class_set = demo_config.CLASS_SETS[flag_values.class_set]
+  counts = preset.dataset if flag_values.quick else class_set  # --quick: its few videos a class
+  dataset = dataclasses.replace(class_set, videos_per_class_train=counts.videos_per_class_train,
+                                videos_per_class_test=counts.videos_per_class_test, seed=flag_values.dataset_seed)
   return dataclasses.replace(preset, output_dir=flag_values.output_dir, dataset=dataset,
                              validation_videos_per_class=flag_values.validation_videos_per_class,
                              overrides=overrides_from_flags(preset, flag_values),
