@@ -90,17 +90,22 @@ def run(command: Callable[[], Any], expected_errors: Sequence[Type[BaseException
 
 
 @contextlib.contextmanager
-def sigint_handled_by(handler) -> Iterator[None]:
-  """Inside, Ctrl-C calls `handler` (a `signal` handler, or SIG_IGN); the previous one is restored after. Only the
-  main thread may set signal handlers: elsewhere Ctrl-C is left as it is."""
+def signal_handled_by(signum: int, handler) -> Iterator[None]:
+  """Inside, signal `signum` calls `handler` (a `signal` handler, or SIG_IGN); the previous one is restored after.
+  Only the main thread may set signal handlers: elsewhere the signal is left as it is."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = signal.signal(signal.SIGINT, handler)
+  previous = signal.signal(signum, handler)
   try:
     yield
   finally:
-    signal.signal(signal.SIGINT, previous)
+    signal.signal(signum, previous)
+
+
+def sigint_handled_by(handler):
+  """Inside, Ctrl-C calls `handler` (`signal_handled_by(SIGINT, handler)`)."""
+  return signal_handled_by(signal.SIGINT, handler)
 
 
 def quiet_logging(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -7,9 +7,11 @@ one, and returns its result or raises its exception here (a bug's traceback from
 
 Ctrl-C: the child runs in a process group of its own, so the terminal's Ctrl-C reaches this process alone, which
 passes each one on. The child stops as it would have stopped on its own (training after its current step, a second
-Ctrl-C at once), and its KeyboardInterrupt is raised here.
+Ctrl-C at once), and its KeyboardInterrupt is raised here. SIGTERM (`kill`, a job scheduler's time limit) ends the
+child with it, then this process: a child left behind would go on training, out of its group's reach.
 """
 
+import functools
 import multiprocessing
 import os
 import pickle
@@ -49,6 +51,14 @@ def _run_and_store(function: Callable[..., Any], args: tuple, folder: str) -> No
     f.write(payload)
 
 
+def _terminate_both(process: multiprocessing.Process, signum: int, frame) -> None:
+  """SIGTERM handler of the parent: the child ends by it, then this process as it would have without the handler."""
+  del frame
+  os.kill(process.pid, signum)
+  signal.signal(signum, signal.SIG_DFL)
+  os.kill(os.getpid(), signum)
+
+
 def call(function: Callable[..., Any], *args: Any) -> Any:
   """`function(*args)` in a fresh process (`function` and `args` picklable): its result, or its exception raised."""
   with tempfile.TemporaryDirectory(prefix='d3d_own_process_') as folder:
@@ -57,7 +67,8 @@ def call(function: Callable[..., Any], *args: Any) -> Any:
                                                              name=getattr(function, '__name__', 'own_process'))
     with cli.sigint_handled_by(signal.SIG_IGN):  # the child starts ignoring Ctrl-C until its handler is set
       process.start()
-    with cli.sigint_handled_by(lambda signum, frame: os.kill(process.pid, signal.SIGINT)):
+    with cli.sigint_handled_by(lambda signum, frame: os.kill(process.pid, signal.SIGINT)), \
+         cli.signal_handled_by(signal.SIGTERM, functools.partial(_terminate_both, process)):
       process.join()
     path = os.path.join(folder, _OUTCOME_FILENAME)
     if not os.path.exists(path):

@@ -112,7 +112,9 @@ class DistillationConfig:
   loss: str = setting('l2', 'l2 (mean squared error) or kl (temperature-scaled KL divergence of the logits).')
   weight: float = setting(1.0, 'lambda in loss = cross-entropy + lambda x distillation.')
   temperature: float = setting(1.0, 'Softmax temperature of the kl loss.')
-  use_head: bool = setting(False, 'A small head on the student\'s features predicts the target (training only).')
+  use_head: bool = setting(False, 'A linear head predicts the target (training only): from the student\'s pooled '
+                           'features for logits or features, from its own map at each position (a 1x1x1 '
+                           'convolution) for an endpoint.')
   start_step: int = setting(0, 'Step from which the distillation loss counts; before it the student learns from the '
                             'labels alone (a student that cannot see motion yet only gets noise from the teacher).')
   ramp_steps: int = setting(0, 'Steps over which the weight then grows linearly from 0 to weight; 0: all at once.')

@@ -185,8 +185,11 @@ class D3DModel(VideoClassifier):
 
   The teacher runs on flow in inference mode (batch norm uses its moving statistics) outside the gradient tape, so
   it neither trains nor costs backward memory. It is frozen here, before `compile` captures the trainable set.
-  With `use_head`, a linear layer on the student's pooled features predicts the target; it is training-only and is
-  not part of the exported network. `start_step` / `ramp_steps` delay the distillation (see `distillation_weight`).
+  With `use_head`, a linear layer predicts the target from the student's pooled features (target logits or
+  features) or, for a feature map, from the student's map at each position (a 1x1x1 convolution, the adaptor of
+  FitNets): the student's own features then only need to hold the teacher's, and keep what the teacher cannot see
+  (without it, mimicking a colour-blind flow network's Mixed_3c made a student lose colours). It is training-only
+  and not part of the exported network. `start_step` / `ramp_steps` delay the distillation (see `distillation_weight`).
   """
 
   def __init__(self, student: keras.Model, teacher: keras.Model, distillation: d3d_config.DistillationConfig,
@@ -203,14 +206,17 @@ class D3DModel(VideoClassifier):
     student_size = _output_size(student, distillation.target)
     self.head = None
     if distillation.use_head:
-      if distillation.target not in d3d_config.DISTILL_TARGETS:
-        raise ValueError(f'distillation.use_head maps the student\'s pooled features onto a vector: it needs '
-                         f'distillation.target logits or features, not the feature map {distillation.target!r}')
       self.head = keras.layers.Dense(teacher_size, dtype='float32', name='distillation_head')
-      self.head.build((None, _output_size(student, 'features')))
+      self.head.build((None, _output_size(student, self._head_input)))
     elif student_size != teacher_size:
       raise ValueError(f'the student\'s {distillation.target} have {student_size} values and the teacher\'s '
                        f'{teacher_size}: set distillation.use_head=true to map one onto the other')
+
+  @property
+  def _head_input(self) -> str:
+    """The student output the head reads: pooled features for a vector target, the same map for a feature map."""
+    target = self.distillation.target
+    return 'features' if target in d3d_config.DISTILL_TARGETS else target
 
   @property
   def metrics(self):
@@ -239,7 +245,10 @@ class D3DModel(VideoClassifier):
 
   def auxiliary_losses(self, outputs, targets):
     config = self.distillation
-    prediction = self.head(outputs['features']) if self.head is not None else outputs[config.target]
+    if self.head is not None:
+      prediction = self.head(tf.cast(outputs[self._head_input], tf.float32))
+    else:
+      prediction = outputs[config.target]
     distill_loss = distillation_loss(tf.cast(prediction, tf.float32), targets, config.loss, config.temperature)
     return {'distill_loss': self.distillation_weight() * distill_loss}
 
