@@ -306,12 +306,13 @@ def test_validation_holds_out_the_first_training_videos_of_each_class(tmp_path):
   assert listed('train') == [row for row in rows if row not in listed('test')]
   assert demo_config.manifest_path(demo_config.DemoConfig(), paths, 'test') == os.path.join(paths.videos, 'test.csv')
   with pytest.raises(ValueError, match='validation_videos_per_class'):
-    demo_config.check(dataclasses.replace(config, validation_videos_per_class=20), paths)
+    demo_config.check(dataclasses.replace(
+        config, validation_videos_per_class=config.dataset.videos_per_class_train), paths)
 
 
 def test_several_seeds_train_on_one_data_set_made_once(tmp_path):
   tiny = dataclasses.replace(demo_config.QUICK_CONFIG.dataset, classes=demo_config.DEMO_DATASET.classes[:2],
-                             videos_per_class_train=1)
+                             videos_per_class_train=1, videos_per_class_test=1)
   config = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), dataset=tiny)
   runs = [pipeline.seed_config(config, seed, several=True) for seed in (0, 1)]
   printed = io.StringIO()
@@ -363,7 +364,8 @@ MEASURED_RECIPES = {
     'flow_teacher': MEASURED + '--stream=flow --train_steps=600 --warmup_steps=60 --learning_rate=0.001'.split(),
     'rgb_baseline': MEASURED + RGB_SCHEDULE + ['--stream=rgb'],
     'd3d_student': MEASURED + RGB_SCHEDULE + (
-        '--stream=d3d --distill_target=Mixed_3c --distill_loss=l2 --distill_weight=100.0').split(),
+        '--stream=d3d --distill_target=Mixed_3c --distill_loss=l2 --distill_weight=100.0 '
+        '--distill_use_head=true').split(),
 }
 # What --quick changes, after each recipe.
 QUICK = ('--global_batch_size=4 --eval_batch_size=4 --train_steps=6 --steps_per_loop=3 --warmup_steps=0 '
@@ -409,7 +411,8 @@ def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_pa
   assert (teacher.train.train_steps, teacher.train.warmup_steps) == (30, 3)
   assert (baseline.train.train_steps, baseline.train.warmup_steps) == (90, 9)
   assert (student.train.train_steps, student.train.warmup_steps) == (90, 9)
-  assert (student.distillation.weight, student.distillation.temperature, student.distillation.ramp_steps) == (2.0, 3.0, 7)
+  distillation = student.distillation
+  assert (distillation.weight, distillation.temperature, distillation.ramp_steps) == (2.0, 3.0, 7)
   assert student.distillation.target == 'Mixed_3c'  # the recipe's, not replaced
   assert baseline.distillation == teacher.distillation == type(student.distillation)()
   assert config.dataset == demo_config.QUICK_CONFIG.dataset
