@@ -37,7 +37,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
   flags.DEFINE_integer('validation_videos_per_class', defaults.validation_videos_per_class, 'For choosing recipes: '
                        'hold out this many of each class\'s training videos and evaluate on them instead of the test '
-                       'videos (BUILD_NOTES.md: 4). 0: train on all training videos, evaluate on the test split.',
+                       'videos (BUILD_NOTES.md: 12). 0: train on all training videos, evaluate on the test split.',
                        flag_values=flag_values)
   flags.DEFINE_bool('quick', False, 'Smoke preset of a couple of minutes: tiny videos and training '
                     '(recipes/quick.flags).', flag_values=flag_values)
