@@ -100,22 +100,28 @@ def test_distillation_loss_falls_on_a_fixed_batch(trained):
   np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], losses), rtol=1e-5)
 
 
-def test_distillation_starts_at_start_step_and_ramps_to_its_weight(batch):
+def test_distillation_starts_at_start_step_ramps_to_its_weight_and_stops_at_end_step(batch):
   keras.utils.set_random_seed(0)
-  model = build_d3d(tiny_config(weight=2.0, start_step=2, ramp_steps=2))
+  model = build_d3d(tiny_config(weight=2.0, start_step=2, ramp_steps=2, end_step=5))
   set_teacher_logits(model, TEACHER_LOGITS)
   weights = []
-  for step in range(6):
+  for step in range(7):
     model.optimizer.iterations.assign(step)
     weights.append(float(model.distillation_weight()))
-  np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 1.0, 2.0, 2.0])
-  # In training: no distillation loss before step 2, the full one from step 4.
+  np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0])
+  # In training: no distillation loss before step 2, the full one at step 4, none again from step 5.
   model.optimizer.iterations.assign(0)
-  history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=5, steps_per_epoch=1, shuffle=False,
+  history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=7, steps_per_epoch=1, shuffle=False,
                       verbose=0).history
   assert history['distill_loss'][:3] == [0.0, 0.0, 0.0]
   assert history['distill_loss'][4] > 0.0
+  assert history['distill_loss'][5:] == [0.0, 0.0]
   np.testing.assert_allclose(history['loss'], np.add(history['cls_loss'], history['distill_loss']), rtol=1e-5)
+
+
+def test_an_end_step_that_is_not_after_the_start_step_is_refused():
+  with pytest.raises(d3d_config.ConfigError, match='distillation.end_step=3 must come after distillation.start_step=3'):
+    tiny_config(start_step=3, end_step=3).validate()
 
 
 def test_test_step_is_rgb_only_and_averages_views(trained, batch):
@@ -145,15 +151,21 @@ def test_distillation_losses():
   assert expected[0] > 0 and abs(expected[1]) < 1e-6
 
 
+def recorded_distillation(model, batch):
+  """One forward pass of the student and teacher on a tape: (tape, targets, outputs, per-clip distillation loss)."""
+  with tf.GradientTape() as tape:
+    targets = model.training_targets(batch[0])
+    outputs = model(batch[0], training=True)
+    [distill] = model.auxiliary_losses(outputs, targets).values()
+  return tape, targets, outputs, distill
+
+
 def test_head_maps_student_features_to_teacher_features(trained, batch):
   student, teacher = trained[0].network, trained[0].teacher
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='features', use_head=True))
   feature_size = teacher.compute_output_shape((None, None, None, None, 2))['features'][-1]
   assert model.head.kernel.shape == (feature_size, feature_size)
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, _, _, distill = recorded_distillation(model, batch)
   assert distill.shape == (BATCH,)
   gradients = tape.gradient(distill, [model.head.kernel] + teacher.weights)
   assert np.any(gradients[0].numpy()) and all(g is None for g in gradients[1:])
@@ -162,10 +174,7 @@ def test_head_maps_student_features_to_teacher_features(trained, batch):
 def test_distillation_from_a_backbone_endpoint(trained, batch):
   student, teacher = trained[0].network, trained[0].teacher
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_3c'))
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, _, outputs, distill = recorded_distillation(model, batch)
   expected = np.mean(np.square(outputs['Mixed_3c'].numpy() - teacher(batch[0]['flow'])['Mixed_3c'].numpy()),
                      axis=(1, 2, 3, 4))
   np.testing.assert_allclose(distill.numpy(), expected, rtol=1e-5)
@@ -182,10 +191,7 @@ def test_an_adaptor_maps_the_students_feature_map_to_the_teachers_at_each_positi
   model = d3d_model.D3DModel(student, teacher, d3d_config.DistillationConfig(target='Mixed_3c', use_head=True))
   channels = teacher.compute_output_shape((None, None, None, None, 2))['Mixed_3c'][-1]
   assert model.head.kernel.shape == (channels, channels)
-  with tf.GradientTape() as tape:
-    targets = model.training_targets(batch[0])
-    outputs = model(batch[0], training=True)
-    [distill] = model.auxiliary_losses(outputs, targets).values()
+  tape, targets, outputs, distill = recorded_distillation(model, batch)
   adapted = np.einsum('bthwc,cd->bthwd', outputs['Mixed_3c'].numpy(), model.head.kernel.numpy()) + model.head.bias
   expected = np.mean(np.square(adapted - targets.numpy()), axis=(1, 2, 3, 4))
   np.testing.assert_allclose(distill.numpy(), expected, rtol=1e-5)

@@ -118,6 +118,8 @@ class DistillationConfig:
   start_step: int = setting(0, 'Step from which the distillation loss counts; before it the student learns from the '
                             'labels alone (a student that cannot see motion yet only gets noise from the teacher).')
   ramp_steps: int = setting(0, 'Steps over which the weight then grows linearly from 0 to weight; 0: all at once.')
+  end_step: int = setting(0, 'Step from which the distillation loss no longer counts (0: never); the last steps then '
+                          'learn from the labels alone, which restores what the teacher cannot see (e.g. colours).')
 
 
 @dataclasses.dataclass
@@ -183,8 +185,12 @@ class ExperimentConfig:
         raise ConfigError(f'{name} must be one of {allowed}, got {value!r}')
     if self.distillation.loss == 'kl' and self.distillation.target != 'logits':
       raise ConfigError('distillation.loss=kl compares class distributions: it needs distillation.target=logits')
-    if self.distillation.start_step < 0 or self.distillation.ramp_steps < 0:
-      raise ConfigError('distillation.start_step and distillation.ramp_steps must be >= 0')
+    distillation = self.distillation
+    if distillation.start_step < 0 or distillation.ramp_steps < 0 or distillation.end_step < 0:
+      raise ConfigError('distillation.start_step, ramp_steps and end_step must be >= 0')
+    if distillation.end_step and distillation.end_step <= distillation.start_step:
+      raise ConfigError(f'distillation.end_step={distillation.end_step} must come after distillation.start_step='
+                        f'{distillation.start_step} (or be 0: distil to the end)')
     positive = {'data.num_frames': self.data.num_frames, 'data.stride': self.data.stride,
                 'data.crop_size': self.data.crop_size, 'data.global_batch_size': self.data.global_batch_size,
                 'data.eval_batch_size': self.data.eval_batch_size}

@@ -189,7 +189,8 @@ class D3DModel(VideoClassifier):
   features) or, for a feature map, from the student's map at each position (a 1x1x1 convolution, the adaptor of
   FitNets): the student's own features then only need to hold the teacher's, and keep what the teacher cannot see
   (without it, mimicking a colour-blind flow network's Mixed_3c made a student lose colours). It is training-only
-  and not part of the exported network. `start_step` / `ramp_steps` delay the distillation (see `distillation_weight`).
+  and not part of the exported network. `start_step` / `ramp_steps` delay the distillation and `end_step`
+  ends it (see `distillation_weight`).
   """
 
   def __init__(self, student: keras.Model, teacher: keras.Model, distillation: d3d_config.DistillationConfig,
@@ -232,15 +233,19 @@ class D3DModel(VideoClassifier):
     return tf.stop_gradient(tf.cast(outputs[self.distillation.target], tf.float32))
 
   def distillation_weight(self) -> tf.Tensor:
-    """lambda at the current step: 0 before `start_step`, then growing linearly to `weight` over `ramp_steps`."""
+    """lambda at the current step: 0 before `start_step`, then growing linearly to `weight` over `ramp_steps`, and 0
+    again from `end_step` (when set)."""
     config = self.distillation
-    if not config.start_step and not config.ramp_steps:
+    if not config.start_step and not config.ramp_steps and not config.end_step:
       return tf.constant(config.weight, tf.float32)
-    steps_since_start = tf.cast(self.optimizer.iterations, tf.float32) - float(config.start_step)
+    step = tf.cast(self.optimizer.iterations, tf.float32)
+    steps_since_start = step - float(config.start_step)
     if config.ramp_steps:
       progress = tf.clip_by_value(steps_since_start / float(config.ramp_steps), 0.0, 1.0)
     else:
       progress = tf.cast(steps_since_start >= 0.0, tf.float32)
+    if config.end_step:
+      progress *= tf.cast(step < float(config.end_step), tf.float32)
     return config.weight * progress
 
   def auxiliary_losses(self, outputs, targets):
