@@ -347,7 +347,7 @@ def test_the_demo_makes_the_videos_the_figures_were_measured_with():
   classes = make_motion_dataset.complementary_classes(make_motion_dataset.KINDS, ('translate_left', 'translate_right'))
   assert demo_config.DEMO_DATASET == dataclasses.replace(
       make_motion_dataset.MotionDatasetConfig(), classes=classes, width=40, height=40, videos_per_class_train=40,
-      videos_per_class_test=32, object_radius=(0.3, 0.4), translation_speed=(0.02, 0.035),
+      videos_per_class_test=32, object_radius=(0.3, 0.4), translation_speed=(0.012, 0.022),
       translation_jitter_degrees=10.0, background_drift_speed=0.003, noise_std=(1.0, 3.0))
 
 
@@ -365,9 +365,10 @@ MEASURED_RECIPES = {
     'rgb_baseline': MEASURED + RGB_SCHEDULE + ['--stream=rgb'],
     'd3d_student': MEASURED + RGB_SCHEDULE + (
         '--stream=d3d --distill_target=Mixed_3c --distill_loss=l2 --distill_weight=100.0 '
-        '--distill_use_head=true').split(),
+        '--distill_use_head=true --distill_start_step=300 --distill_ramp_steps=200 --distill_end_step=1000').split(),
 }
 # What --quick changes, after each recipe.
+QUICK_DISTILLATION = '--distill_start_step=2 --distill_ramp_steps=0 --distill_end_step=5'.split()
 QUICK = ('--global_batch_size=4 --eval_batch_size=4 --train_steps=6 --steps_per_loop=3 --warmup_steps=0 '
          '--eval_interval=0 --jit_compile=false').split()
 
@@ -397,7 +398,8 @@ def test_recipes_give_the_measured_settings_to_the_demo_and_to_train(name, tmp_p
   names = [line.split('=')[0] for line in lines]
   assert not sorted({flag for flag in names if names.count(flag) > 1})
   quick = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), seed=3)
-  assert experiment(quick, name) == train_config(*MEASURED_RECIPES[name], *QUICK, *demo_flags)
+  quick_distillation = QUICK_DISTILLATION if name == 'd3d_student' else []
+  assert experiment(quick, name) == train_config(*MEASURED_RECIPES[name], *QUICK, *quick_distillation, *demo_flags)
 
 
 def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_path):
@@ -413,6 +415,7 @@ def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_pa
   assert (student.train.train_steps, student.train.warmup_steps) == (90, 9)
   distillation = student.distillation
   assert (distillation.weight, distillation.temperature, distillation.ramp_steps) == (2.0, 3.0, 7)
+  assert (distillation.start_step, distillation.end_step) == (2, 5)  # the quick preset's, not replaced
   assert student.distillation.target == 'Mixed_3c'  # the recipe's, not replaced
   assert baseline.distillation == teacher.distillation == type(student.distillation)()
   assert config.dataset == demo_config.QUICK_CONFIG.dataset

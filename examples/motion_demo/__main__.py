@@ -20,7 +20,7 @@ from official_d3d.configs import d3d_config
 
 # The D3D student's distillation flags, named as official_d3d.train names them.
 STUDENT_FLAGS = ('distill_weight', 'distill_target', 'distill_loss', 'distill_temperature', 'distill_use_head',
-                 'distill_start_step', 'distill_ramp_steps')
+                 'distill_start_step', 'distill_ramp_steps', 'distill_end_step')
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -42,8 +42,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_bool('quick', False, 'Smoke preset of a couple of minutes: tiny videos and training '
                     '(recipes/quick.flags).', flag_values=flag_values)
   flags.DEFINE_integer('train_steps', None, 'Training steps of the RGB baseline and the D3D student, the first tenth '
-                       'warming up; a multiple of the recipes\' --steps_per_loop (20; 3 with --quick). Default: the '
-                       'recipe.', flag_values=flag_values)
+                       'warming up; a multiple of the recipes\' --steps_per_loop (20; 3 with --quick). The student\'s '
+                       'distillation keeps the recipe\'s steps (--distill_start_step ...). Default: the recipe.',
+                       flag_values=flag_values)
   flags.DEFINE_integer('teacher_steps', None, 'Training steps of the flow teacher, as --train_steps. Default: the '
                        'recipe.', flag_values=flag_values)
   flags.DEFINE_float('distill_weight', None, 'Weight of the distillation loss of the D3D student. Default: the '
@@ -60,6 +61,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_integer('distill_ramp_steps', None, 'Steps over which the distillation weight then grows to its '
                        'value.', flag_values=flag_values)
+  flags.DEFINE_integer('distill_end_step', None, 'Step from which the student learns from the labels alone again. '
+                       'Default: the recipe.', flag_values=flag_values)
   flags.DEFINE_integer('convert_workers', None, 'Processes computing TV-L1 flow; 0: all cores. Default: the preset '
                        '(all cores; 1 with --quick).', flag_values=flag_values)
 
