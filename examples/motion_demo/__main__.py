@@ -33,8 +33,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('dataset_seed', defaults.dataset.seed, 'Seed of the generated videos: one data set for every '
                        '--seed.', flag_values=flag_values)
   flags.DEFINE_enum('class_set', 'kinds_x_motions', sorted(demo_config.CLASS_SETS), 'kinds_x_motions: 8 classes, '
-                    'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); motions: '
-                    'the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
+                    'an object\'s colour (which one frame shows) x its direction of motion (which flow shows); '
+                    'motions: the 8 directions alone, which one frame cannot tell apart.', flag_values=flag_values)
   flags.DEFINE_integer('validation_videos_per_class', defaults.validation_videos_per_class, 'For choosing recipes: '
                        'hold out this many of each class\'s training videos and evaluate on them instead of the test '
                        'videos (BUILD_NOTES.md: 12). 0: train on all training videos, evaluate on the test split.',
@@ -49,14 +49,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        'recipe.', flag_values=flag_values)
   flags.DEFINE_float('distill_weight', None, 'Weight of the distillation loss of the D3D student. Default: the '
                      'recipe.', flag_values=flag_values)
-  flags.DEFINE_enum('distill_target', None, d3d_config.DISTILL_TARGETS, 'What the student mimics: the teacher\'s '
-                    'logits or pooled features. Default: the recipe.', flag_values=flag_values)
+  flags.DEFINE_string('distill_target', None, 'What the student mimics: the teacher\'s logits, pooled features, or '
+                      'a backbone endpoint\'s feature map (Conv2d_1a_7x7 ... Mixed_5c). Default: the recipe.',
+                      flag_values=flag_values)
   flags.DEFINE_enum('distill_loss', None, d3d_config.DISTILL_LOSSES, 'l2, or kl (temperature KL on logits).',
                     flag_values=flag_values)
   flags.DEFINE_float('distill_temperature', None, 'Temperature of the kl distillation loss.', flag_values=flag_values)
-  flags.DEFINE_bool('distill_use_head', None, 'A training-only linear head on the student\'s pooled features mimics '
-                    'the teacher, instead of the student\'s own logits or features. Default: the recipe.',
-                    flag_values=flag_values)
+  flags.DEFINE_bool('distill_use_head', None, 'A training-only linear head predicts the teacher\'s target from the '
+                    'student\'s pooled features (at a feature map: a 1x1x1 adaptor from the student\'s map), '
+                    'instead of the student\'s own output mimicking it. Default: the recipe.', flag_values=flag_values)
   flags.DEFINE_integer('distill_start_step', None, 'Step from which the student is distilled (labels alone before).',
                        flag_values=flag_values)
   flags.DEFINE_integer('distill_ramp_steps', None, 'Steps over which the distillation weight then grows to its '

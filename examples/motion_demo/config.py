@@ -56,7 +56,7 @@ MOTION_ONLY_DATASET = dataclasses.replace(
 # guess between four colours): RGB beats flow, and two-stream beats both. The objects move 0.5-0.9 px a frame, slowly
 # enough that an RGB network alone does not find the direction within the demo's budget (at 0.8-1.4 px some did, in
 # part), while TV-L1 still tracks it and so the teacher still teaches it (BUILD_NOTES.md, "Demo: complementary
-# streams", designs D to S). 32 test videos per class: a top-1 near 50 % over 256 videos has a binomial standard error
+# streams", designs D to T). 32 test videos per class: a top-1 near 50 % over 256 videos has a binomial standard error
 # of 3 points.
 DEMO_DATASET = dataclasses.replace(
     MOTION_ONLY_DATASET, classes=make_motion_dataset.complementary_classes(
