@@ -102,7 +102,7 @@ def test_results_json_holds_accuracies_latencies_and_existing_paths(quick_run):
   # The machine a seed's figures depend on (CPU, cores, instruction sets) is recorded with them.
   assert saved['machine']['cores'] == os.cpu_count() and saved['machine']['tensorflow'] == tf.__version__
   # So are the settings of each network, as train.py resolved them.
-  assert saved['config']['d3d_student']['distillation']['loss'] == 'kl'
+  assert saved['config']['d3d_student']['distillation']['target'] == 'Mixed_3c'
   assert saved['config']['demo']['latency_clips'] == config.latency_clips
   num_test = len(config.dataset.classes) * config.dataset.videos_per_class_test
   assert saved['num_test_videos'] == num_test
@@ -285,7 +285,7 @@ def test_the_class_set_and_the_dataset_seed_come_from_flags(tmp_path):
   assert command.config_from_flags(flag_values).dataset == demo_config.MOTION_ONLY_DATASET
   flag_values(['demo', f'--output_dir={tmp_path}', '--class_set=kinds_x_motions'])
   dataset = command.config_from_flags(flag_values).dataset
-  assert dataset == demo_config.DEMO_DATASET and len(dataset.classes) == 16
+  assert dataset == demo_config.DEMO_DATASET and len(dataset.classes) == 8
   assert {make_motion_dataset.parse_class(name)[0] for name in dataset.classes} == set(make_motion_dataset.KINDS)
   flag_values(['demo', f'--output_dir={tmp_path}', '--dataset_seed=3'])
   assert command.config_from_flags(flag_values).dataset == dataclasses.replace(demo_config.DEMO_DATASET, seed=3)
@@ -306,12 +306,13 @@ def test_validation_holds_out_the_first_training_videos_of_each_class(tmp_path):
   assert listed('train') == [row for row in rows if row not in listed('test')]
   assert demo_config.manifest_path(demo_config.DemoConfig(), paths, 'test') == os.path.join(paths.videos, 'test.csv')
   with pytest.raises(ValueError, match='validation_videos_per_class'):
-    demo_config.check(dataclasses.replace(config, validation_videos_per_class=20), paths)
+    demo_config.check(dataclasses.replace(
+        config, validation_videos_per_class=config.dataset.videos_per_class_train), paths)
 
 
 def test_several_seeds_train_on_one_data_set_made_once(tmp_path):
   tiny = dataclasses.replace(demo_config.QUICK_CONFIG.dataset, classes=demo_config.DEMO_DATASET.classes[:2],
-                             videos_per_class_train=1)
+                             videos_per_class_train=1, videos_per_class_test=1)
   config = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), dataset=tiny)
   runs = [pipeline.seed_config(config, seed, several=True) for seed in (0, 1)]
   printed = io.StringIO()
@@ -343,11 +344,10 @@ def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path):
 
 
 def test_the_demo_makes_the_videos_the_figures_were_measured_with():
-  classes = make_motion_dataset.complementary_classes(
-      make_motion_dataset.KINDS, ('translate_left', 'translate_right', 'translate_up', 'translate_down'))
+  classes = make_motion_dataset.complementary_classes(make_motion_dataset.KINDS, ('translate_left', 'translate_right'))
   assert demo_config.DEMO_DATASET == dataclasses.replace(
-      make_motion_dataset.MotionDatasetConfig(), classes=classes, width=40, height=40, videos_per_class_train=20,
-      videos_per_class_test=16, object_radius=(0.3, 0.4), translation_speed=(0.03, 0.05),
+      make_motion_dataset.MotionDatasetConfig(), classes=classes, width=40, height=40, videos_per_class_train=40,
+      videos_per_class_test=32, object_radius=(0.3, 0.4), translation_speed=(0.012, 0.022),
       translation_jitter_degrees=10.0, background_drift_speed=0.003, noise_std=(1.0, 3.0))
 
 
@@ -357,17 +357,18 @@ MEASURED = ('--num_frames=8 --stride=2 --crop_size=32 --train_resize_range=32,36
             '--global_batch_size=8 --eval_batch_size=8 --num_eval_clips=1 --num_eval_crops=1 --shuffle_buffer=256 '
             '--deterministic=true --depth_multiplier=0.25 --min_depth=8 --dropout_rate=0.0 '
             '--first_temporal_kernel_size=7 --batch_norm_momentum=0.9 --optimizer=adamw --weight_decay=1e-5 '
-            '--schedule=cosine --steps_per_loop=20 --eval_interval=1000 --jit_compile=true '
+            '--schedule=cosine --steps_per_loop=20 --eval_interval=500 --jit_compile=true '
             '--convert_on_accelerator=false').split()
-RGB_SCHEDULE = '--train_steps=3000 --warmup_steps=300 --learning_rate=0.0005'.split()
+RGB_SCHEDULE = '--train_steps=1500 --warmup_steps=150 --learning_rate=0.0005'.split()
 MEASURED_RECIPES = {
     'flow_teacher': MEASURED + '--stream=flow --train_steps=600 --warmup_steps=60 --learning_rate=0.001'.split(),
     'rgb_baseline': MEASURED + RGB_SCHEDULE + ['--stream=rgb'],
     'd3d_student': MEASURED + RGB_SCHEDULE + (
-        '--stream=d3d --distill_target=logits --distill_loss=kl --distill_weight=1.0 --distill_temperature=4.0 '
-        '--distill_start_step=800 --distill_ramp_steps=400').split(),
+        '--stream=d3d --distill_target=Mixed_3c --distill_loss=l2 --distill_weight=100.0 '
+        '--distill_use_head=true --distill_start_step=300 --distill_ramp_steps=200 --distill_end_step=1000').split(),
 }
 # What --quick changes, after each recipe.
+QUICK_DISTILLATION = '--distill_start_step=2 --distill_ramp_steps=0 --distill_end_step=5'.split()
 QUICK = ('--global_batch_size=4 --eval_batch_size=4 --train_steps=6 --steps_per_loop=3 --warmup_steps=0 '
          '--eval_interval=0 --jit_compile=false').split()
 
@@ -397,7 +398,7 @@ def test_recipes_give_the_measured_settings_to_the_demo_and_to_train(name, tmp_p
   names = [line.split('=')[0] for line in lines]
   assert not sorted({flag for flag in names if names.count(flag) > 1})
   quick = dataclasses.replace(demo_config.QUICK_CONFIG, output_dir=str(tmp_path), seed=3)
-  quick_distillation = ['--distill_start_step=3', '--distill_ramp_steps=0'] if name == 'd3d_student' else []
+  quick_distillation = QUICK_DISTILLATION if name == 'd3d_student' else []
   assert experiment(quick, name) == train_config(*MEASURED_RECIPES[name], *QUICK, *quick_distillation, *demo_flags)
 
 
@@ -406,13 +407,15 @@ def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_pa
   flag_values = flags.FlagValues()
   command.define_flags(flag_values)
   flag_values(['demo', '--quick', f'--output_dir={tmp_path}', '--train_steps=90', '--teacher_steps=30',
-               '--distill_weight=2.0', '--distill_loss=l2', '--distill_use_head'])
+               '--distill_weight=2.0', '--distill_temperature=3.0', '--distill_ramp_steps=7'])
   config = command.config_from_flags(flag_values)
   teacher, baseline, student = (experiment(config, name) for name in demo_config.NETWORKS)
   assert (teacher.train.train_steps, teacher.train.warmup_steps) == (30, 3)
   assert (baseline.train.train_steps, baseline.train.warmup_steps) == (90, 9)
   assert (student.train.train_steps, student.train.warmup_steps) == (90, 9)
-  assert (student.distillation.weight, student.distillation.loss, student.distillation.use_head) == (2.0, 'l2', True)
-  assert student.distillation.start_step == 3  # the quick preset's, not replaced
+  distillation = student.distillation
+  assert (distillation.weight, distillation.temperature, distillation.ramp_steps) == (2.0, 3.0, 7)
+  assert (distillation.start_step, distillation.end_step) == (2, 5)  # the quick preset's, not replaced
+  assert student.distillation.target == 'Mixed_3c'  # the recipe's, not replaced
   assert baseline.distillation == teacher.distillation == type(student.distillation)()
   assert config.dataset == demo_config.QUICK_CONFIG.dataset

@@ -260,10 +260,12 @@ def test_bad_settings_are_refused():
 
 
 # Complementary classes: the kind (colour) is in every frame and not in luminance flow, the motion the other way round.
+# The demo's classes, frame size and speed (0.5-0.9 px a frame).
 MOTION_PAIR = ('translate_left', 'translate_right')
 COMPLEMENTARY_CONFIG = dataclasses.replace(
     CONFIG, classes=make_motion_dataset.complementary_classes(make_motion_dataset.KINDS, MOTION_PAIR),
-    videos_per_class_train=8, videos_per_class_test=8, num_frames=12, width=40, height=40)
+    videos_per_class_train=8, videos_per_class_test=8, num_frames=12, width=40, height=40,
+    translation_speed=(0.012, 0.022))
 
 
 @pytest.fixture(scope='module')

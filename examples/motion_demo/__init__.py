@@ -5,7 +5,7 @@ r"""D3D end to end on a generated motion benchmark, in one command and with no d
   python -m examples.motion_demo --output_dir=demo_output --seed=0,1,2  # one run per seed, then mean and spread
 
 Steps (`pipeline.py`; each logged, each skipped when its output is already complete, so an interrupted demo resumes):
-  1. generate the motion dataset (`tfrecord_tools.make_motion_dataset`): 4 object colours x 4 directions, which
+  1. generate the motion dataset (`tfrecord_tools.make_motion_dataset`): 4 object colours x 2 directions, which
      one frame and flow each tell half of (`--class_set=motions`: 8 directions, which only motion tells apart);
   2. convert train and test to TFRecords with OpenCV TV-L1 flow on all cores (`tfrecord_tools.convert_lib`);
   3. train the flow teacher, 4. the RGB baseline, 5. the D3D student distilled from that teacher
