@@ -419,3 +419,12 @@ def test_the_command_line_passes_steps_and_distillation_to_their_networks(tmp_pa
   assert student.distillation.target == 'Mixed_3c'  # the recipe's, not replaced
   assert baseline.distillation == teacher.distillation == type(student.distillation)()
   assert config.dataset == demo_config.QUICK_CONFIG.dataset
+
+
+def test_the_command_line_takes_any_endpoint_as_the_distillation_target_and_refuses_other_names(tmp_path):
+  flag_values = flags.FlagValues()
+  command.define_flags(flag_values)
+  flag_values(['demo', f'--output_dir={tmp_path}', '--distill_target=Mixed_4f'])
+  assert experiment(command.config_from_flags(flag_values), 'd3d_student').distillation.target == 'Mixed_4f'
+  with pytest.raises(flags.IllegalFlagValueError, match='Mixed_9z'):
+    flag_values(['demo', '--distill_target=Mixed_9z'])

@@ -17,6 +17,7 @@ from examples.motion_demo import config as demo_config
 from examples.motion_demo import pipeline
 from official_d3d import train_lib
 from official_d3d.configs import d3d_config
+from official_d3d.modeling.backbones import s3dg
 
 # The D3D student's distillation flags, named as official_d3d.train names them.
 STUDENT_FLAGS = ('distill_weight', 'distill_target', 'distill_loss', 'distill_temperature', 'distill_use_head',
@@ -49,9 +50,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        'recipe.', flag_values=flag_values)
   flags.DEFINE_float('distill_weight', None, 'Weight of the distillation loss of the D3D student. Default: the '
                      'recipe.', flag_values=flag_values)
-  flags.DEFINE_string('distill_target', None, 'What the student mimics: the teacher\'s logits, pooled features, or '
-                      'a backbone endpoint\'s feature map (Conv2d_1a_7x7 ... Mixed_5c). Default: the recipe.',
-                      flag_values=flag_values)
+  flags.DEFINE_enum('distill_target', None, d3d_config.DISTILL_TARGETS + s3dg.ENDPOINTS, 'What the student mimics: '
+                    'the teacher\'s logits, pooled features, or a backbone endpoint\'s feature map. Default: the '
+                    'recipe.', flag_values=flag_values)
   flags.DEFINE_enum('distill_loss', None, d3d_config.DISTILL_LOSSES, 'l2, or kl (temperature KL on logits).',
                     flag_values=flag_values)
   flags.DEFINE_float('distill_temperature', None, 'Temperature of the kl distillation loss.', flag_values=flag_values)
