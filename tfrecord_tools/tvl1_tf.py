@@ -223,28 +223,43 @@ def _centered_gradient(image, frame_size):
   return dx, dy
 
 
-# The two stencils of every inner iteration shift by rolling and mask the wrapped row or column: the same values as
-# slicing and padding, and on XLA's CPU backend a step shaped like an inner iteration took 0.39 ms with rolls against
-# 14.4 ms with pads (256x480, one thread; BUILD_NOTES.md).
+# The stencils of every inner iteration read each field shifted by one row or column, the row or column that falls
+# outside masked. On XLA's CPU backend the fastest way to shift depends on the loop (256x480, one thread, an ad-hoc
+# script; BUILD_NOTES.md): with one pair a call, slicing and zero-padding (0.98 ms an iteration against 1.21 by
+# rolling); with a batch, where converged samples are frozen by a select, rolling (1.58 ms against 3.79 by padding).
 
 
-def _forward_gradient(field, frame_size):
+def _shift_by_padding(field, axis, offset):
+  """`field` moved by `offset` (+-1) along `axis`, zeros moved in."""
+  axis %= field.shape.rank
+  kept = slice(None, -1) if offset > 0 else slice(1, None)
+  padding = [[0, 0]] * field.shape.rank
+  padding[axis] = [1, 0] if offset > 0 else [0, 1]
+  return tf.pad(field[(slice(None),) * axis + (kept,)], padding)
+
+
+def _shift_by_rolling(field, axis, offset):
+  """`field` moved by `offset` along `axis`, the values pushed out at one end moved in at the other."""
+  return tf.roll(field, offset, axis=axis % field.shape.rank)
+
+
+def _forward_gradient(field, frame_size, shift):
   """Forward differences, zero on the frame's last column (x) and last row (y) and beyond."""
   height, width = field.shape[-2:]
   inside_x = tf.cast(tf.range(width) < frame_size[1] - 1, tf.float32)
   inside_y = tf.cast(tf.range(height) < frame_size[0] - 1, tf.float32)[:, tf.newaxis]
-  dx = (tf.roll(field, -1, axis=field.shape.rank - 1) - field) * inside_x
-  dy = (tf.roll(field, -1, axis=field.shape.rank - 2) - field) * inside_y
+  dx = (shift(field, -1, -1) - field) * inside_x
+  dy = (shift(field, -2, -1) - field) * inside_y
   return dx, dy
 
 
-def _divergence(px, py):
+def _divergence(px, py, shift):
   """Backward differences with zero before the first row and column: minus the adjoint of `_forward_gradient`."""
   height, width = px.shape[-2:]
   after_first_x = tf.cast(tf.range(width) > 0, tf.float32)
   after_first_y = tf.cast(tf.range(height) > 0, tf.float32)[:, tf.newaxis]
-  px_left = tf.roll(px, 1, axis=px.shape.rank - 1) * after_first_x
-  py_up = tf.roll(py, 1, axis=py.shape.rank - 2) * after_first_y
+  px_left = shift(px, -1, 1) * after_first_x
+  py_up = shift(py, -2, 1) * after_first_y
   return (px - px_left) + (py - py_up)
 
 
@@ -378,6 +393,10 @@ def _solve_linearised(flow, dual_x, dual_y, slopes, gradient_norm2, residual_con
   tau_over_theta = np.float32(params.tau / params.theta)
   theta = np.float32(params.theta)
   tiny = np.finfo(np.float32).eps
+  # One sample whose convergence is tested after every iteration leaves the loops as soon as it converges: nothing
+  # to freeze, and shifts by padding are the faster then.
+  freezes = flow.shape[1] != 1 or iterations_per_check != 1
+  shift = _shift_by_rolling if freezes else _shift_by_padding
 
   def iterate(flow, dual_x, dual_y):
     """One thresholding, primal and dual step; also returns each sample's squared flow update."""
@@ -385,13 +404,15 @@ def _solve_linearised(flow, dual_x, dual_y, slopes, gradient_norm2, residual_con
     step = tf.where(residual < -lambda_theta * gradient_norm2, lambda_theta,
                     tf.where(residual > lambda_theta * gradient_norm2, -lambda_theta,
                              tf.where(gradient_norm2 > tiny, -tf.math.divide_no_nan(residual, gradient_norm2), 0.0)))
-    new_flow = flow + step * slopes + theta * _divergence(dual_x, dual_y)
+    new_flow = flow + step * slopes + theta * _divergence(dual_x, dual_y, shift)
     change = tf.reduce_sum(tf.square(new_flow - flow) * inside, axis=[0, 2, 3])
-    flow_dx, flow_dy = _forward_gradient(new_flow, frame_size)
+    flow_dx, flow_dy = _forward_gradient(new_flow, frame_size, shift)
     norm = 1.0 + tau_over_theta * tf.sqrt(flow_dx * flow_dx + flow_dy * flow_dy)
     return new_flow, (dual_x + tau_over_theta * flow_dx) / norm, (dual_y + tau_over_theta * flow_dy) / norm, change
 
   def masked(active, new, old):
+    if not freezes:
+      return new
     return tf.where(active[tf.newaxis, :, tf.newaxis, tf.newaxis], new, old)
 
   def masked_iteration(count, flow, dual_x, dual_y, active):
