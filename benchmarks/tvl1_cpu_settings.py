@@ -22,8 +22,8 @@ _PAIRS = 12
 def _middle_gray_frames(video: str, num_frames: int):
   from d3d_core import video_reader  # pylint: disable=g-import-not-at-top
   from tfrecord_tools import flow_backends  # pylint: disable=g-import-not-at-top
-  from benchmarks import convert_benchmark  # pylint: disable=g-import-not-at-top
-  path = convert_benchmark.sample_video_folder() / video
+  from benchmarks import mixed_size_videos  # pylint: disable=g-import-not-at-top
+  path = mixed_size_videos.sample_video_folder() / video
   frames = video_reader.read_video(str(path), video_reader.DecodeConfig(max_frames=_VIDEO_FRAMES)).frames
   middle = (len(frames) - num_frames) // 2
   return flow_backends.grayscale(frames[middle:middle + num_frames])

@@ -1,10 +1,12 @@
 """Latency figures: warm-up calls are not timed, functions take turns on each input, the spread is robust. Training
-FLOPs as MFU counts them."""
+FLOPs as MFU counts them. The TV-L1 settings benchmark finds its frames."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from benchmarks import train_benchmark
+from benchmarks import tvl1_cpu_settings
 from official_d3d import benchmarking
 from official_d3d.modeling.layers import folded_conv3d
 
@@ -48,3 +50,9 @@ def test_step_flops_of_a_convolution_and_its_gradients_match_a_hand_count():
   for convolution in train_benchmark.CONVOLUTIONS:  # folded (2-D ops) and Keras' Conv3D: the same model FLOPs
     with train_benchmark.convolution_op(convolution):
       assert train_benchmark.step_flops(tf.function(step).get_concrete_function(clips)) == by_hand
+
+
+def test_the_cpu_settings_benchmark_reads_grayscale_frames_at_the_converters_size():
+  frames = tvl1_cpu_settings._middle_gray_frames('bikes.mp4', 3)  # pylint: disable=protected-access
+  assert frames.shape == (3, 256, 602) and frames.dtype == np.uint8
+  assert np.abs(np.diff(frames.astype(int), axis=0)).mean() > 1.0  # consecutive frames of a moving scene
