@@ -1,5 +1,9 @@
 """Latency figures: warm-up calls are not timed, functions take turns on each input, the spread is robust. Training
-FLOPs as MFU counts them. The TV-L1 settings benchmark finds its frames."""
+FLOPs as MFU counts them. The TV-L1 settings benchmark finds its frames and runs each setting."""
+
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,3 +60,13 @@ def test_the_cpu_settings_benchmark_reads_grayscale_frames_at_the_converters_siz
   frames = tvl1_cpu_settings._middle_gray_frames('bikes.mp4', 3)  # pylint: disable=protected-access
   assert frames.shape == (3, 256, 602) and frames.dtype == np.uint8
   assert np.abs(np.diff(frames.astype(int), axis=0)).mean() > 1.0  # consecutive frames of a moving scene
+
+
+@pytest.mark.slow
+def test_the_cpu_settings_benchmark_times_opencv_and_each_setting_in_processes_of_their_own():
+  process = subprocess.run([sys.executable, '-m', 'benchmarks.tvl1_cpu_settings', '--fixed_iterations=5',
+                            '--settings=1x1,1x2x5'], capture_output=True, text=True, timeout=300, check=True,
+                           cwd=pathlib.Path(__file__).parents[1])
+  rows = [line.split() for line in process.stdout.splitlines() if line.startswith(('OpenCV ', 'XLA '))]
+  assert [row[:4] for row in rows] == [['OpenCV', '1', '1', '1'], ['XLA', '1', '1', '1'], ['XLA', '1', '2', '5']]
+  assert all(float(row[-1]) > 0 for row in rows)  # milliseconds an inner iteration

@@ -29,7 +29,7 @@ from tfrecord_tools import tvl1_tf
 AUTO = 'auto'
 # The TensorFlow backend's frame pairs per call when FlowConfig.batch_size is 0: a GPU needs many to be busy. On a CPU
 # a batch runs until its slowest pair converges and larger fields leave the caches: one thread, 256x602 frames from
-# the middle of bikes.mp4, 0.525 s a pair at batch 1, 0.758 s at 4 (`benchmarks/tvl1_cpu_settings.py`).
+# the middle of bikes.mp4, 0.452 s a pair at batch 1, 0.676 s at 4 (`benchmarks/tvl1_cpu_settings.py`).
 GPU_BATCH_SIZE = 32
 CPU_BATCH_SIZE = 1
 

@@ -224,9 +224,10 @@ def _centered_gradient(image, frame_size):
 
 
 # The stencils of every inner iteration read each field shifted by one row or column, the row or column that falls
-# outside masked. On XLA's CPU backend the fastest way to shift depends on the loop (256x480, one thread, an ad-hoc
-# script; BUILD_NOTES.md): with one pair a call, slicing and zero-padding (0.98 ms an iteration against 1.21 by
-# rolling); with a batch, where converged samples are frozen by a select, rolling (1.58 ms against 3.79 by padding).
+# outside masked. On XLA's CPU backend the fastest way to shift depends on the loop (one thread; BUILD_NOTES.md): with
+# one pair tested every iteration, slicing and zero-padding (1.82 ms an inner iteration at 256x608 against 2.18 by
+# rolling, `benchmarks/tvl1_cpu_settings.py --fixed_iterations=300`); where converged samples are frozen by a select,
+# rolling (1.58 ms at 256x480 against 3.79 by padding, an ad-hoc script).
 
 
 def _shift_by_padding(field, axis, offset):
